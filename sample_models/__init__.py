@@ -1,0 +1,1 @@
+"""Synthetic OpenRTB-like data and the sample bid-filter models built from it."""

@@ -1,0 +1,5 @@
+import sys
+
+from sample_models.build import main
+
+sys.exit(main())
