@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= compile,bench,deploy,dev
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv tools clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-demo: venv
+# System tools the benchmark needs: the `wrk` load generator (Debian package; see bench/load.py).
+tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk; }
+
+demo: venv tools
 	$(PY) -m sample_models
 
-test: venv
+test: venv tools
 	$(PY) -m pytest
 
 clean:

@@ -1,0 +1,142 @@
+"""Start and stop the servers under test on free loopback ports, and account their CPU time.
+
+A server is any command that serves HTTP on 127.0.0.1:PORT and answers ``GET /ping``
+with 200 once ready: this project's ``serve``, a gunicorn app of ``bench.baselines``, or
+``bench.trivial_server``. Its output goes to a log file, so that a full pipe never
+stalls it and a failed start can be explained.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """A gunicorn configuration: worker class, worker processes, threads per worker."""
+    worker_class: str = "gevent"   # sync | gthread | gevent
+    workers: int = 2
+    threads: int = 1
+
+    def label(self) -> str:
+        text = f"{self.worker_class} w{self.workers}"
+        return text + (f" t{self.threads}" if self.worker_class == "gthread" else "")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 60, log: Path | None = None,
+               any_status: bool = False) -> None:
+    """Poll ``url``/ping until it answers 200 (any HTTP answer when ``any_status``).
+
+    RuntimeError if the process dies or ``timeout_s`` runs out.
+    """
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before it was ready"
+                               + _log_tail(log))
+        try:
+            with urllib.request.urlopen(url + "/ping", timeout=2) as response:
+                if response.status == 200:
+                    return
+                last_error = f"status {response.status}"
+        except urllib.error.HTTPError as exc:
+            if any_status:
+                return
+            last_error = f"status {exc.code}"
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            last_error = str(exc)
+        time.sleep(0.1)
+    raise RuntimeError(f"server at {url} not ready after {timeout_s} s ({last_error})" + _log_tail(log))
+
+
+def _log_tail(log: Path | None, chars: int = 1500) -> str:
+    if log is None or not Path(log).exists():
+        return ""
+    return "\n--- server log (tail) ---\n" + Path(log).read_text(errors="replace")[-chars:]
+
+
+def gunicorn_argv(app: str, port: int, config: WorkerConfig, *, keepalive_s: int = 60,
+                  timeout_s: int = 60) -> list[str]:
+    """The command line that serves WSGI ``app`` ("module:callable") under ``config``."""
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+            "--worker-class", config.worker_class, "--workers", str(config.workers),
+            "--keep-alive", str(keepalive_s), "--timeout", str(timeout_s),
+            "--backlog", "2048", "--log-level", "warning"]
+    if config.worker_class == "gthread":
+        argv += ["--threads", str(config.threads)]
+    if config.worker_class == "gevent":
+        argv += ["--worker-connections", "1000"]
+    return argv + [app]
+
+
+class RunningServer:
+    """A started server: its base URL, and the CPU time its process tree has used."""
+
+    def __init__(self, name: str, url: str, proc: subprocess.Popen, log: Path):
+        self.name = name
+        self.url = url
+        self.proc = proc
+        self.log = log
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the server process and its live children."""
+        total = 0.0
+        try:
+            root = psutil.Process(self.proc.pid)
+            for process in [root, *root.children(recursive=True)]:
+                try:
+                    times = process.cpu_times()
+                    total += times.user + times.system
+                except psutil.NoSuchProcess:
+                    pass
+        except psutil.NoSuchProcess:
+            pass
+        return total
+
+    def stop(self, timeout_s: float = 15) -> None:
+        """SIGTERM (gunicorn stops its workers gracefully), SIGKILL after ``timeout_s``."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                for child in psutil.Process(self.proc.pid).children(recursive=True):
+                    child.kill()
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def running_server(name: str, argv: list[str], port: int, *, env: dict[str, str] | None = None,
+                   log_dir: Path | None = None, ready_timeout_s: float = 120):
+    """Start ``argv`` (which must serve on 127.0.0.1:``port``), wait for /ping, yield a RunningServer."""
+    log_dir = Path(log_dir or Path.cwd())
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"server-{name.replace(' ', '_').replace('/', '_')}.log"
+    full_env = {**os.environ, **(env or {})}
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(argv, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+    server = RunningServer(name, f"http://127.0.0.1:{port}", proc, log)
+    try:
+        wait_ready(server.url, proc, timeout_s=ready_timeout_s, log=log)
+        yield server
+    finally:
+        server.stop()
