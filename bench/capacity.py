@@ -1,0 +1,131 @@
+"""Capacity plan: from measured throughput per vCPU to an instance count, a monthly bill and an autoscaling target.
+
+The arithmetic, for each instance type of the price table:
+
+* ``rps_per_instance = rps_per_vcpu * vcpus``: the highest rate one instance holds with
+  p99 under the SLO, assuming throughput grows linearly with vCPUs (one gunicorn worker
+  per vCPU; run the sweep on a bigger machine to check that).
+* Autoscaling target, as AWS's load-testing guidance for
+  ``SageMakerVariantInvocationsPerInstance`` puts it: ``rps_per_instance * safety * 60``
+  invocations per instance per minute (safety 0.5 by default: room for bursts, for the
+  minutes that scaling out takes, and for SageMaker's own front end).
+* Instances for the target load at that utilisation:
+  ``ceil(target_rps / (rps_per_instance * safety))``, at least ``min_instances``
+  (two, so that one Availability Zone can fail).
+* Monthly cost = instances * $/hour * 730 hours; cost per million predictions at
+  the autoscaling target.
+
+Prices come from a user-editable, dated TOML file (``sagemaker_prices.toml``).
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PRICES_FILE = Path(__file__).with_name("sagemaker_prices.toml")
+HOURS_PER_MONTH = 730            # AWS's convention for a month of on-demand hours
+DEFAULT_TARGET_RPS = 1_000_000
+DEFAULT_SAFETY = 0.5
+DEFAULT_MIN_INSTANCES = 2
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    vcpus: int
+    usd_per_hour: float
+    arch: str
+    memory_gib: float | None = None
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    region: str
+    as_of: str
+    source: str
+    verified: bool
+    instances: tuple[InstanceType, ...]
+
+
+def load_prices(path: Path = PRICES_FILE) -> PriceTable:
+    """Read a price table; ValueError naming the file and the fault when it is malformed."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+        meta = data["meta"]
+        instances = []
+        for row in data["instance"]:
+            item = InstanceType(name=str(row["type"]), vcpus=int(row["vcpus"]),
+                                usd_per_hour=float(row["usd_per_hour"]), arch=str(row.get("arch", "x86_64")),
+                                memory_gib=row.get("memory_gib"))
+            if item.vcpus <= 0 or item.usd_per_hour <= 0:
+                raise ValueError(f"{item.name}: vcpus and usd_per_hour must be positive")
+            instances.append(item)
+        if not instances:
+            raise ValueError("no [[instance]] rows")
+        return PriceTable(region=str(meta["region"]), as_of=str(meta["as_of"]), source=str(meta["source"]),
+                          verified=bool(meta.get("verified", False)), instances=tuple(instances))
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"price table {path}: {exc.__class__.__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """One instance type's answer for the target load."""
+    instance: str
+    vcpus: int
+    usd_per_hour: float
+    rps_per_instance: float                  # at p99 under the SLO, flat out
+    invocations_per_instance_per_minute: int  # the autoscaling target (with the safety factor)
+    instances: int
+    monthly_usd: float
+    usd_per_million: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_fleet(rps_per_vcpu: float, prices: PriceTable, *, target_rps: float = DEFAULT_TARGET_RPS,
+               safety: float = DEFAULT_SAFETY, min_instances: int = DEFAULT_MIN_INSTANCES,
+               arch: str = "x86_64") -> list[FleetPlan]:
+    """A FleetPlan per instance type of ``arch`` in ``prices``, cheapest per month first."""
+    if rps_per_vcpu <= 0:
+        raise ValueError("rps_per_vcpu must be positive")
+    if not 0 < safety <= 1:
+        raise ValueError("safety must be in (0, 1]")
+    if target_rps <= 0:
+        raise ValueError("target_rps must be positive")
+    plans = []
+    for item in prices.instances:
+        if item.arch != arch:
+            continue
+        per_instance = rps_per_vcpu * item.vcpus
+        at_target = per_instance * safety
+        count = max(min_instances, math.ceil(target_rps / at_target))
+        plans.append(FleetPlan(
+            instance=item.name, vcpus=item.vcpus, usd_per_hour=item.usd_per_hour,
+            rps_per_instance=per_instance,
+            invocations_per_instance_per_minute=int(at_target * 60),
+            instances=count,
+            monthly_usd=count * item.usd_per_hour * HOURS_PER_MONTH,
+            usd_per_million=item.usd_per_hour / (at_target * 3600) * 1e6,
+        ))
+    return sorted(plans, key=lambda p: (p.monthly_usd, p.instance))
+
+
+def format_plan(plans: list[FleetPlan], prices: PriceTable, *, target_rps: float, safety: float,
+                rps_per_vcpu: float, label: str = "") -> str:
+    """The plans as a terminal table, with the price table's date and source."""
+    head = (f"Capacity for {target_rps:,.0f} req/s{f' ({label})' if label else ''}: "
+            f"{rps_per_vcpu:,.0f} req/s per vCPU at p99 under the SLO, safety factor {safety}\n"
+            f"prices: {prices.region}, as of {prices.as_of}, "
+            f"{'verified' if prices.verified else 'NOT verified'} ({prices.source})\n")
+    lines = [f"{'instance':<15} {'vCPU':>4} {'$/h':>7} {'req/s/inst':>11} {'target inv/min':>15} "
+             f"{'instances':>9} {'$/month':>12} {'$/1M pred':>10}"]
+    for p in plans:
+        lines.append(f"{p.instance:<15} {p.vcpus:>4} {p.usd_per_hour:>7.3f} {p.rps_per_instance:>11,.0f} "
+                     f"{p.invocations_per_instance_per_minute:>15,} {p.instances:>9,} "
+                     f"{p.monthly_usd:>12,.0f} {p.usd_per_million:>10.4f}")
+    return head + "\n".join(lines)
