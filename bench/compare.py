@@ -1,0 +1,124 @@
+"""Over HTTP, side by side in one run: servers (a) to (d) on each model, and the generator's ceiling.
+
+Each server is started on a free loopback port, loaded with single-row (or
+``rows``-row) CSV requests drawn from the model's sample rows, and searched for the
+highest rate it holds with p99 under the SLO (``bench.search``). The server's CPU
+time is accounted per run, so that each result also says how many CPU microseconds
+a request cost it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling
+from bench.models import ModelUnderTest
+from bench.payloads import make_bodies, read_sample_rows
+from bench.search import DEFAULT_CONNECTIONS, RateSearch, find_max_rate
+from bench.servers import RunningServer, WorkerConfig, free_port, running_server
+from bench.targets import ServerCommand, hello_command, serve_command, stock_command
+
+
+@dataclass
+class ServerResult:
+    """One server's answer: the highest rate under the SLO and what it cost."""
+    key: str
+    label: str
+    model: str
+    rows: int
+    config: str
+    max_rate: float
+    p50_ms: float | None               # at max_rate
+    p99_ms: float | None
+    closed_rate: float                 # closed-loop maximum throughput
+    closed_p99_ms: float
+    cpu_us_per_request: float | None   # server CPU per request at max_rate
+    near_ceiling: bool
+    search: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _with_server_cpu(server: RunningServer) -> Callable[[Callable[[], LoadResult]], LoadResult]:
+    def measure(run: Callable[[], LoadResult]) -> LoadResult:
+        before = server.cpu_seconds()
+        result = run()
+        result.labels["server_cpu_s"] = server.cpu_seconds() - before
+        return result
+    return measure
+
+
+def describe_run(result: LoadResult) -> str:
+    """One progress line for a load run."""
+    offered = f"offered {result.offered_rate:8.0f}/s" if result.offered_rate else "closed loop      "
+    flags = ("" if result.sustained else " NOT SUSTAINED") + (f" errors={result.errors}" if result.errors else "")
+    return (f"      {offered} got {result.achieved_rate:8.0f}/s  p50 {result.latency_ms['p50']:7.2f} ms  "
+            f"p99 {result.latency_ms['p99']:8.2f} ms{flags}")
+
+
+def benchmark_server(command: ServerCommand, port: int, bodies: list[bytes], *, model: str, rows: int,
+                     slo_ms: float, ceiling: Ceiling | None, log_dir: Path, duration_s: int = 3,
+                     steps: int = 4, connections: int = DEFAULT_CONNECTIONS,
+                     progress: Callable[[str], None] = print) -> ServerResult:
+    """Start ``command`` (serving on ``port``), search its max rate under ``slo_ms``, stop it."""
+    progress(f"  {command.label} [{command.config.label()}] on {model}, {rows} row(s) per request")
+    name = f"{command.key}-{model}-{rows}-{command.config.label()}"
+    with running_server(name, command.argv, port, env=command.env, log_dir=log_dir) as server:
+        search: RateSearch = find_max_rate(server.url, bodies, slo_ms=slo_ms, connections=connections,
+                                           duration_s=duration_s, steps=steps,
+                                           on_trial=lambda r: progress(describe_run(r)),
+                                           measure=_with_server_cpu(server))
+    best = search.best
+    for result in [search.closed, *search.trials]:
+        if ceiling is not None:
+            flag_near_ceiling(result, ceiling)
+    cpu_us = None
+    if best is not None and best.requests:
+        cpu_us = best.labels["server_cpu_s"] / best.requests * 1e6
+    progress(f"    -> max {search.max_rate:,.0f} req/s with p99 under {slo_ms:g} ms"
+             + (f" (p99 {best.latency_ms['p99']:.2f} ms, {cpu_us:.0f} CPU us/request)" if best else ""))
+    return ServerResult(
+        key=command.key, label=command.label, model=model, rows=rows, config=command.config.label(),
+        max_rate=search.max_rate, p50_ms=best.latency_ms["p50"] if best else None,
+        p99_ms=best.latency_ms["p99"] if best else None, closed_rate=search.closed.achieved_rate,
+        closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
+        near_ceiling=bool(best and best.near_ceiling) or bool(search.closed.near_ceiling),
+        search=search.to_dict())
+
+
+def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, duration_s: int = 3,
+                progress: Callable[[str], None] = print) -> Ceiling:
+    """The generator's ceiling against the trivial endpoint, with a progress line."""
+    ceiling = measure_ceiling(bodies, connections=connections, open_connections=connections,
+                              duration_s=duration_s)
+    progress(f"  load generator ceiling (wrk vs trivial endpoint, {connections} connections): "
+             f"closed loop {ceiling.closed_rate:,.0f} req/s, open loop {ceiling.open_rate:,.0f} req/s")
+    return ceiling
+
+
+def run_compare(models: list[ModelUnderTest], *, config: WorkerConfig, rows: int = 1, slo_ms: float = 20.0,
+                keys: tuple[str, ...] = ("a", "b", "c", "d"), duration_s: int = 3, steps: int = 4,
+                connections: int = DEFAULT_CONNECTIONS, log_dir: Path = Path("."),
+                ceiling: Ceiling | None = None, progress: Callable[[str], None] = print) -> list[ServerResult]:
+    """Servers ``keys`` on every model (the hello world once), at ``rows`` rows per request."""
+    results = []
+    for index, model in enumerate(models):
+        bodies = make_bodies(read_sample_rows(model.sample_csv), rows)
+        for key in keys:
+            if key == "d" and index > 0:
+                continue                      # the hello world does not depend on the model
+            port = free_port()
+            if key in ("a", "b"):
+                command = serve_command(key, model.deployed, port, config)
+            elif key == "c":
+                command = stock_command(model.stock_dir, port, cpus=os.cpu_count())
+            else:
+                command = hello_command(port, config)
+            results.append(benchmark_server(command, port, bodies, model=model.name if key != "d" else "-",
+                                            rows=rows, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
+                                            duration_s=duration_s, steps=steps, connections=connections,
+                                            progress=progress))
+    return results

@@ -1,0 +1,172 @@
+"""In-process timings: every way to predict, one thread each, at batch sizes 1 to 10,000.
+
+For one model, each predictor is called on batches drawn from the sample rows, after a
+warm-up, until ``min_time_s`` has passed (at least ``min_calls`` calls), and the whole
+measurement is made twice (``repeats``) so that the spread shows. Per measurement:
+median and p99 seconds per call and rows per second at the median.
+
+Predictors (all single-threaded: ``OMP_NUM_THREADS=1`` and ``nthread=1``):
+
+* ``compiled <variant>``: ``model_compile.runtime.CompiledModel`` on each compile variant;
+* ``router``: the server's predictor for the deployed artifact (``serve.loading.load_model``
+  with ``auto``): compiled below the crossover batch size, stock XGBoost from it on;
+* ``inplace_predict``: ``Booster.inplace_predict`` (what ``serve`` uses for stock);
+* ``DMatrix + predict``: a fresh ``DMatrix`` per call (a reused one would hit XGBoost's
+  prediction cache) and ``Booster.predict``, as the stock container does;
+* ``GTIL``: Treelite's reference interpreter, ``treelite.gtil.predict``;
+* ``parse CSV (serve)`` and ``parse CSV (stock)``: the request parsing cost alone, for a
+  CSV body of the batch's rows, through ``serve.codecs.decode_csv`` and through the stock
+  container's parsing (``bench.baselines.stock_csv_to_dmatrix``, which includes its DMatrix).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from bench.models import DEPLOYED_VARIANT, ModelUnderTest
+
+BATCH_SIZES = (1, 10, 100, 1_000, 10_000)
+DISTINCT_BATCHES = 8
+
+
+@dataclass
+class KernelTiming:
+    model: str
+    predictor: str
+    batch: int
+    repeat: int
+    calls: int
+    median_ms: float
+    p99_ms: float
+    rows_per_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_calls(fn: Callable[[int], object], *, min_time_s: float, min_calls: int = 3,
+               max_calls: int = 20_000, warmup_calls: int = 3) -> np.ndarray:
+    """Seconds per call of ``fn(i)`` (i = call number), after ``warmup_calls`` untimed calls.
+
+    Calls go on until ``min_time_s`` has passed and ``min_calls`` were made, or ``max_calls``.
+    """
+    for i in range(warmup_calls):
+        fn(i)
+    times = []
+    started = time.perf_counter()
+    i = 0
+    while i < max_calls and (i < min_calls or time.perf_counter() - started < min_time_s):
+        t0 = time.perf_counter_ns()
+        fn(i)
+        times.append(time.perf_counter_ns() - t0)
+        i += 1
+    return np.asarray(times, dtype=np.float64) / 1e9
+
+
+def read_rows(csv_path, num_feature: int) -> np.ndarray:
+    """The sample rows as float32 (empty field = NaN)."""
+    rows = []
+    for line in open(csv_path):
+        if line.strip():
+            rows.append([float(v) if v else np.nan for v in line.rstrip("\n").split(",")])
+    X = np.asarray(rows, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != num_feature:
+        raise ValueError(f"{csv_path}: rows of {X.shape[1:]} features, model takes {num_feature}")
+    return X
+
+
+def batches_of(X: np.ndarray, size: int, count: int = DISTINCT_BATCHES) -> list[np.ndarray]:
+    """``count`` different C-contiguous float32 batches of ``size`` rows (rows repeat when
+    the sample has fewer)."""
+    if size > len(X):
+        X = np.tile(X, (size // len(X) + 1, 1))
+    step = max(1, (len(X) - size) // count)
+    return [np.ascontiguousarray(X[i * step: i * step + size]) for i in range(count)
+            if i * step + size <= len(X)] or [np.ascontiguousarray(X[:size])]
+
+
+def csv_bodies(lines: list[str], size: int, count: int = DISTINCT_BATCHES) -> list[bytes]:
+    """CSV bodies of ``size`` sample lines, as a client sends them."""
+    out = []
+    for k in range(count):
+        picked = [lines[(k * 7919 + j) % len(lines)] for j in range(size)]
+        out.append(("\n".join(picked) + "\n").encode())
+    return out
+
+
+def predictors_for(model: ModelUnderTest) -> dict[str, Callable[[np.ndarray], object]]:
+    """Name -> function(rows) for every predictor of the module docstring but the parsers."""
+    import treelite
+    import xgboost as xgb
+
+    from model_compile.artifact import read_manifest
+    from model_compile.runtime import CompiledModel
+    from serve.loading import load_model
+
+    found: dict[str, Callable[[np.ndarray], object]] = {}
+    for variant, folder in model.variants.items():
+        manifest = read_manifest(folder)
+        compiled = CompiledModel(folder / manifest.library.file)
+        found[f"compiled {variant}"] = compiled.predict
+    if DEPLOYED_VARIANT in model.variants:
+        found["router"] = load_model(model.deployed, "auto").predictor.predict
+    booster = xgb.Booster()
+    booster.load_model(bytearray((model.stock_dir / "xgboost-model").read_bytes()))
+    booster.set_param({"nthread": 1})
+    found["inplace_predict"] = lambda X: booster.inplace_predict(X, validate_features=False)
+    found["DMatrix + predict"] = lambda X: booster.predict(xgb.DMatrix(X, missing=np.nan), validate_features=False)
+    gtil_model = treelite.frontend.from_xgboost(booster)
+    found["GTIL"] = lambda X: treelite.gtil.predict(gtil_model, X, nthread=1)
+    return found
+
+
+def parsers_for(num_feature: int) -> dict[str, Callable[[bytes], object]]:
+    """Name -> function(CSV body) for the two request parsers."""
+    from bench.baselines import stock_csv_to_dmatrix
+    from serve.codecs import decode_csv
+
+    return {
+        "parse CSV (serve)": lambda body: decode_csv(body, num_feature),
+        "parse CSV (stock)": lambda body: stock_csv_to_dmatrix(body.strip().decode("utf-8")),
+    }
+
+
+def run_kernel(model: ModelUnderTest, *, batch_sizes=BATCH_SIZES, repeats: int = 2, min_time_s: float = 0.25,
+               progress: Callable[[str], None] = print) -> list[KernelTiming]:
+    """Time every predictor and parser of ``model`` at ``batch_sizes``; returns one KernelTiming per
+    (predictor, batch, repeat)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")   # before XGBoost's OpenMP runtime starts
+    predictors = predictors_for(model)
+    lines = [line for line in model.sample_csv.read_text().splitlines() if line.strip()]
+    num_feature = len(lines[0].split(","))
+    X = read_rows(model.sample_csv, num_feature)
+    calls: dict[str, Callable[[int, int], Callable[[int], object]]] = {}
+    for name, predict in predictors.items():
+        def make(size, predict=predict):
+            data = batches_of(X, size)
+            return lambda i: predict(data[i % len(data)])
+        calls[name] = make
+    for name, parse in parsers_for(num_feature).items():
+        def make(size, parse=parse):
+            data = csv_bodies(lines, size)
+            return lambda i: parse(data[i % len(data)])
+        calls[name] = make
+
+    timings = []
+    for name, make in calls.items():
+        for size in batch_sizes:
+            fn = make(size)
+            for repeat in range(1, repeats + 1):
+                seconds = time_calls(fn, min_time_s=min_time_s)
+                median = float(np.median(seconds))
+                timings.append(KernelTiming(model=model.name, predictor=name, batch=size, repeat=repeat,
+                                            calls=len(seconds), median_ms=median * 1e3,
+                                            p99_ms=float(np.percentile(seconds, 99, method="inverted_cdf")) * 1e3,
+                                            rows_per_s=size / median))
+        medians = [t.median_ms for t in timings if t.predictor == name and t.repeat == 1]
+        progress(f"  {model.name} {name:<20} " + " ".join(f"{m:9.3f}" for m in medians) + " ms")
+    return timings
