@@ -22,8 +22,9 @@ tools:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk; }
 
+# The whole chain: sample models -> compile -> serve -> benchmark against stock -> table + report folder.
 demo: venv tools
-	$(PY) -m sample_models
+	$(PY) -m bench all --quick
 
 test: venv tools
 	$(PY) -m pytest

@@ -30,7 +30,16 @@ import numpy as np
 from bench.models import DEPLOYED_VARIANT, ModelUnderTest
 
 BATCH_SIZES = (1, 10, 100, 1_000, 10_000)
-DISTINCT_BATCHES = 8
+# Calls cycle through different rows: a few rows repeated would let the CPU's branch
+# predictor learn their paths through the trees and flatter the compiled code (8 rows
+# cycled made a 1-row call look 10x faster than the sample's 2,000 rows do).
+MAX_DISTINCT_ROWS = 2_000
+MIN_DISTINCT_BATCHES = 4
+
+
+def distinct_batches(sample_rows: int, size: int) -> int:
+    """How many different batches of ``size`` rows to cycle through."""
+    return max(MIN_DISTINCT_BATCHES, min(sample_rows, MAX_DISTINCT_ROWS) // size)
 
 
 @dataclass
@@ -79,9 +88,10 @@ def read_rows(csv_path, num_feature: int) -> np.ndarray:
     return X
 
 
-def batches_of(X: np.ndarray, size: int, count: int = DISTINCT_BATCHES) -> list[np.ndarray]:
-    """``count`` different C-contiguous float32 batches of ``size`` rows (rows repeat when
-    the sample has fewer)."""
+def batches_of(X: np.ndarray, size: int) -> list[np.ndarray]:
+    """Different C-contiguous float32 batches of ``size`` rows (see distinct_batches; rows
+    repeat when the sample has fewer)."""
+    count = distinct_batches(len(X), size)
     if size > len(X):
         X = np.tile(X, (size // len(X) + 1, 1))
     step = max(1, (len(X) - size) // count)
@@ -89,11 +99,11 @@ def batches_of(X: np.ndarray, size: int, count: int = DISTINCT_BATCHES) -> list[
             if i * step + size <= len(X)] or [np.ascontiguousarray(X[:size])]
 
 
-def csv_bodies(lines: list[str], size: int, count: int = DISTINCT_BATCHES) -> list[bytes]:
-    """CSV bodies of ``size`` sample lines, as a client sends them."""
+def csv_bodies(lines: list[str], size: int) -> list[bytes]:
+    """CSV bodies of ``size`` sample lines, as a client sends them (see distinct_batches)."""
     out = []
-    for k in range(count):
-        picked = [lines[(k * 7919 + j) % len(lines)] for j in range(size)]
+    for k in range(distinct_batches(len(lines), size)):
+        picked = [lines[(k * size + j) % len(lines)] for j in range(size)]
         out.append(("\n".join(picked) + "\n").encode())
     return out
 

@@ -1,0 +1,377 @@
+"""``python -m bench``: the benchmark's command line.
+
+Subcommands:
+
+* ``all``: the whole chain in one run: sample models -> compile variants -> in-process
+  timings -> generator ceiling -> servers (a)-(d) side by side -> tuning sweep ->
+  capacity plan -> report folder (``--quick``: the demo's shorter version);
+* ``kernel``: in-process timings only;
+* ``load URL``: load any server speaking the SageMaker contract (a local ``serve``, a
+  ``docker run`` container), closed loop, open loop at ``--rate``, or ``--find-max``;
+* ``compare``, ``sweep``: the HTTP parts alone;
+* ``capacity``: fleet size and cost from a req/s-per-vCPU figure or a saved report;
+* ``report``: tables and plots again from a saved ``report.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")   # one thread per predictor, before XGBoost loads
+
+DEFAULT_MODELS = ("rtb-small", "rtb-large")
+PROFILES = {
+    # kernel seconds per measurement, load seconds per run, bisection steps
+    "quick": {"min_time_s": 0.1, "duration_s": 2, "steps": 3},
+    "full": {"min_time_s": 0.25, "duration_s": 3, "steps": 4},
+}
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def machine_info() -> dict:
+    """What the figures were measured on."""
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in ("numpy", "xgboost", "treelite", "tl2cgen", "gunicorn", "gevent", "flask"):
+        try:
+            from importlib.metadata import version
+            versions[name] = version(name if name != "xgboost" else "xgboost-cpu")
+        except Exception:  # noqa: BLE001 - a missing package is only left out of the report
+            pass
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "platform": platform.platform(),
+            "python": platform.python_version(), "versions": versions}
+
+
+def _serve_default_config():
+    """The worker plan ``serve`` picks by default on this machine."""
+    from bench.servers import WorkerConfig
+    from serve.cpus import available_cpus
+    from serve.gunicorn_conf import plan_workers
+    from serve.settings import Settings
+
+    plan = plan_workers(Settings.from_env({}), available_cpus())
+    return WorkerConfig(plan.worker_class, plan.workers, plan.threads)
+
+
+def _config_arg(text: str):
+    from bench.sweep import parse_config
+
+    try:
+        return parse_config(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _capacity(report: dict, args) -> None:
+    """Fill report['capacity'] (and its text) from the best single-row rate of server (a) per model."""
+    from bench.capacity import format_plan, load_prices, plan_fleet
+
+    prices = load_prices(args.prices) if args.prices else load_prices()
+    cpus = report["machine"]["cpus"] or 1
+    best: dict[str, dict] = {}
+    for r in report.get("http", []) + report.get("sweep", {}).get("results", []):
+        if r["key"] == "a" and r["rows"] == 1 and r["max_rate"] > best.get(r["model"], {}).get("max_rate", 0):
+            best[r["model"]] = r
+    report["capacity"], report["capacity_text"] = {}, []
+    for model, r in best.items():
+        per_vcpu = r["max_rate"] / cpus
+        plans = plan_fleet(per_vcpu, prices, target_rps=args.target_rps, safety=args.safety)
+        report["capacity"][model] = {
+            "rps_per_vcpu": per_vcpu, "basis": f"(a) {r['config']}: {r['max_rate']:,.0f} req/s on {cpus} vCPU(s), "
+                                              f"shared with the load generator",
+            "target_rps": args.target_rps, "safety": args.safety,
+            "prices": {"region": prices.region, "as_of": prices.as_of, "verified": prices.verified,
+                       "source": prices.source},
+            "plans": [p.to_dict() for p in plans]}
+        report["capacity_text"].append(format_plan(
+            plans[:6], prices, target_rps=args.target_rps, safety=args.safety, rps_per_vcpu=per_vcpu,
+            label=f"{model}, 1 row per request, from (a) {r['config']}; 6 cheapest shown"))
+
+
+def cmd_all(args) -> int:
+    from bench.compare import run_ceiling, run_compare
+    from bench.kernel import run_kernel
+    from bench.models import prepare_model
+    from bench.payloads import make_bodies, read_sample_rows
+    from bench.report import compute_figures, render_text, write_report
+    from bench.sweep import default_grid, quick_grid, recommend, run_sweep
+
+    profile = PROFILES["quick" if args.quick else "full"]
+    duration = args.duration or profile["duration_s"]
+    steps = args.steps or profile["steps"]
+    out = Path(args.out or f"reports/{dt.datetime.now():%Y%m%d-%H%M%S}")
+    logs = out / "logs"
+    started = time.monotonic()
+    report = {"created_at": dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+              "machine": machine_info(),
+              "settings": {"slo_ms": args.slo_ms, "duration_s": duration, "steps": steps,
+                           "connections": args.connections, "profile": "quick" if args.quick else "full"}}
+
+    def step(text: str) -> None:
+        _say(f"[{time.monotonic() - started:6.0f} s] {text}")
+
+    step(f"models {', '.join(args.models)}: build the samples, compile plain / annotated / quantized")
+    models = [prepare_model(name, progress=_say) for name in args.models]
+    if not args.skip_kernel:
+        step("in-process timings (median ms per call at 1, 10, 100, 1,000, 10,000 rows)")
+        report["kernel"] = [t.to_dict() for m in models
+                            for t in run_kernel(m, min_time_s=profile["min_time_s"], progress=_say)]
+    config = args.config or _serve_default_config()
+    step(f"over HTTP, 1 row per request, p99 SLO {args.slo_ms:g} ms; serve's configuration: {config.label()}")
+    bodies = make_bodies(read_sample_rows(models[0].sample_csv), 1)
+    ceiling = run_ceiling(bodies, connections=args.connections, duration_s=duration, progress=_say)
+    report["ceiling"] = {"closed_rate": ceiling.closed_rate, "open_rate": ceiling.open_rate,
+                         "generator_cpu_s": {"closed": ceiling.closed.generator_cpu_s,
+                                             "open": ceiling.open.generator_cpu_s},
+                         "duration_s": ceiling.closed.duration_s}
+    report["http"] = [r.to_dict() for r in run_compare(
+        models, config=config, rows=1, slo_ms=args.slo_ms, duration_s=duration, steps=steps,
+        connections=args.connections, log_dir=logs, ceiling=ceiling, progress=_say)]
+    if not args.skip_sweep:
+        sweep_model = next((m for m in models if m.name == args.sweep_model), models[-1])
+        grid = args.configs or (quick_grid() if args.quick else default_grid())
+        step(f"tuning sweep on {sweep_model.name}: {', '.join(c.label() for c in grid)} x rows {args.sweep_rows}")
+        results = run_sweep(sweep_model, grid, rows_list=args.sweep_rows, slo_ms=args.slo_ms, duration_s=duration,
+                            steps=steps, connections=args.connections, ceiling=ceiling, log_dir=logs, progress=_say)
+        rec = recommend(results, grid)
+        report["sweep"] = {"model": sweep_model.name, "results": [r.to_dict() for r in results],
+                           "recommendation": rec.__dict__ if rec else None}
+    _capacity(report, args)
+    report["figures"] = compute_figures(report.get("kernel", []), report["http"])
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    written = write_report(report, out)
+    _say("")
+    _say(render_text(report))
+    _say(f"report: {', '.join(str(p) for p in written)} (benchmark took {report['elapsed_s']:.0f} s)")
+    return 0
+
+
+def cmd_kernel(args) -> int:
+    from bench.kernel import run_kernel
+    from bench.models import prepare_model
+    from bench.report import kernel_table
+
+    timings = []
+    for name in args.models:
+        model = prepare_model(name, progress=_say)
+        timings += [t.to_dict() for t in run_kernel(model, batch_sizes=args.batch_sizes, min_time_s=args.min_time,
+                                                    progress=_say)]
+    _say(kernel_table(timings))
+    if args.json:
+        Path(args.json).write_text(json.dumps(timings, indent=1) + "\n")
+    return 0
+
+
+def cmd_load(args) -> int:
+    from bench.compare import describe_run
+    from bench.load import run_load
+    from bench.payloads import make_bodies, read_sample_rows
+    from bench.search import find_max_rate
+
+    sample = args.sample
+    if sample is None:
+        from sample_models.build import DEFAULT_OUT, build
+        build(args.model, DEFAULT_OUT)
+        sample = DEFAULT_OUT / args.model / "sample.csv"
+    bodies = make_bodies(read_sample_rows(sample), args.rows)
+    common = dict(connections=args.connections, duration_s=args.duration)
+    if args.find_max:
+        search = find_max_rate(args.url, bodies, slo_ms=args.slo_ms, steps=args.steps,
+                               on_trial=lambda r: _say(describe_run(r)), **common)
+        _say(f"max {search.max_rate:,.0f} req/s with p99 under {args.slo_ms:g} ms")
+        data = search.to_dict()
+    else:
+        result = run_load(args.url, bodies, rate=args.rate, path=args.path, content_type=args.content_type,
+                          warmup_s=args.warmup, **common)
+        _say(describe_run(result))
+        _say(f"      p90 {result.latency_ms['p90']:.2f} ms, p99.9 {result.latency_ms['p99.9']:.2f} ms, "
+             f"max {result.latency_ms['max']:.2f} ms; {result.requests:,} responses, {result.errors} errors "
+             f"{result.error_detail}; wrk CPU {result.generator_cpu_s:.2f} s")
+        data = result.to_dict()
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from bench.compare import run_ceiling, run_compare
+    from bench.models import prepare_model
+    from bench.payloads import make_bodies, read_sample_rows
+    from bench.report import http_table
+
+    models = [prepare_model(name, variants=("quantized",), progress=_say) for name in args.models]
+    ceiling = run_ceiling(make_bodies(read_sample_rows(models[0].sample_csv), args.rows),
+                          connections=args.connections, progress=_say)
+    results = run_compare(models, config=args.config or _serve_default_config(), rows=args.rows,
+                          slo_ms=args.slo_ms, keys=tuple(args.keys), duration_s=args.duration, steps=args.steps,
+                          connections=args.connections, log_dir=Path(args.logs), ceiling=ceiling, progress=_say)
+    _say(http_table([r.to_dict() for r in results], ceiling.__dict__, args.slo_ms))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from bench.models import prepare_model
+    from bench.report import sweep_table
+    from bench.sweep import default_grid, quick_grid, recommend, run_sweep
+
+    model = prepare_model(args.model, variants=("quantized",), progress=_say)
+    grid = args.configs or (quick_grid() if args.quick else default_grid())
+    results = run_sweep(model, grid, rows_list=args.rows, slo_ms=args.slo_ms, duration_s=args.duration,
+                        steps=args.steps, connections=args.connections, log_dir=Path(args.logs), progress=_say)
+    rec = recommend(results, grid)
+    _say(sweep_table({"model": model.name, "results": [r.to_dict() for r in results],
+                      "recommendation": rec.__dict__ if rec else None}))
+    return 0
+
+
+def cmd_capacity(args) -> int:
+    from bench.capacity import format_plan, load_prices, plan_fleet
+
+    if args.report:
+        report = json.loads(Path(args.report).read_text())
+        _capacity(report, args)
+        for text in report["capacity_text"]:
+            _say(text + "\n")
+        return 0
+    prices = load_prices(args.prices) if args.prices else load_prices()
+    plans = plan_fleet(args.rps_per_vcpu, prices, target_rps=args.target_rps, safety=args.safety)
+    _say(format_plan(plans, prices, target_rps=args.target_rps, safety=args.safety, rps_per_vcpu=args.rps_per_vcpu))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench.report import render_text, write_report
+
+    report = json.loads(Path(args.report_json).read_text())
+    written = write_report(report, Path(args.out or Path(args.report_json).parent))
+    _say(render_text(report))
+    _say(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bench.capacity import DEFAULT_SAFETY, DEFAULT_TARGET_RPS
+
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def http_options(p, duration=3, steps=4):
+        p.add_argument("--slo-ms", type=float, default=20.0, help="p99 latency objective (default 20)")
+        p.add_argument("--connections", type=_positive_int, default=32,
+                       help="keep-alive connections (open loop: one wrk thread each; default 32)")
+        p.add_argument("--duration", type=_positive_int, default=duration, help="seconds per load run")
+        p.add_argument("--steps", type=_positive_int, default=steps, help="bisection steps of the rate search")
+
+    def capacity_options(p):
+        p.add_argument("--target-rps", type=float, default=DEFAULT_TARGET_RPS, help="load to plan for (req/s)")
+        p.add_argument("--safety", type=float, default=DEFAULT_SAFETY, help="autoscaling safety factor (0-1]")
+        p.add_argument("--prices", type=Path, help="price table (TOML; default bench/sagemaker_prices.toml)")
+
+    p = sub.add_parser("all", help="the whole chain, printed and written to a report folder")
+    p.add_argument("--quick", action="store_true", help="shorter runs and a 3-configuration sweep (make demo)")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=DEFAULT_MODELS)
+    p.add_argument("--config", type=_config_arg, help="worker plan for (a), (b), (d) as CLASS:WORKERS[:THREADS] "
+                                                      "(default: serve's own default)")
+    p.add_argument("--sweep-model", default="rtb-large", choices=DEFAULT_MODELS)
+    p.add_argument("--sweep-rows", type=_positive_int, nargs="+", default=[1, 100])
+    p.add_argument("--configs", type=_config_arg, nargs="+", help="sweep grid (default: full, or quick)")
+    p.add_argument("--skip-kernel", action="store_true")
+    p.add_argument("--skip-sweep", action="store_true")
+    p.add_argument("--out", type=Path, help="report folder (default reports/<date-time>)")
+    http_options(p, duration=0, steps=0)
+    capacity_options(p)
+    p.set_defaults(func=cmd_all)
+
+    p = sub.add_parser("kernel", help="in-process timings")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=DEFAULT_MODELS)
+    p.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=[1, 10, 100, 1000, 10000])
+    p.add_argument("--min-time", type=float, default=0.25, help="seconds per measurement")
+    p.add_argument("--json", type=Path, help="also write the timings here")
+    p.set_defaults(func=cmd_kernel)
+
+    p = sub.add_parser("load", help="load any base URL speaking the SageMaker contract")
+    p.add_argument("url", help="base URL, e.g. http://127.0.0.1:8080")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--sample", type=Path, help="CSV of request rows (no header)")
+    source.add_argument("--model", default="rtb-small", choices=DEFAULT_MODELS,
+                        help="take rows from this sample model (default rtb-small)")
+    p.add_argument("--rows", type=_positive_int, default=1, help="rows per request")
+    p.add_argument("--rate", type=float, help="open loop at this many req/s (default: closed loop)")
+    p.add_argument("--find-max", action="store_true", help="search the max rate with p99 under --slo-ms")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of closed-loop warm-up first")
+    p.add_argument("--path", default="/invocations")
+    p.add_argument("--content-type", default="text/csv")
+    p.add_argument("--json", type=Path, help="also write the result here")
+    http_options(p, duration=5)
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("compare", help="servers (a)-(d) side by side")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=DEFAULT_MODELS)
+    p.add_argument("--rows", type=_positive_int, default=1)
+    p.add_argument("--keys", nargs="+", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d"])
+    p.add_argument("--config", type=_config_arg, help="CLASS:WORKERS[:THREADS] for (a), (b), (d)")
+    p.add_argument("--logs", default="reports/logs", help="server logs folder")
+    http_options(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("sweep", help="gunicorn tuning sweep of server (a)")
+    p.add_argument("--model", default="rtb-large", choices=DEFAULT_MODELS)
+    p.add_argument("--rows", type=_positive_int, nargs="+", default=[1, 100])
+    p.add_argument("--configs", type=_config_arg, nargs="+", help="CLASS:WORKERS[:THREADS] ... (default: full grid)")
+    p.add_argument("--quick", action="store_true", help="one configuration per worker class")
+    p.add_argument("--logs", default="reports/logs", help="server logs folder")
+    http_options(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("capacity", help="instances, monthly cost and autoscaling target for a load")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--rps-per-vcpu", type=float, help="measured req/s per vCPU at p99 under the SLO")
+    given.add_argument("--report", type=Path, help="a report.json of `bench all`")
+    capacity_options(p)
+    p.set_defaults(func=cmd_capacity)
+
+    p = sub.add_parser("report", help="tables and plots again from a saved report.json")
+    p.add_argument("report_json", type=Path)
+    p.add_argument("--out", type=Path, help="folder for the plots (default: the JSON's)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except BrokenPipeError:          # output piped into `head`
+        return 0
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback for expected failures
+        from bench.load import LoadError
+        if isinstance(exc, (LoadError, ValueError, FileNotFoundError, RuntimeError)):
+            print(f"bench: {exc}", file=sys.stderr)
+            return 1
+        raise

@@ -1,0 +1,105 @@
+"""Tuning sweep: gunicorn worker class x workers x threads for ``serve``, at 1 and 100 rows per request.
+
+For each configuration, server (a) (``serve`` with its router) is searched for the
+highest rate it holds with p99 under the SLO (``bench.compare.benchmark_server``). The
+recommendation is the configuration with the highest single-row rate (the bid-filter
+case); configurations within ``TIE_SHARE`` of it are separated by their 100-row rate.
+Worker counts are given per vCPU, so that the answer carries over to bigger instances;
+run the sweep on a machine with more cores to check that it does.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bench.compare import ServerResult, benchmark_server
+from bench.load import Ceiling
+from bench.models import ModelUnderTest
+from bench.payloads import make_bodies, read_sample_rows
+from bench.search import DEFAULT_CONNECTIONS
+from bench.servers import WorkerConfig, free_port
+from bench.targets import serve_command
+
+TIE_SHARE = 0.05
+
+
+def default_grid(cpus: int | None = None) -> list[WorkerConfig]:
+    """The full grid for a machine of ``cpus`` vCPUs: each class at 1x and 2x workers per
+    vCPU, gthread with 2 and 4 threads."""
+    c = cpus or os.cpu_count() or 1
+    return [WorkerConfig("sync", c, 1), WorkerConfig("sync", 2 * c, 1),
+            WorkerConfig("gthread", c, 2), WorkerConfig("gthread", c, 4), WorkerConfig("gthread", 2 * c, 2),
+            WorkerConfig("gevent", c, 1), WorkerConfig("gevent", 2 * c, 1)]
+
+
+def quick_grid(cpus: int | None = None) -> list[WorkerConfig]:
+    """One configuration per worker class, one worker per vCPU (the demo's sweep)."""
+    c = cpus or os.cpu_count() or 1
+    return [WorkerConfig("sync", c, 1), WorkerConfig("gthread", c, 4), WorkerConfig("gevent", c, 1)]
+
+
+def parse_config(text: str) -> WorkerConfig:
+    """A WorkerConfig from ``CLASS:WORKERS[:THREADS]``, e.g. ``gthread:2:4``; ValueError otherwise."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in ("sync", "gthread", "gevent"):
+        raise ValueError(f"{text!r}: expected CLASS:WORKERS[:THREADS] with CLASS sync, gthread or gevent")
+    try:
+        workers, threads = int(parts[1]), int(parts[2]) if len(parts) == 3 else 1
+    except ValueError:
+        raise ValueError(f"{text!r}: WORKERS and THREADS must be whole numbers") from None
+    if workers < 1 or threads < 1:
+        raise ValueError(f"{text!r}: WORKERS and THREADS must be at least 1")
+    return WorkerConfig(parts[0], workers, threads)
+
+
+def run_sweep(model: ModelUnderTest, configs: list[WorkerConfig], *, rows_list=(1, 100), slo_ms: float = 20.0,
+              duration_s: int = 3, steps: int = 4, connections: int = DEFAULT_CONNECTIONS,
+              ceiling: Ceiling | None = None, log_dir: Path = Path("."),
+              progress: Callable[[str], None] = print) -> list[ServerResult]:
+    """Server (a) on ``model`` under every configuration, at every rows-per-request count."""
+    results = []
+    sample = read_sample_rows(model.sample_csv)
+    for rows in rows_list:
+        bodies = make_bodies(sample, rows)
+        for config in configs:
+            port = free_port()
+            results.append(benchmark_server(serve_command("a", model.deployed, port, config), port, bodies,
+                                            model=model.name, rows=rows, slo_ms=slo_ms, ceiling=ceiling,
+                                            log_dir=log_dir, duration_s=duration_s, steps=steps,
+                                            connections=connections, progress=progress))
+    return results
+
+
+@dataclass
+class Recommendation:
+    config: str                        # WorkerConfig.label()
+    worker_class: str
+    workers_per_vcpu: float
+    threads: int
+    rates: dict[int, float]            # rows per request -> max rate under the SLO
+    reason: str
+
+
+def recommend(results: list[ServerResult], configs: list[WorkerConfig], cpus: int | None = None) -> Recommendation | None:
+    """The configuration the sweep supports (see the module docstring); None without results."""
+    cpus = cpus or os.cpu_count() or 1
+    by_label = {c.label(): c for c in configs}
+    rate = {(r.config, r.rows): r.max_rate for r in results}
+    single = {label: rate.get((label, 1), 0.0) for label in by_label}
+    if not single or max(single.values()) <= 0:
+        return None
+    top = max(single.values())
+    tied = [label for label, value in single.items() if value >= (1 - TIE_SHARE) * top]
+    best = max(tied, key=lambda label: (rate.get((label, 100), 0.0), single[label]))
+    config = by_label[best]
+    if len(tied) > 1:
+        reason = (f"{', '.join(tied)} held single-row rates within {TIE_SHARE:.0%} of each other; "
+                  f"{best} held the highest 100-row rate")
+    else:
+        reason = f"{best} held the highest single-row rate"
+    rows_seen = sorted({r.rows for r in results})
+    return Recommendation(config=best, worker_class=config.worker_class, workers_per_vcpu=config.workers / cpus,
+                          threads=config.threads, rates={n: rate.get((best, n), 0.0) for n in rows_seen},
+                          reason=reason)

@@ -1,0 +1,87 @@
+"""Figures, recommendation and report files from known results."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.compare import ServerResult
+from bench.report import compute_figures, render_text, write_report
+from bench.servers import WorkerConfig
+from bench.sweep import parse_config, recommend
+
+
+def timing(model, predictor, batch, ms, repeat=1):
+    return dict(model=model, predictor=predictor, batch=batch, repeat=repeat, calls=10, median_ms=ms,
+                p99_ms=ms * 2, rows_per_s=batch / ms * 1e3)
+
+
+def server(key, model, rows, rate, config="gevent w2"):
+    return dict(key=key, label=f"({key})", model=model, rows=rows, config=config, max_rate=rate, p50_ms=1.0,
+                p99_ms=5.0, closed_rate=rate * 1.2, closed_p99_ms=9.0, cpu_us_per_request=300.0,
+                near_ceiling=False, search={})
+
+
+KERNEL = [
+    timing("rtb-large", "compiled quantized", 1, 0.020), timing("rtb-large", "compiled quantized", 1, 0.030, 2),
+    timing("rtb-large", "inplace_predict", 1, 0.600), timing("rtb-large", "inplace_predict", 1, 0.600, 2),
+    timing("rtb-large", "router", 1, 0.026), timing("rtb-large", "router", 1, 0.026, 2),
+    timing("rtb-large", "compiled quantized", 100, 2.0), timing("rtb-large", "inplace_predict", 100, 1.5),
+    timing("rtb-large", "router", 100, 1.8),
+]
+HTTP = [server("a", "rtb-small", 1, 3000), server("b", "rtb-small", 1, 2100), server("c", "rtb-small", 1, 900),
+        server("d", "-", 1, 4000)]
+
+
+def test_figures_are_ratios_of_the_run():
+    figures = {f["name"]: f for f in compute_figures(KERNEL, HTTP)}
+    speed = figures["rtb-large, 1 row, in-process: compiled vs inplace_predict"]
+    assert speed["measured"] == "24.0x" and speed["met"] is True        # 0.6 / mean(0.02, 0.03)
+    router = figures["rtb-large: router within 10 % of the better of compiled and stock, every batch"]
+    assert router["met"] is False and router["measured"].startswith("1.20x")   # 1.8 / 1.5 at 100 rows
+    assert figures["rtb-small, 1 row, HTTP: max rate under the SLO, (a) vs (c)"]["measured"] == "3.33x"
+    vs_b = figures["rtb-small, 1 row, HTTP: max rate under the SLO, (a) vs (b)"]
+    assert vs_b["met"] is False and vs_b["measured"] == "1.43x"
+    hello = figures["rtb-small, 1 row, HTTP: (a) vs hello world (d)"]
+    assert hello["measured"] == "75%" and hello["met"] is True
+
+
+def test_report_folder_has_json_text_and_plots(tmp_path):
+    trial = {"offered_rate": 1000.0, "latency_ms": {"p99": 3.0}}
+    http = [dict(h, search={"trials": [trial, dict(trial, offered_rate=2000.0)]}) for h in HTTP]
+    report = {"created_at": "now", "command": "test", "machine": {"cpus": 2}, "settings": {"slo_ms": 20.0},
+              "kernel": KERNEL, "http": http, "ceiling": {"closed_rate": 90000.0, "open_rate": 70000.0},
+              "sweep": {"model": "rtb-small", "results": [server("a", "rtb-small", 1, 3000)], "recommendation": None},
+              "figures": compute_figures(KERNEL, http)}
+    written = {p.name for p in write_report(report, tmp_path)}
+    assert written == {"report.json", "report.txt", "kernel_latency.png", "http_p99_vs_load.png", "sweep.png"}
+    assert json.loads((tmp_path / "report.json").read_text())["settings"]["slo_ms"] == 20.0
+    text = render_text(report)
+    assert "MISSED" in text and "MET" in text and "90,000" in text
+    assert (tmp_path / "kernel_latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_recommendation_breaks_ties_on_100_rows():
+    configs = [WorkerConfig("sync", 2), WorkerConfig("gthread", 2, 4), WorkerConfig("gevent", 2)]
+    results = [ServerResult(**server("a", "m", rows, rate, config)) for rows, rate, config in [
+        (1, 3000, "sync w2"), (1, 2950, "gevent w2"), (1, 2000, "gthread w2 t4"),
+        (100, 400, "sync w2"), (100, 500, "gevent w2")]]
+    rec = recommend(results, configs, cpus=2)
+    assert rec.config == "gevent w2" and rec.workers_per_vcpu == 1.0
+    assert rec.rates == {1: 2950, 100: 500}
+    assert "within 5%" in rec.reason
+    clear = recommend(results[:3], configs, cpus=2)
+    assert clear.config == "sync w2"
+    assert recommend([], configs) is None
+
+
+@pytest.mark.parametrize("text, expected", [("sync:2", WorkerConfig("sync", 2, 1)),
+                                            ("gthread:2:4", WorkerConfig("gthread", 2, 4))])
+def test_parse_config(text, expected):
+    assert parse_config(text) == expected
+
+
+@pytest.mark.parametrize("text", ["tornado:2", "sync", "gevent:0", "gthread:2:x"])
+def test_parse_config_refuses(text):
+    with pytest.raises(ValueError):
+        parse_config(text)
