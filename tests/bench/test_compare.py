@@ -1,0 +1,47 @@
+"""Servers (a), (b) and (d) side by side, for real and briefly: the chain works end to end.
+
+Rates are not asserted against each other here (timed tests on a shared machine are
+noise); the benchmark prints them. What is checked: each server starts under the
+configuration asked for, answers every request without error, and the search
+reports a rate it really held.
+"""
+from __future__ import annotations
+
+import requests
+
+from bench.compare import run_compare
+from bench.servers import WorkerConfig, free_port, running_server
+from bench.targets import hello_command, serve_command
+
+
+def test_serve_and_hello_world_run_under_the_same_gunicorn_plan(deployed_model, tmp_path):
+    model = deployed_model("rtb-small")
+    config = WorkerConfig("gthread", 1, 2)
+    line = model.sample_csv.read_text().splitlines()[0]
+    port = free_port()
+    command = serve_command("a", model.deployed, port, config)
+    with running_server("a", command.argv, port, env=command.env, log_dir=tmp_path) as server:
+        answer = requests.post(server.url + "/invocations", data=line, headers={"Content-Type": "text/csv"},
+                               timeout=10)
+        workers = [p for p in __import__("psutil").Process(server.proc.pid).children(recursive=True)]
+    assert answer.status_code == 200 and 0 < float(answer.text) < 1
+    assert len(workers) == 1                     # --workers reached gunicorn
+    port = free_port()
+    command = hello_command(port, config)
+    with running_server("d", command.argv, port, log_dir=tmp_path) as server:
+        answer = requests.post(server.url + "/invocations", data=line, timeout=10)
+        workers = [p for p in __import__("psutil").Process(server.proc.pid).children(recursive=True)]
+    assert (answer.status_code, answer.text) == (200, "0.5\n") and len(workers) == 1
+
+
+def test_compare_finds_a_held_rate_for_each_server(deployed_model, tmp_path):
+    model = deployed_model("rtb-small")
+    results = run_compare([model], config=WorkerConfig("gevent", 1), keys=("a", "b"), slo_ms=50,
+                          duration_s=1, steps=1, connections=4, log_dir=tmp_path, progress=lambda line: None)
+    assert [r.key for r in results] == ["a", "b"]
+    for r in results:
+        assert r.closed_rate > 0 and r.search["closed"]["errors"] == 0
+        assert r.max_rate > 0, r.search["trials"]
+        best = r.search["best"]
+        assert best["sustained"] and best["errors"] == 0 and best["latency_ms"]["p99"] <= 50
+        assert best["offered_rate"] == r.max_rate and r.cpu_us_per_request > 0
