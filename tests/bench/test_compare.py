@@ -36,12 +36,13 @@ def test_serve_and_hello_world_run_under_the_same_gunicorn_plan(deployed_model, 
 
 def test_compare_finds_a_held_rate_for_each_server(deployed_model, tmp_path):
     model = deployed_model("rtb-small")
-    results = run_compare([model], config=WorkerConfig("gevent", 1), keys=("a", "b"), slo_ms=50,
-                          duration_s=1, steps=1, connections=4, log_dir=tmp_path, progress=lambda line: None)
+    # a loose SLO: this checks the chain, not the speed (other jobs share this machine's 2 cores)
+    results = run_compare([model], config=WorkerConfig("gevent", 1), keys=("a", "b"), slo_ms=500,
+                          duration_s=1, steps=2, connections=4, log_dir=tmp_path, progress=lambda line: None)
     assert [r.key for r in results] == ["a", "b"]
     for r in results:
         assert r.closed_rate > 0 and r.search["closed"]["errors"] == 0
         assert r.max_rate > 0, r.search["trials"]
         best = r.search["best"]
-        assert best["sustained"] and best["errors"] == 0 and best["latency_ms"]["p99"] <= 50
+        assert best["sustained"] and best["errors"] == 0 and best["latency_ms"]["p99"] <= 500
         assert best["offered_rate"] == r.max_rate and r.cpu_us_per_request > 0
