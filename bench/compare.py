@@ -36,6 +36,7 @@ class ServerResult:
     closed_p99_ms: float
     cpu_us_per_request: float | None   # server CPU per request at max_rate
     near_ceiling: bool
+    loadavg: list[float] = field(default_factory=list)   # machine's 1-minute load before and after
     search: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -66,6 +67,7 @@ def benchmark_server(command: ServerCommand, port: int, bodies: list[bytes], *, 
     """Start ``command`` (serving on ``port``), search its max rate under ``slo_ms``, stop it."""
     progress(f"  {command.label} [{command.config.label()}] on {model}, {rows} row(s) per request")
     name = f"{command.key}-{model}-{rows}-{command.config.label()}"
+    load_before = os.getloadavg()[0]
     with running_server(name, command.argv, port, env=command.env, log_dir=log_dir) as server:
         search: RateSearch = find_max_rate(server.url, bodies, slo_ms=slo_ms, connections=connections,
                                            duration_s=duration_s, steps=steps,
@@ -86,7 +88,7 @@ def benchmark_server(command: ServerCommand, port: int, bodies: list[bytes], *, 
         p99_ms=best.latency_ms["p99"] if best else None, closed_rate=search.closed.achieved_rate,
         closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
         near_ceiling=bool(best and best.near_ceiling) or bool(search.closed.near_ceiling),
-        search=search.to_dict())
+        loadavg=[load_before, os.getloadavg()[0]], search=search.to_dict())
 
 
 def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, duration_s: int = 3,

@@ -19,7 +19,7 @@ def timing(model, predictor, batch, ms, repeat=1):
 def server(key, model, rows, rate, config="gevent w2"):
     return dict(key=key, label=f"({key})", model=model, rows=rows, config=config, max_rate=rate, p50_ms=1.0,
                 p99_ms=5.0, closed_rate=rate * 1.2, closed_p99_ms=9.0, cpu_us_per_request=300.0,
-                near_ceiling=False, search={})
+                near_ceiling=False, loadavg=[1.0, 1.5], search={})
 
 
 KERNEL = [
@@ -36,7 +36,7 @@ HTTP = [server("a", "rtb-small", 1, 3000), server("b", "rtb-small", 1, 2100), se
 def test_figures_are_ratios_of_the_run():
     figures = {f["name"]: f for f in compute_figures(KERNEL, HTTP)}
     speed = figures["rtb-large, 1 row, in-process: compiled vs inplace_predict"]
-    assert speed["measured"] == "24.0x" and speed["met"] is True        # 0.6 / mean(0.02, 0.03)
+    assert speed["measured"] == "30.0x" and speed["met"] is True        # 0.6 / best of (0.02, 0.03)
     router = figures["rtb-large: router within 10 % of the better of compiled and stock, every batch"]
     assert router["met"] is False and router["measured"].startswith("1.20x")   # 1.8 / 1.5 at 100 rows
     assert figures["rtb-small, 1 row, HTTP: max rate under the SLO, (a) vs (c)"]["measured"] == "3.33x"
@@ -59,6 +59,10 @@ def test_report_folder_has_json_text_and_plots(tmp_path):
     text = render_text(report)
     assert "MISSED" in text and "MET" in text and "90,000" in text
     assert (tmp_path / "kernel_latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert "load average during these runs: 1.0 to 1.5 on 2 vCPU(s)" in text
+    assert "competed" not in text
+    report["http"][0]["loadavg"] = [5.0, 6.0]
+    assert "Other processes competed for the CPUs" in render_text(report)
 
 
 def test_recommendation_breaks_ties_on_100_rows():
