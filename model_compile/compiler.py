@@ -203,7 +203,12 @@ def build_library(model, libpath: Path, *, num_tree: int, quantize: bool = True,
         except Exception as exc:  # TL2cgen raises its own error types
             raise CompileError(f"TL2cgen could not generate C code: {exc}") from exc
         _report_native(native, progress)
-        if quantize:
+        if quantize and not (src / "quantize.c").exists():
+            # TL2cgen quietly skips quantization (e.g. for categorical splits): record the truth.
+            params["quantize"] = 0
+            if progress:
+                progress("  TL2cgen did not quantize this model (categorical splits?): compiled without")
+        elif quantize:
             fixed = _exact_quantize_thresholds(src, model)
             if progress and fixed:
                 progress(f"  corrected {fixed} quantization thresholds TL2cgen printed with too few digits")

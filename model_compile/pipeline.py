@@ -136,6 +136,10 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
 
     booster = source.to_booster()
     doc = model_json(source)
+    kind = doc["learner"]["gradient_booster"]["name"]
+    if kind not in ("gbtree", "dart"):
+        raise FormatError(f"{source.origin}: a {kind} model is not a tree ensemble; only gbtree and "
+                          f"dart boosters can be compiled")
     info = describe_model(source, booster, doc)
     say(f"objective {info.objective}, {info.num_tree} trees, {info.num_feature} features"
         + (f", {info.num_class} classes" if info.num_class > 1 else ""))

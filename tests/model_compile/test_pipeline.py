@@ -64,6 +64,13 @@ def test_rtb_small_round_trip(compiled_small, sample_model_dir):
     ("multi:softmax", {}),
     ("rank:pairwise", {}),
     ("rank:ndcg", {}),
+    ("rank:map", {}),
+    ("reg:squaredlogerror", {}),
+    ("reg:pseudohubererror", {}),
+    ("reg:absoluteerror", {}),
+    ("binary:hinge", {}),
+    ("survival:cox", {}),
+    ("reg:squarederror", {"booster": "dart"}),
     ("binary:logistic", {"feature_names": True, "n_features": 30, "depth": 6}),
 ])
 def test_objectives_compile_and_verify(tmp_path, small_model_file, objective, kwargs):
