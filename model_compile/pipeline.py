@@ -102,8 +102,10 @@ def _resolve_output(output: str | Path) -> Path:
     output = Path(output)
     if output.is_dir():
         output = output / "model.tar.gz"
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"output folder does not exist: {output.parent}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FormatError(f"cannot create the output folder {output.parent}: {exc.strerror}") from exc
     return output
 
 

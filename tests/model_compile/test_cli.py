@@ -34,7 +34,7 @@ def test_compiles_a_sample_model_and_prints_a_summary(tmp_path, sample_model_dir
 @pytest.mark.parametrize("args, message", [
     (["{missing}", "-o", "{out}"], "no such model file"),
     (["{garbage}", "-o", "{out}"], "not an XGBoost model"),
-    (["{model}", "-o", "{tmp}/no/such/folder/m.tar.gz"], "output folder does not exist"),
+    (["{model}", "-o", "{garbage}/m.tar.gz"], "cannot create the output folder"),
     (["{model}", "-o", "{out}", "--sample-data", "{garbage}"], "no data rows"),
     (["{model}", "-o", "{out}", "--sample-data", "{short}"], "row 2 has 2 values, the model takes 6"),
     (["{model}", "-o", "{out}", "--annotate-data", "{letters}"], "could not convert string"),
