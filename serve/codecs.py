@@ -26,9 +26,9 @@ JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
 LIBSVM = "text/libsvm"
 
-# Older numpy warns (newer may raise) when np.fromstring stops before the end of
-# the text; the fast CSV path detects that by the count it gets back, so the
-# warning is noise.
+# numpy before 2.3 warns (later versions raise) when np.fromstring stops before
+# the end of the text; the fast CSV path detects that by the count it gets back,
+# so the warning is noise.
 warnings.filterwarnings("ignore", message="string or file could not be read to its end",
                         category=DeprecationWarning)
 
@@ -93,6 +93,10 @@ def decode_csv(body: bytes, num_feature: int = 0) -> np.ndarray:
         if values is not None:
             return values.reshape(1, -1)
         return _careful_csv(text)
+    if b"\r" in text:
+        text = text.replace(b"\r\n", b"\n")
+    if b"\n\n" in text:
+        return _careful_csv(text)   # loadtxt would skip a blank line and shift every row after it
     try:
         rows = np.loadtxt(io.BytesIO(_fill_empty_fields(text)), delimiter=",", dtype=np.float32,
                           comments=None, ndmin=2, encoding="utf-8")
@@ -113,7 +117,10 @@ def _fast_csv_row(text: bytes) -> np.ndarray | None:
     """One CSV line parsed by numpy's C parser, or None where it could not read every field."""
     if text[:1] == b"," or text[-1:] == b"," or b",," in text:
         return None   # empty fields: np.fromstring stops at them
-    values = np.fromstring(text, dtype=np.float32, sep=",")
+    try:
+        values = np.fromstring(text, dtype=np.float32, sep=",")
+    except ValueError:   # numpy >= 2.3 raises where older versions warned and stopped
+        return None
     if values.size != text.count(b",") + 1:
         return None
     return values
@@ -220,17 +227,23 @@ def _rows_from_json(document) -> np.ndarray:
     if not isinstance(rows[0], (list, dict)):
         rows = [rows]   # one flat row
     if isinstance(rows[0], dict):
-        try:
-            rows = [row["features"] for row in rows]
-        except (KeyError, TypeError):
-            raise RequestError(400, 'every instance must be a list or {"features": [...]}') from None
+        rows = _features_of(rows)
     try:
         matrix = np.asarray(rows, dtype=np.float32)
     except (ValueError, TypeError):
+        if any(isinstance(row, dict) for row in rows):   # lists and {"features": ...} mixed
+            return _rows_from_json(_features_of(rows))
         _raise_bad_json_value(rows)
     if matrix.ndim != 2:
         _raise_bad_json_value(rows)
     return np.ascontiguousarray(matrix)
+
+
+def _features_of(rows: list) -> list:
+    try:
+        return [row["features"] if isinstance(row, dict) else row for row in rows]
+    except KeyError:
+        raise RequestError(400, 'every instance must be a list or {"features": [...]}') from None
 
 
 def _raise_bad_json_value(rows: list) -> None:
@@ -282,9 +295,10 @@ def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
     text = body.strip()
     if not text:
         raise RequestError(400, "the request body is empty")
-    # Newlines become tokens of their own so that every token knows its row.
-    tokens = np.array(text.replace(b"\n", b" \n ").split())
-    is_newline = tokens == b"\n"
+    # Newlines become tokens of their own ("|", which no valid token holds) so that every
+    # token knows its row.
+    tokens = np.array(text.replace(b"\n", b" | ").split())
+    is_newline = tokens == b"|"
     row_of = np.cumsum(is_newline)
     n_rows = int(row_of[-1]) + 1 if tokens.size else 0
     colon = np.strings.find(tokens, b":")
