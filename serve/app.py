@@ -36,11 +36,19 @@ JSON_TYPE = "application/json"
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
-class ServeApp:
-    """WSGI callable: ``POST /invocations`` handled here, every other request by ``flask_app``."""
+# Under gevent, bodies from this size on are decoded and predicted in a native thread (gevent's
+# pool), off the event loop: the worker keeps answering /ping, whose SageMaker timeout is 2 s,
+# while a 6 MB request computes. Smaller bodies take microseconds: a thread hop would cost more.
+OFFLOAD_BYTES = 256 * 1024
 
-    def __init__(self, loaded: LoadedModel, settings: Settings, flask_app: Flask):
+
+class ServeApp:
+    """WSGI callable: ``POST /invocations`` handled here, every other request by ``flask_app``.
+    ``offload_large``: run large requests in gevent's thread pool (set for gevent workers)."""
+
+    def __init__(self, loaded: LoadedModel, settings: Settings, flask_app: Flask, *, offload_large: bool = False):
         self.flask_app = flask_app
+        self.offload_large = offload_large
         self.loaded = loaded
         self.predictor = loaded.predictor
         self.num_feature = loaded.num_feature
@@ -75,12 +83,21 @@ class ServeApp:
         """One inference: the request's environ -> (response body, its content type)."""
         decode = codecs.decoder_for(environ.get("CONTENT_TYPE"))
         accept = codecs.response_type(environ.get("HTTP_ACCEPT"), self.default_accept)
-        rows = decode(self.read_body(environ), self.num_feature)
+        body = self.read_body(environ)
+        if self.offload_large and len(body) >= OFFLOAD_BYTES:
+            from gevent import get_hub
+
+            return get_hub().threadpool.apply(self.infer, (body, decode, accept)), accept
+        return self.infer(body, decode, accept), accept
+
+    def infer(self, body: bytes, decode, accept: str) -> bytes:
+        """Decode, check the width, predict, select the outputs, encode."""
+        rows = decode(body, self.num_feature)
         if rows.shape[1] != self.num_feature:
             raise RequestError(400, f"each row must have {self.num_feature} values (the model's features); "
                                     f"got {rows.shape[1]}")
         outputs = self.select_outputs(self.predictor.predict(rows))
-        return codecs.ENCODERS[accept](outputs, selected=self.selected, batch=self.batch), accept
+        return codecs.ENCODERS[accept](outputs, selected=self.selected, batch=self.batch)
 
     def read_body(self, environ) -> bytes:
         """The request body, refused with 413 over the payload limit (before reading it when
@@ -104,11 +121,12 @@ class ServeApp:
         return body
 
 
-def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transforms: int = 1) -> ServeApp:
+def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transforms: int = 1,
+               offload_large: bool = False) -> ServeApp:
     """The WSGI app serving ``loaded`` as ``settings`` say. ``max_concurrent_transforms`` is what
     /execution-parameters advertises to batch transform when SAGEMAKER_MAX_CONCURRENT_TRANSFORMS
-    does not say (the server's worker count). Raises OutputError (a ValueError) when the selected
-    outputs do not fit the model."""
+    does not say (the server's worker count); ``offload_large`` is for gevent workers (see
+    OFFLOAD_BYTES). Raises OutputError (a ValueError) when the selected outputs do not fit the model."""
     flask_app = Flask(__name__)
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     execution_parameters = json.dumps({
@@ -140,7 +158,7 @@ def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transf
         return Response(_error_body("internal error; the server log has the details"), status=500,
                         content_type=JSON_TYPE)
 
-    return ServeApp(loaded, settings, flask_app)
+    return ServeApp(loaded, settings, flask_app, offload_large=offload_large)
 
 
 def _error_body(message: str) -> bytes:

@@ -92,7 +92,8 @@ def run(settings) -> int:
         log.error("cannot serve: %s", exc)
         return 1
     try:
-        app = create_app(loaded, settings, max_concurrent_transforms=plan.workers)
+        app = create_app(loaded, settings, max_concurrent_transforms=plan.workers,
+                         offload_large=plan.worker_class == "gevent")
     except ValueError as exc:   # OutputError: selected outputs that do not fit the model
         log.error("cannot serve: %s", exc)
         return 2

@@ -9,7 +9,6 @@ from concurrent threads and greenlets.
 """
 from __future__ import annotations
 
-import threading
 from typing import Protocol
 
 import numpy as np
@@ -62,29 +61,19 @@ class GtilPredictor:
 
 
 class CompiledPredictor:
-    """The TL2cgen-compiled library through ``model_compile.runtime.CompiledModel``.
-
-    The compiled predictor may be used by one thread at a time unless the model says it
-    is thread-safe: calls then take a lock. The lock costs ~0.1 us uncontended; one
-    process runs one prediction at a time anyway (a gevent worker never switches inside
-    a C call, a gthread worker would only queue behind it), and processes scale out.
-    """
+    """The TL2cgen-compiled library through ``model_compile.runtime.CompiledModel``, the one
+    way the project calls a library. CompiledModel is safe for concurrent callers: its
+    direct entry point is reentrant (and ctypes releases the GIL during the call), and
+    it serializes calls itself for plain TL2cgen libraries."""
 
     name = "compiled"
 
     def __init__(self, compiled_model):
         self.model = compiled_model
         self.num_feature = int(compiled_model.num_feature)
-        self.thread_safe = bool(getattr(compiled_model, "thread_safe", False))
-        self._lock = None if self.thread_safe else threading.Lock()
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        if self._lock is None:
-            out = self.model.predict(rows)
-        else:
-            with self._lock:
-                out = self.model.predict(rows)
-        return _one_output_per_row(np.asarray(out), rows.shape[0])
+        return self.model.predict(rows)
 
 
 class RouterPredictor:
