@@ -76,9 +76,10 @@ def load_model(model_dir: Path, choice: str = "auto") -> LoadedModel:
     except ArtifactError as exc:
         if choice == "compiled":
             raise ModelLoadError(f"SERVE_PREDICTOR=compiled but the artifact's manifest is unusable: {exc}") from exc
-        _loud_warning(f"the artifact's manifest is unusable ({exc})")
+        reason = f"the artifact's manifest is unusable ({exc})"
+        _loud_warning(reason)
         loaded = _load_bare(model_dir)
-        loaded.notes.append(f"compiled library not used: unusable manifest: {exc}")
+        loaded.notes = [f"compiled library not used: {reason}"]
         return loaded
     if manifest is None:
         if choice == "compiled":

@@ -174,15 +174,29 @@ def worker_pids(server: Server) -> list[int]:
     return sorted(int(child) for child in children)
 
 
+def settled_worker_pids(server: Server, timeout: float = 30.0) -> list[int]:
+    """The workers once every one has booted (the first answers /ping before the last is
+    forked): waits until each has written its start line to the log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = worker_pids(server)
+        started = server.log().count("] serve.gunicorn_conf: worker ")
+        if (pids and started >= len(pids)) or time.monotonic() > deadline:
+            time.sleep(0.5)   # a worker forked right now would show up here
+            return worker_pids(server)
+        time.sleep(0.1)
+
+
 def csv_body(lines: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_concurrent_clients(server: Server, lines: list[str], expected: np.ndarray, *, clients: int = 16,
+def check_concurrent_clients(server: Server, lines: list[str], expect, *, clients: int = 16,
                              requests_each: int = 15, seed: int = 0) -> int:
     """Many clients at once, each on its own keep-alive connection, each sending its own
-    random 1-5 rows: every answer must be the predictions for that client's rows (no
-    cross-talk between threads, greenlets or workers). Returns the requests checked."""
+    random 1-5 rows: every answer must be ``expect(row indices)``, the in-process prediction
+    for that client's rows (no cross-talk between threads, greenlets or workers).
+    Returns the number of requests checked."""
     from concurrent.futures import ThreadPoolExecutor
 
     def client(number: int) -> int:
@@ -190,9 +204,8 @@ def check_concurrent_clients(server: Server, lines: list[str], expected: np.ndar
         with requests.Session() as session:
             for _ in range(requests_each):
                 picked = rng.choice(len(lines), size=int(rng.integers(1, 6)), replace=False)
-                response = server.invoke(csv_body([lines[i] for i in picked]), session=session)
-                got = numbers(response)
-                assert np.array_equal(got, expected[picked]), (number, picked, got, expected[picked])
+                got = numbers(server.invoke(csv_body([lines[i] for i in picked]), session=session))
+                assert np.array_equal(got, expect(picked)), (number, picked, got, expect(picked))
         return requests_each
 
     with ThreadPoolExecutor(clients) as pool:
