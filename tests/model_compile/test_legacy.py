@@ -11,7 +11,7 @@ import pytest
 import xgboost as xgb
 
 from model_compile import compile_artifact
-from model_compile.artifact import safe_extract
+from model_compile.artifact import read_manifest, safe_extract
 from model_compile.cli import main as cli_main
 from model_compile.formats import FormatError, load_source
 from model_compile.legacy import CONFIG_HEADER, parse_legacy_binary
@@ -84,6 +84,7 @@ def test_legacy_models_compile_verify_and_convert(tmp_path, name):
     assert manifest.conversion is not None and manifest.conversion.max_abs_diff <= 1e-5
     assert manifest.conversion.rows == manifest.verification.rows == 60 + 2000
     safe_extract(tmp_path / "out.tar.gz", tmp_path / "x")
+    assert read_manifest(tmp_path / "x") == manifest          # conversion figures survive the JSON
     output, _, _ = EXPECTED[name]
     X = fixture_rows()
     ubj = xgb.Booster()
