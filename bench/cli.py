@@ -99,16 +99,21 @@ def _capacity(report: dict, args) -> None:
     for model, r in best.items():
         per_vcpu = r["max_rate"] / cpus
         plans = plan_fleet(per_vcpu, prices, target_rps=args.target_rps, safety=args.safety)
+        cpu_bound = 1e6 / r["cpu_us_per_request"] if r.get("cpu_us_per_request") else None
         report["capacity"][model] = {
             "rps_per_vcpu": per_vcpu, "basis": f"(a) {r['config']}: {r['max_rate']:,.0f} req/s on {cpus} vCPU(s), "
                                               f"shared with the load generator",
+            "cpu_bound_rps_per_vcpu": cpu_bound,
             "target_rps": args.target_rps, "safety": args.safety,
             "prices": {"region": prices.region, "as_of": prices.as_of, "verified": prices.verified,
                        "source": prices.source},
             "plans": [p.to_dict() for p in plans]}
-        report["capacity_text"].append(format_plan(
-            plans[:6], prices, target_rps=args.target_rps, safety=args.safety, rps_per_vcpu=per_vcpu,
-            label=f"{model}, 1 row per request, from (a) {r['config']}; 6 cheapest shown"))
+        text = format_plan(plans[:6], prices, target_rps=args.target_rps, safety=args.safety, rps_per_vcpu=per_vcpu,
+                           label=f"{model}, 1 row per request, from (a) {r['config']}; 6 cheapest shown")
+        if cpu_bound:
+            text += (f"\nUpper bound from the server's CPU cost ({r['cpu_us_per_request']:.0f} us per request): "
+                     f"{cpu_bound:,.0f} req/s per vCPU at 100 % CPU; a machine of its own lands between the two.")
+        report["capacity_text"].append(text)
 
 
 def cmd_all(args) -> int:

@@ -59,12 +59,17 @@ class KernelTiming:
 
 def time_calls(fn: Callable[[int], object], *, min_time_s: float, min_calls: int = 3,
                max_calls: int = 20_000, warmup_calls: int = 3) -> np.ndarray:
-    """Seconds per call of ``fn(i)`` (i = call number), after ``warmup_calls`` untimed calls.
+    """Seconds per call of ``fn(i)`` (i = call number), after an untimed warm-up.
 
-    Calls go on until ``min_time_s`` has passed and ``min_calls`` were made, or ``max_calls``.
+    The warm-up is ``warmup_calls`` calls, cut short (after the first) once it has taken
+    ``min_time_s``: a one-second call is warm after one. Timed calls go on until
+    ``min_time_s`` has passed and ``min_calls`` were made, or ``max_calls``.
     """
+    started = time.perf_counter()
     for i in range(warmup_calls):
         fn(i)
+        if time.perf_counter() - started >= min_time_s:
+            break
     times = []
     started = time.perf_counter()
     i = 0

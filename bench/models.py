@@ -9,8 +9,8 @@ For a sample model (``sample_models``) this makes, under ``<root>/<name>/``:
   ``plain`` (no quantization, no branch annotation), ``annotated`` (branch annotation from
   the sample rows) and ``quantized`` (compile_artifact's default, what is deployed).
 
-A variant is compiled again only when the source model or its options changed
-(``stamp.json``), so that a second benchmark run starts in seconds.
+A variant is compiled again only when the source model, its options or model_compile's
+code changed (``stamp.json``), so that a second benchmark run starts in seconds.
 """
 from __future__ import annotations
 
@@ -45,11 +45,21 @@ class ModelUnderTest:
         return self.variants[DEPLOYED_VARIANT]
 
 
-def _stamp(source: Path, options: dict) -> dict:
+def _compiler_fingerprint() -> str:
+    """A digest of model_compile's own source: a changed compiler invalidates the cache."""
+    import hashlib
+
     import model_compile
 
-    return {"source_sha256": sha256_file(source), "options": options,
-            "model_compile": getattr(model_compile, "__version__", "unversioned")}
+    digest = hashlib.sha256()
+    package = Path(model_compile.__file__).parent
+    for path in sorted(package.glob("*.py")) + sorted(package.glob("*.c")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _stamp(source: Path, options: dict) -> dict:
+    return {"source_sha256": sha256_file(source), "options": options, "compiler": _compiler_fingerprint()}
 
 
 def compile_variant(source: Path, sample_csv: Path, folder: Path, options: dict,

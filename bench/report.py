@@ -141,6 +141,17 @@ def compute_figures(kernel: list[dict], http: list[dict]) -> list[dict]:
                                 target="<= 1.10x", measured=f"{worst:.2f}x (worst, at {worst_batch:,} rows)",
                                 met=worst <= 1.10, detail="router / min(compiled quantized, inplace_predict)"))
     rates = {(r["key"], r["model"], r["rows"]): r["max_rate"] for r in http}
+    cpu = {(r["key"], r["model"], r["rows"]): r.get("cpu_us_per_request") for r in http}
+
+    def cpu_note(key_a, model_a, key_b, model_b, as_share=False) -> str:
+        # The same comparison by server CPU per request: what the rates would be with the
+        # CPUs to themselves, and far less sensitive to other processes' stalls.
+        mine, other = cpu.get((key_a, model_a, 1)), cpu.get((key_b, model_b, 1))
+        if not mine or not other:
+            return ""
+        ratio = other / mine
+        return f"; by server CPU per request {ratio:.0%}" if as_share else f"; by server CPU per request {ratio:.2f}x"
+
     for model in sorted({r["model"] for r in http if r["key"] == "a"}):
         a = rates.get(("a", model, 1))
         for key, target in (("c", 3.0), ("b", 1.5)):
@@ -149,12 +160,13 @@ def compute_figures(kernel: list[dict], http: list[dict]) -> list[dict]:
                 ratio = a / other if other else float("inf")
                 figures.append(dict(name=f"{model}, 1 row, HTTP: max rate under the SLO, (a) vs ({key})",
                                     target=f">= {target:g}x", measured=f"{ratio:.2f}x", met=ratio >= target,
-                                    detail=f"{a:,.0f} vs {other:,.0f} req/s"))
+                                    detail=f"{a:,.0f} vs {other:,.0f} req/s" + cpu_note("a", model, key, model)))
     a, d = rates.get(("a", "rtb-small", 1)), rates.get(("d", "-", 1))
     if a is not None and d:
         share = a / d
         figures.append(dict(name="rtb-small, 1 row, HTTP: (a) vs hello world (d)", target=">= 60 %",
-                            measured=f"{share:.0%}", met=share >= 0.6, detail=f"{a:,.0f} vs {d:,.0f} req/s"))
+                            measured=f"{share:.0%}", met=share >= 0.6,
+                            detail=f"{a:,.0f} vs {d:,.0f} req/s" + cpu_note("a", "rtb-small", "d", "-", True)))
     return figures
 
 

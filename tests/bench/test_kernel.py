@@ -25,6 +25,9 @@ def test_time_calls_measures_each_call_after_warmup():
                          warmup_calls=2)
     assert len(calls) == len(seconds) + 2 and len(seconds) >= 3
     assert np.all(seconds >= 0.002) and np.all(seconds < 0.1)
+    calls.clear()          # a slow call: one warm-up call is enough
+    seconds = time_calls(lambda i: (calls.append(i), time.sleep(0.02)), min_time_s=0.01, min_calls=3)
+    assert len(calls) == len(seconds) + 1 == 4
 
 
 def test_every_predictor_predicts_the_same(deployed_model):

@@ -43,6 +43,7 @@ def test_figures_are_ratios_of_the_run():
     assert figures["rtb-small, 1 row, HTTP: max rate under the SLO, (a) vs (c)"]["measured"] == "3.33x"
     vs_b = figures["rtb-small, 1 row, HTTP: max rate under the SLO, (a) vs (b)"]
     assert vs_b["met"] is False and vs_b["measured"] == "1.43x"
+    assert vs_b["detail"].endswith("by server CPU per request 1.00x")   # every server above costs 300 us
     hello = figures["rtb-small, 1 row, HTTP: (a) vs hello world (d)"]
     assert hello["measured"] == "75%" and hello["met"] is True
 
