@@ -2,13 +2,15 @@
 
 Each server is started on a free loopback port, loaded with single-row (or
 ``rows``-row) CSV requests drawn from the model's sample rows, and searched for the
-highest rate it holds with p99 under the SLO (``bench.search``). The server's CPU
-time is accounted per run, so that each result also says how many CPU microseconds
-a request cost it.
+highest rate it holds with p99 under the SLO (``bench.search``). The servers of one
+comparison are up together and take turns, run by run, so that outside load falls
+on all of them alike. The server's CPU time is accounted per run, so that each
+result also says how many CPU microseconds a request cost it.
 """
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,7 +18,7 @@ from typing import Callable
 from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
-from bench.search import DEFAULT_CONNECTIONS, RateSearch, find_max_rate
+from bench.search import DEFAULT_CONNECTIONS, SearchTarget, find_max_rates
 from bench.servers import RunningServer, WorkerConfig, free_port, running_server
 from bench.targets import ServerCommand, hello_command, serve_command, stock_command
 
@@ -60,35 +62,54 @@ def describe_run(result: LoadResult) -> str:
             f"p99 {result.latency_ms['p99']:8.2f} ms{flags}")
 
 
-def benchmark_server(command: ServerCommand, port: int, bodies: list[bytes], *, model: str, rows: int,
-                     slo_ms: float, ceiling: Ceiling | None, log_dir: Path, duration_s: int = 3,
-                     steps: int = 4, connections: int = DEFAULT_CONNECTIONS,
-                     progress: Callable[[str], None] = print) -> ServerResult:
-    """Start ``command`` (serving on ``port``), search its max rate under ``slo_ms``, stop it."""
-    progress(f"  {command.label} [{command.config.label()}] on {model}, {rows} row(s) per request")
-    name = f"{command.key}-{model}-{rows}-{command.config.label()}"
+@dataclass
+class Contender:
+    """A server to start and search: its command, its port, what to send it and its labels."""
+    command: ServerCommand
+    port: int
+    bodies: list[bytes]
+    model: str
+    rows: int
+
+
+def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ceiling | None, log_dir: Path,
+                      duration_s: int = 3, steps: int = 4, connections: int = DEFAULT_CONNECTIONS,
+                      progress: Callable[[str], None] = print) -> list[ServerResult]:
+    """Start every contender, search their max rates under ``slo_ms`` taking turns (see
+    ``bench.search``), stop them; one ServerResult each, in order."""
+    for c in contenders:
+        progress(f"  {c.command.label} [{c.command.config.label()}] on {c.model}, {c.rows} row(s) per request")
     load_before = os.getloadavg()[0]
-    with running_server(name, command.argv, port, env=command.env, log_dir=log_dir) as server:
-        search: RateSearch = find_max_rate(server.url, bodies, slo_ms=slo_ms, connections=connections,
-                                           duration_s=duration_s, steps=steps,
-                                           on_trial=lambda r: progress(describe_run(r)),
-                                           measure=_with_server_cpu(server))
-    best = search.best
-    for result in [search.closed, *search.trials]:
-        if ceiling is not None:
-            flag_near_ceiling(result, ceiling)
-    cpu_us = None
-    if best is not None and best.requests:
-        cpu_us = best.labels["server_cpu_s"] / best.requests * 1e6
-    progress(f"    -> max {search.max_rate:,.0f} req/s with p99 under {slo_ms:g} ms"
-             + (f" (p99 {best.latency_ms['p99']:.2f} ms, {cpu_us:.0f} CPU us/request)" if best else ""))
-    return ServerResult(
-        key=command.key, label=command.label, model=model, rows=rows, config=command.config.label(),
-        max_rate=search.max_rate, p50_ms=best.latency_ms["p50"] if best else None,
-        p99_ms=best.latency_ms["p99"] if best else None, closed_rate=search.closed.achieved_rate,
-        closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
-        near_ceiling=bool(best and best.near_ceiling) or bool(search.closed.near_ceiling),
-        loadavg=[load_before, os.getloadavg()[0]], search=search.to_dict())
+    with ExitStack() as stack:
+        targets = []
+        for c in contenders:
+            name = f"{c.command.key}-{c.model}-{c.rows}-{c.command.config.label()}"
+            server = stack.enter_context(running_server(name, c.command.argv, c.port, env=c.command.env,
+                                                        log_dir=log_dir))
+            tag = f"{c.command.key} {c.command.config.label()}"
+            targets.append(SearchTarget(server.url, c.bodies, _with_server_cpu(server),
+                                        lambda r, tag=tag: progress(f"    {tag:<16}" + describe_run(r).strip())))
+        searches = find_max_rates(targets, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
+                                  steps=steps)
+    load_after = os.getloadavg()[0]
+    results = []
+    for c, search in zip(contenders, searches):
+        best = search.best
+        for result in [search.closed, *search.trials]:
+            if ceiling is not None:
+                flag_near_ceiling(result, ceiling)
+        cpu_us = best.labels["server_cpu_s"] / best.requests * 1e6 if best is not None and best.requests else None
+        progress(f"    -> {c.command.label} [{c.command.config.label()}] {c.model}, {c.rows} row(s): "
+                 f"max {search.max_rate:,.0f} req/s with p99 under {slo_ms:g} ms"
+                 + (f" (p99 {best.latency_ms['p99']:.2f} ms, {cpu_us:.0f} CPU us/request)" if best else ""))
+        results.append(ServerResult(
+            key=c.command.key, label=c.command.label, model=c.model, rows=c.rows, config=c.command.config.label(),
+            max_rate=search.max_rate, p50_ms=best.latency_ms["p50"] if best else None,
+            p99_ms=best.latency_ms["p99"] if best else None, closed_rate=search.closed.achieved_rate,
+            closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
+            near_ceiling=bool(best and best.near_ceiling) or bool(search.closed.near_ceiling),
+            loadavg=[load_before, load_after], search=search.to_dict()))
+    return results
 
 
 def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, duration_s: int = 3,
@@ -105,13 +126,15 @@ def run_compare(models: list[ModelUnderTest], *, config: WorkerConfig, rows: int
                 keys: tuple[str, ...] = ("a", "b", "c", "d"), duration_s: int = 3, steps: int = 4,
                 connections: int = DEFAULT_CONNECTIONS, log_dir: Path = Path("."),
                 ceiling: Ceiling | None = None, progress: Callable[[str], None] = print) -> list[ServerResult]:
-    """Servers ``keys`` on every model (the hello world once), at ``rows`` rows per request."""
+    """Servers ``keys`` on every model at ``rows`` rows per request; the servers of one model
+    are searched together (the hello world, which needs no model, with the first)."""
     results = []
     for index, model in enumerate(models):
         bodies = make_bodies(read_sample_rows(model.sample_csv), rows)
+        contenders = []
         for key in keys:
             if key == "d" and index > 0:
-                continue                      # the hello world does not depend on the model
+                continue
             port = free_port()
             if key in ("a", "b"):
                 command = serve_command(key, model.deployed, port, config)
@@ -119,8 +142,7 @@ def run_compare(models: list[ModelUnderTest], *, config: WorkerConfig, rows: int
                 command = stock_command(model.stock_dir, port, cpus=os.cpu_count())
             else:
                 command = hello_command(port, config)
-            results.append(benchmark_server(command, port, bodies, model=model.name if key != "d" else "-",
-                                            rows=rows, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
-                                            duration_s=duration_s, steps=steps, connections=connections,
-                                            progress=progress))
+            contenders.append(Contender(command, port, bodies, model.name if key != "d" else "-", rows))
+        results += benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
+                                     duration_s=duration_s, steps=steps, connections=connections, progress=progress)
     return results

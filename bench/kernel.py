@@ -2,7 +2,8 @@
 
 For one model, each predictor is called on batches drawn from the sample rows, after a
 warm-up, until ``min_time_s`` has passed (at least ``min_calls`` calls), and the whole
-measurement is made twice (``repeats``) so that the spread shows. Per measurement:
+measurement is made twice (``repeats``) so that the spread shows. Predictors take turns
+at each batch size, so that outside load slows them alike. Per measurement:
 median and p99 seconds per call and rows per second at the median.
 
 Predictors (all single-threaded: ``OMP_NUM_THREADS=1`` and ``nthread=1``):
@@ -171,17 +172,20 @@ def run_kernel(model: ModelUnderTest, *, batch_sizes=BATCH_SIZES, repeats: int =
             return lambda i: parse(data[i % len(data)])
         calls[name] = make
 
+    # Batch size by batch size, each repeat going through every predictor in turn: a burst
+    # of outside load then slows all predictors of one size alike, and ratios stay fair.
     timings = []
-    for name, make in calls.items():
-        for size in batch_sizes:
-            fn = make(size)
-            for repeat in range(1, repeats + 1):
+    for size in batch_sizes:
+        fns = {name: make(size) for name, make in calls.items()}
+        for repeat in range(1, repeats + 1):
+            for name, fn in fns.items():
                 seconds = time_calls(fn, min_time_s=min_time_s)
                 median = float(np.median(seconds))
                 timings.append(KernelTiming(model=model.name, predictor=name, batch=size, repeat=repeat,
                                             calls=len(seconds), median_ms=median * 1e3,
                                             p99_ms=float(np.percentile(seconds, 99, method="inverted_cdf")) * 1e3,
                                             rows_per_s=size / median))
-        medians = [t.median_ms for t in timings if t.predictor == name and t.repeat == 1]
-        progress(f"  {model.name} {name:<20} " + " ".join(f"{m:9.3f}" for m in medians) + " ms")
+        best = {name: min(t.median_ms for t in timings if t.predictor == name and t.batch == size) for name in fns}
+        progress(f"  {model.name}, {size:,} row(s): " + ", ".join(f"{name} {ms:.3f}" for name, ms in best.items())
+                 + " ms")
     return timings

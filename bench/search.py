@@ -7,9 +7,13 @@ rate "meets" the SLO when it was sustained (>= 95 % of it sent and answered), ha
 errors, and its p99, counted from the intended send times, stayed under the SLO.
 
 Machines shared with other work (CI runners, this project's 2-core boxes) stall a
-process now and then for tens of milliseconds, which lands in a p99. A close miss
-(the rate was nearly held, only the tail was over) is therefore run once more, and
-the rate fails only if both runs miss.
+process now and then for tens of milliseconds, which lands in a p99. Two defences:
+
+* a close miss (the rate was nearly held, only the tail was over) is run once more,
+  and the rate fails only if both runs miss;
+* :func:`find_max_rates` searches several servers at once, taking turns run by run,
+  so that a burst of outside load falls on all of them alike instead of on whichever
+  server happened to be measured at the time: ratios between servers stay fair.
 """
 from __future__ import annotations
 
@@ -22,21 +26,104 @@ DEFAULT_SLO_MS = 20.0
 DEFAULT_CONNECTIONS = 32
 # A miss that still delivered this share of the offered rate is run once more.
 CLOSE_MISS_SHARE = 0.9
+FIRST_SHARE = 0.75        # first open-loop rate, as a share of the closed-loop maximum
+HIGH_SHARE = 1.05         # upper end of the bisection, likewise
 
 
 @dataclass
 class RateSearch:
-    """Result of :func:`find_max_rate`: the best rate found and every run that led to it."""
+    """One server's search: the best rate found and every run that led to it."""
     slo_ms: float
-    max_rate: float                    # highest offered rate that met the SLO; 0 when none did
-    best: LoadResult | None            # the run at max_rate
-    closed: LoadResult                 # the closed-loop probe
+    max_rate: float = 0.0              # highest offered rate that met the SLO; 0 when none did
+    best: LoadResult | None = None     # the run at max_rate
+    closed: LoadResult | None = None   # the closed-loop probe
     trials: list[LoadResult] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"slo_ms": self.slo_ms, "max_rate": self.max_rate,
                 "best": self.best.to_dict() if self.best else None,
-                "closed": self.closed.to_dict(), "trials": [t.to_dict() for t in self.trials]}
+                "closed": self.closed.to_dict() if self.closed else None,
+                "trials": [t.to_dict() for t in self.trials]}
+
+
+class Bisection:
+    """The search's decisions, apart from running anything: feed it results, ask for rates.
+
+    ``start(closed)`` with the closed-loop probe, then repeatedly ``next_rate()`` (None
+    when done) and ``record(result)`` of a run at that rate.
+    """
+
+    def __init__(self, slo_ms: float, steps: int, retry_close_misses: bool = True):
+        self.search = RateSearch(slo_ms=slo_ms)
+        self.steps_left = steps + 1
+        self.retry_close_misses = retry_close_misses
+        self.low = self.high = 0.0
+        self.rate: float | None = None
+        self.retrying = False
+
+    def start(self, closed: LoadResult) -> None:
+        self.search.closed = closed
+        if closed.requests == 0 or closed.achieved_rate <= 0:
+            self.steps_left = 0               # nothing answered: no rate to search
+            return
+        self.high = closed.achieved_rate * HIGH_SHARE
+        self.rate = closed.achieved_rate * FIRST_SHARE
+
+    def next_rate(self) -> float | None:
+        return self.rate if self.steps_left > 0 else None
+
+    def record(self, result: LoadResult) -> None:
+        self.search.trials.append(result)
+        rate, slo_ms = self.rate, self.search.slo_ms
+        if not result.meets(slo_ms) and not self.retrying and self.retry_close_misses \
+                and result.achieved_rate >= CLOSE_MISS_SHARE * rate:
+            self.retrying = True              # same rate once more
+            return
+        self.retrying = False
+        self.steps_left -= 1
+        if result.meets(slo_ms):
+            self.low = rate
+            if rate > self.search.max_rate:
+                self.search.max_rate, self.search.best = rate, result
+        else:
+            self.high = rate
+        self.rate = (self.low + self.high) / 2 if self.low > 0 else self.high / 2
+
+
+@dataclass
+class SearchTarget:
+    """A server to search: where it is, what to send, and how to wrap each run (CPU accounting)."""
+    url: str
+    bodies: list[bytes]
+    measure: Callable[[Callable[[], LoadResult]], LoadResult] = lambda run: run()
+    on_trial: Callable[[LoadResult], None] | None = None
+
+
+def find_max_rates(targets: list[SearchTarget], *, slo_ms: float = DEFAULT_SLO_MS,
+                   connections: int = DEFAULT_CONNECTIONS, duration_s: int = 3, steps: int = 4,
+                   retry_close_misses: bool = True) -> list[RateSearch]:
+    """Search every target's highest open-loop rate under ``slo_ms``, taking turns run by run.
+
+    Per target: a closed-loop probe (after a 1 s warm-up), then ``steps + 1`` open-loop
+    runs of ``duration_s`` seconds, plus re-runs of close misses.
+    """
+    searches = [Bisection(slo_ms, steps, retry_close_misses) for _ in targets]
+
+    def run(target: SearchTarget, rate: float | None, warmup_s: int) -> LoadResult:
+        result = target.measure(lambda: run_load(target.url, target.bodies, rate=rate, connections=connections,
+                                                 duration_s=duration_s, warmup_s=warmup_s))
+        if target.on_trial:
+            target.on_trial(result)
+        return result
+
+    for target, search in zip(targets, searches):
+        search.start(run(target, None, 1))
+    while any(s.next_rate() is not None for s in searches):
+        for target, search in zip(targets, searches):
+            rate = search.next_rate()
+            if rate is not None:
+                search.record(run(target, rate, 0))
+    return [s.search for s in searches]
 
 
 def find_max_rate(url: str, bodies: list[bytes], *, slo_ms: float = DEFAULT_SLO_MS,
@@ -44,44 +131,7 @@ def find_max_rate(url: str, bodies: list[bytes], *, slo_ms: float = DEFAULT_SLO_
                   on_trial: Callable[[LoadResult], None] | None = None,
                   measure: Callable[[Callable[[], LoadResult]], LoadResult] | None = None,
                   retry_close_misses: bool = True) -> RateSearch:
-    """Search the highest open-loop rate of ``url`` that meets ``slo_ms``.
-
-    ``steps`` open-loop runs after the first (so ``steps + 1`` in all, plus the closed
-    probe, a 1 s warm-up and any re-runs of close misses), each ``duration_s`` long.
-    ``on_trial`` sees every run as it ends (progress); ``measure`` wraps each run (e.g.
-    to account server CPU).
-    """
-    measure = measure or (lambda run: run())
-    closed = measure(lambda: run_load(url, bodies, connections=connections, duration_s=duration_s,
-                                      warmup_s=1))
-    if on_trial:
-        on_trial(closed)
-    search = RateSearch(slo_ms=slo_ms, max_rate=0.0, best=None, closed=closed)
-    ceiling = closed.achieved_rate
-    if closed.requests == 0 or ceiling <= 0:
-        return search
-    low, high = 0.0, ceiling * 1.05
-    rate = ceiling * 0.75
-
-    def trial(rate: float) -> LoadResult:
-        result = measure(lambda: run_load(url, bodies, rate=rate, connections=connections,
-                                          duration_s=duration_s, warmup_s=0))
-        search.trials.append(result)
-        if on_trial:
-            on_trial(result)
-        return result
-
-    for _ in range(steps + 1):
-        result = trial(rate)
-        if not result.meets(slo_ms) and retry_close_misses and result.achieved_rate >= CLOSE_MISS_SHARE * rate:
-            again = trial(rate)
-            if again.meets(slo_ms):
-                result = again
-        if result.meets(slo_ms):
-            low = rate
-            if rate > search.max_rate:
-                search.max_rate, search.best = rate, result
-        else:
-            high = rate
-        rate = (low + high) / 2 if low > 0 else high / 2
-    return search
+    """:func:`find_max_rates` for one server at ``url``."""
+    target = SearchTarget(url, bodies, measure or (lambda run: run()), on_trial)
+    return find_max_rates([target], slo_ms=slo_ms, connections=connections, duration_s=duration_s,
+                          steps=steps, retry_close_misses=retry_close_misses)[0]

@@ -1,7 +1,8 @@
 """Tuning sweep: gunicorn worker class x workers x threads for ``serve``, at 1 and 100 rows per request.
 
 For each configuration, server (a) (``serve`` with its router) is searched for the
-highest rate it holds with p99 under the SLO (``bench.compare.benchmark_server``). The
+highest rate it holds with p99 under the SLO (``bench.compare.benchmark_servers``: all
+configurations are up together and take turns, so that outside load falls on all alike). The
 recommendation is the configuration with the highest single-row rate (the bid-filter
 case); configurations within ``TIE_SHARE`` of it are separated by their 100-row rate.
 Worker counts are given per vCPU, so that the answer carries over to bigger instances;
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.compare import ServerResult, benchmark_server
+from bench.compare import Contender, ServerResult, benchmark_servers
 from bench.load import Ceiling
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
@@ -63,12 +64,13 @@ def run_sweep(model: ModelUnderTest, configs: list[WorkerConfig], *, rows_list=(
     sample = read_sample_rows(model.sample_csv)
     for rows in rows_list:
         bodies = make_bodies(sample, rows)
+        contenders = []
         for config in configs:
             port = free_port()
-            results.append(benchmark_server(serve_command("a", model.deployed, port, config), port, bodies,
-                                            model=model.name, rows=rows, slo_ms=slo_ms, ceiling=ceiling,
-                                            log_dir=log_dir, duration_s=duration_s, steps=steps,
-                                            connections=connections, progress=progress))
+            contenders.append(Contender(serve_command("a", model.deployed, port, config), port, bodies,
+                                        model.name, rows))
+        results += benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
+                                     duration_s=duration_s, steps=steps, connections=connections, progress=progress)
     return results
 
 

@@ -1,0 +1,69 @@
+"""The rate search's decisions, on results of a server of known capacity."""
+from __future__ import annotations
+
+import pytest
+
+from bench.load import LoadResult
+from bench.search import Bisection
+
+
+def result(rate, *, p99, achieved=None, errors=0):
+    achieved = rate if achieved is None else achieved
+    latency = {"p50": 1.0, "p90": 2.0, "p99": p99, "p99.9": p99, "mean": 1.0, "max": p99}
+    return LoadResult(mode="open", url="u", connections=4, threads=4, duration_s=2.0, offered_rate=rate,
+                      requests=int(achieved * 2), achieved_rate=achieved, errors=errors, error_detail={},
+                      latency_ms=latency, service_latency_ms=latency, generator_cpu_s=0.1,
+                      sustained=achieved >= 0.95 * rate)
+
+
+def closed(rate):
+    return LoadResult(mode="closed", url="u", connections=4, threads=1, duration_s=2.0, offered_rate=None,
+                      requests=int(rate * 2), achieved_rate=rate, errors=0, error_detail={},
+                      latency_ms={"p99": 50.0}, service_latency_ms={}, generator_cpu_s=0.1, sustained=True)
+
+
+def run(bisection, server):
+    while (rate := bisection.next_rate()) is not None:
+        bisection.record(server(rate))
+    return bisection.search
+
+
+def test_bisection_converges_on_the_capacity():
+    # the server holds p99 under 20 ms up to 1,000 req/s and falls over beyond
+    server = lambda rate: result(rate, p99=5.0) if rate <= 1000 else result(rate, p99=400.0, achieved=900)
+    bisection = Bisection(slo_ms=20, steps=6)
+    bisection.start(closed(2000))
+    search = run(bisection, server)
+    assert search.trials[0].offered_rate == 1500            # 0.75 of the closed-loop maximum
+    assert 900 <= search.max_rate <= 1000
+    assert search.best.offered_rate == search.max_rate
+    assert len(search.trials) == 7                          # far misses are not re-run
+
+
+def test_a_close_miss_is_run_once_more():
+    outcomes = iter([result(1500, p99=30.0), result(1500, p99=10.0)])   # a stall, then clean
+    bisection = Bisection(slo_ms=20, steps=0)
+    bisection.start(closed(2000))
+    search = run(bisection, lambda rate: next(outcomes))
+    assert len(search.trials) == 2 and search.max_rate == 1500
+    twice = iter([result(1500, p99=30.0), result(1500, p99=31.0)])
+    bisection = Bisection(slo_ms=20, steps=0)
+    bisection.start(closed(2000))
+    assert run(bisection, lambda rate: next(twice)).max_rate == 0
+
+
+@pytest.mark.parametrize("server", [
+    lambda rate: result(rate, p99=1.0, errors=3),                  # fast, but some answers were errors
+    lambda rate: result(rate, p99=1.0, achieved=rate * 0.5),       # fast, but only half the rate went through
+])
+def test_errors_or_an_unheld_rate_never_count(server):
+    bisection = Bisection(slo_ms=20, steps=2, retry_close_misses=False)
+    bisection.start(closed(1000))
+    search = run(bisection, server)
+    assert search.max_rate == 0 and search.best is None and len(search.trials) == 3
+
+
+def test_a_server_that_answered_nothing_is_not_searched():
+    bisection = Bisection(slo_ms=20, steps=4)
+    bisection.start(closed(0))
+    assert bisection.next_rate() is None
