@@ -2,8 +2,8 @@
 
 For one model, each predictor is called on batches drawn from the sample rows, after a
 warm-up, until ``min_time_s`` has passed (at least ``min_calls`` calls), and the whole
-measurement is made twice (``repeats``) so that the spread shows. At each batch size the
-predictors take turns call by call, so that outside load slows them alike. Per measurement:
+measurement is made twice (``repeats``) so that the spread shows. Predictors take turns
+at each batch size, so that outside load slows them alike. Per measurement:
 median and p99 seconds per call and rows per second at the median.
 
 Predictors (all single-threaded: ``OMP_NUM_THREADS=1`` and ``nthread=1``):
@@ -58,32 +58,28 @@ class KernelTiming:
         return asdict(self)
 
 
-def time_round_robin(fns: dict[str, Callable[[int], object]], *, min_time_s: float, min_calls: int = 3,
-                     max_calls: int = 20_000) -> dict[str, np.ndarray]:
-    """Seconds per call of each ``fn(i)``, the functions called in turn, one call each per round.
+def time_calls(fn: Callable[[int], object], *, min_time_s: float, min_calls: int = 3,
+               max_calls: int = 20_000, warmup_calls: int = 3) -> np.ndarray:
+    """Seconds per call of ``fn(i)`` (i = call number), after an untimed warm-up.
 
-    Taking turns call by call, every function meets the same outside load (a burst of
-    another process on the machine lands on all of them), which keeps their ratios fair.
-    Each is warmed up first: 3 calls, or 1 when that took ``min_time_s`` already. Rounds go
-    on until ``min_time_s`` per function has passed and each made ``min_calls`` calls.
+    The warm-up is ``warmup_calls`` calls, cut short (after the first) once it has taken
+    ``min_time_s``: a one-second call is warm after one. Timed calls go on until
+    ``min_time_s`` has passed and ``min_calls`` were made, or ``max_calls``.
     """
-    for fn in fns.values():
-        started = time.perf_counter()
-        for i in range(3):
-            fn(i)
-            if time.perf_counter() - started >= min_time_s:
-                break
-    times: dict[str, list[int]] = {name: [] for name in fns}
-    budget = min_time_s * len(fns)
+    started = time.perf_counter()
+    for i in range(warmup_calls):
+        fn(i)
+        if time.perf_counter() - started >= min_time_s:
+            break
+    times = []
     started = time.perf_counter()
     i = 0
-    while i < max_calls and (i < min_calls or time.perf_counter() - started < budget):
-        for name, fn in fns.items():
-            t0 = time.perf_counter_ns()
-            fn(i)
-            times[name].append(time.perf_counter_ns() - t0)
+    while i < max_calls and (i < min_calls or time.perf_counter() - started < min_time_s):
+        t0 = time.perf_counter_ns()
+        fn(i)
+        times.append(time.perf_counter_ns() - t0)
         i += 1
-    return {name: np.asarray(values, dtype=np.float64) / 1e9 for name, values in times.items()}
+    return np.asarray(times, dtype=np.float64) / 1e9
 
 
 def read_rows(csv_path, num_feature: int) -> np.ndarray:
@@ -176,13 +172,14 @@ def run_kernel(model: ModelUnderTest, *, batch_sizes=BATCH_SIZES, repeats: int =
             return lambda i: parse(data[i % len(data)])
         calls[name] = make
 
-    # Batch size by batch size, the predictors taking turns call by call (time_round_robin):
-    # a burst of outside load then slows all predictors of one size alike.
+    # Batch size by batch size, each repeat going through every predictor in turn: a burst
+    # of outside load then slows all predictors of one size alike, and ratios stay fair.
     timings = []
     for size in batch_sizes:
         fns = {name: make(size) for name, make in calls.items()}
         for repeat in range(1, repeats + 1):
-            for name, seconds in time_round_robin(fns, min_time_s=min_time_s).items():
+            for name, fn in fns.items():
+                seconds = time_calls(fn, min_time_s=min_time_s)
                 median = float(np.median(seconds))
                 timings.append(KernelTiming(model=model.name, predictor=name, batch=size, repeat=repeat,
                                             calls=len(seconds), median_ms=median * 1e3,

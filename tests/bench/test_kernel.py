@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.kernel import batches_of, csv_bodies, predictors_for, read_rows, run_kernel, time_round_robin
+from bench.kernel import batches_of, csv_bodies, predictors_for, read_rows, run_kernel, time_calls
 
 
 def test_single_row_batches_cycle_through_every_sample_row():
@@ -19,21 +19,15 @@ def test_single_row_batches_cycle_through_every_sample_row():
     assert len(set(bodies)) == len(bodies) == 200 and bodies[0].count(b"\n") == 10
 
 
-def test_round_robin_takes_turns_and_keeps_each_functions_times_apart():
-    order = []
-    seconds = time_round_robin({"fast": lambda i: order.append("fast"),
-                                "slow": lambda i: (order.append("slow"), time.sleep(0.003))},
-                               min_time_s=0.01, min_calls=3)
-    assert len(seconds["fast"]) == len(seconds["slow"]) >= 3
-    timed = order[-2 * len(seconds["fast"]):]                      # after the warm-up calls
-    assert timed == ["fast", "slow"] * len(seconds["fast"])        # one call each per round
-    assert np.median(seconds["slow"]) >= 0.003 > np.median(seconds["fast"])
-
-
-def test_round_robin_warms_a_slow_function_up_once():
+def test_time_calls_measures_each_call_after_warmup():
     calls = []
-    seconds = time_round_robin({"slow": lambda i: (calls.append(i), time.sleep(0.02))}, min_time_s=0.01)
-    assert len(calls) == len(seconds["slow"]) + 1 == 4             # 1 warm-up call, 3 timed
+    seconds = time_calls(lambda i: (calls.append(i), time.sleep(0.002)), min_time_s=0.01, min_calls=3,
+                         warmup_calls=2)
+    assert len(calls) == len(seconds) + 2 and len(seconds) >= 3
+    assert np.all(seconds >= 0.002) and np.all(seconds < 0.1)
+    calls.clear()          # a slow call: one warm-up call is enough
+    seconds = time_calls(lambda i: (calls.append(i), time.sleep(0.02)), min_time_s=0.01, min_calls=3)
+    assert len(calls) == len(seconds) + 1 == 4
 
 
 def test_every_predictor_predicts_the_same(deployed_model):
