@@ -38,8 +38,8 @@ def test_figures_are_ratios_of_the_run():
     speed = figures["rtb-large, 1 row, in-process: compiled vs inplace_predict"]
     assert speed["measured"] == "30.0x" and speed["met"] is True        # 0.6 / best of (0.02, 0.03)
     router = figures["rtb-large: router within 10 % of the better of compiled and stock, every batch"]
-    # 0.026 / 0.020 at 1 row is worse than 1.8 / 1.5 at 100 rows
-    assert router["met"] is False and router["measured"] == "1.30x (worst, at 1 rows)"
+    # at 1 row, repeat 2 (0.026 / 0.030) is the better repeat; at 100 rows 1.8 / 1.5
+    assert router["met"] is False and router["measured"] == "1.20x (worst, at 100 rows)"
     assert figures["rtb-small, 1 row, HTTP: max rate under the SLO, (a) vs (c)"]["measured"] == "3.33x"
     vs_b = figures["rtb-small, 1 row, HTTP: max rate under the SLO, (a) vs (b)"]
     assert vs_b["met"] is False and vs_b["measured"] == "1.43x"
