@@ -52,9 +52,15 @@ install_packages() {
     if [ -n "$ours" ]; then rm -f "$policy"; fi
 }
 
+alive() {  # alive PID: a running dockerd (not a zombie, nor a process that reused the pid)
+    [ -r "/proc/$1/status" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = dockerd ] \
+        && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"
+}
+
 clear_stale_state() {
-    # A daemon killed without its shutdown leaves a pid file and a netns mount behind.
-    if [ -f "$WORK/dockerd.pid" ] && ! kill -0 "$(cat "$WORK/dockerd.pid")" 2>/dev/null; then
+    # A daemon killed without its shutdown leaves a pid file and a netns mount behind;
+    # dockerd refuses to start while the pid file names an existing process.
+    if [ -f "$WORK/dockerd.pid" ] && ! alive "$(cat "$WORK/dockerd.pid")"; then
         rm -f "$WORK/dockerd.pid"
     fi
     if mountpoint -q "$WORK/exec/netns/default" 2>/dev/null; then
@@ -139,9 +145,9 @@ down() {
     [ -f "$WORK/dockerd.pid" ] || { log "no daemon of ours is running"; return 0; }
     local pid
     pid=$(cat "$WORK/dockerd.pid")
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill -TERM "$pid"
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+        for _ in $(seq 30); do alive "$pid" || break; sleep 1; done
     fi
     clear_stale_state
     log "stopped"
