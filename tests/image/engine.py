@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,3 +122,37 @@ def wait_for_port(port: int, deadline_s: float) -> float | None:
         except OSError:
             time.sleep(0.005)
     return None
+
+
+@dataclass
+class ServerContainer:
+    """A serving container started by start_server; its port is on the host's loopback."""
+    name: str
+    port: int
+    accept_s: float | None   # seconds from `docker start` returning to the first accepted connection
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_server(engine: Engine, image: str, model_dir: Path, env: dict[str, str] | None = None,
+                 command: tuple[str, ...] = ("serve",)) -> ServerContainer:
+    """Runs `image` as SageMaker does (`docker run IMAGE serve`, the model read-only at
+    /opt/ml/model), on a free port given by SAGEMAKER_BIND_TO_PORT; returns once the port
+    accepts connections (accept_s None: it never did within 60 s)."""
+    port = free_port()
+    name = f"xgb-neo-serve-test-{uuid.uuid4().hex[:10]}"
+    env_args = [arg for key, value in {"SAGEMAKER_BIND_TO_PORT": str(port), **(env or {})}.items()
+                for arg in ("-e", f"{key}={value}")]
+    engine.docker("create", "--name", name, "--network", "host", *env_args,
+                  "-v", f"{model_dir}:/opt/ml/model:ro", image, *command)
+    engine.docker("start", name)
+    return ServerContainer(name=name, port=port, accept_s=wait_for_port(port, 60))
+
+
+def remove_container(engine: Engine, name: str) -> str:
+    """Removes a container whatever its state; returns its logs, for a failing test's message."""
+    logs = engine.docker("logs", name, check=False)
+    engine.docker("rm", "-f", name, check=False)
+    return logs.stdout + logs.stderr
