@@ -20,7 +20,7 @@ OUR_SOCKET="unix://$WORK/docker.sock"
 DEBIAN_SOURCES=/etc/apt/sources.list.d/debian.sources
 
 log() { echo "docker-host: $*" >&2; }
-die() { log "ERROR: $*"; exit "${2:-1}"; }
+die() { log "ERROR: $1"; exit "${2:-1}"; }
 
 answers() {  # answers DOCKER_HOST_VALUE: true when an engine replies there
     DOCKER_HOST="$1" timeout 20 docker info >/dev/null 2>&1
@@ -124,16 +124,22 @@ up() {
         return 0
     fi
     # 2. Ours, started now or earlier; serialised so that parallel callers start one daemon.
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v docker >/dev/null && answers "$OUR_SOCKET" && have_image "$OUR_SOCKET" "$LOCAL_BASE"; then
+            log "reusing the engine at $OUR_SOCKET"
+            echo "export DOCKER_HOST=$OUR_SOCKET"
+            echo "export BASE_IMAGE=$LOCAL_BASE"
+            return 0
+        fi
+        die "no Docker engine answers and starting one needs root" 3
+    fi
     mkdir -p "$WORK"
     exec 9>"$WORK/lock"
     flock 9
-    if [ "$(id -u)" -eq 0 ]; then
-        install_packages    # a no-op when docker.io, debootstrap and docker-registry are there
-    fi
-    if command -v docker >/dev/null && answers "$OUR_SOCKET"; then
+    install_packages    # a no-op when docker.io, debootstrap and docker-registry are there
+    if answers "$OUR_SOCKET"; then
         log "reusing the engine at $OUR_SOCKET"
     else
-        [ "$(id -u)" -eq 0 ] || die "no Docker engine answers and starting one needs root" 3
         start_daemon
     fi
     have_image "$OUR_SOCKET" "$LOCAL_BASE" || build_local_base
