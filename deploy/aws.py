@@ -76,7 +76,7 @@ class Aws:
             raise UsageError("no AWS region: give --region, set AWS_REGION, or set region in "
                              "xgb-deploy.toml or the profile")
         # Standard mode retries throttling and 5xx with exponential backoff and jitter.
-        self.config = Config(retries={"mode": "standard", "max_attempts": max_attempts},
+        self.config = Config(retries={"mode": "standard", "total_max_attempts": max_attempts},
                              user_agent_extra=USER_AGENT)
         if dry_run:
             self.config = self.config.merge(Config(signature_version=UNSIGNED))
