@@ -158,21 +158,18 @@ def restore(aws: Aws, endpoint_name: str, state: ScalingState) -> None:
 def remove(aws: Aws, endpoint_name: str, variant_name: str) -> list[str]:
     """Delete the variant's policies and deregister its scalable target.
     Returns what was deleted, in words; empty when nothing was registered."""
+    state = current_scaling(aws, endpoint_name, variant_name)
+    if state is None:
+        return []
     client = aws.client("application-autoscaling")
     rid = resource_id(endpoint_name, variant_name)
     removed = []
-    policies = client.describe_scaling_policies(
-        ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION)["ScalingPolicies"]
-    for policy in policies:
+    for policy in state.policies:
         client.delete_scaling_policy(PolicyName=policy["PolicyName"], ServiceNamespace=NAMESPACE,
                                      ResourceId=rid, ScalableDimension=DIMENSION)
         removed.append(f"scaling policy {policy['PolicyName']}")
-    try:
-        client.deregister_scalable_target(ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION)
-        removed.append(f"scalable target {rid}")
-    except ClientError as exc:
-        if not is_not_found(exc):
-            raise
+    client.deregister_scalable_target(ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION)
+    removed.append(f"scalable target {rid}")
     return removed
 
 
