@@ -56,6 +56,10 @@ class LibraryInfo:
     libc: str                       # e.g. glibc 2.36
     compiler: str                   # e.g. gcc 12.2.0
     params: dict[str, Any] = field(default_factory=dict)   # TL2cgen export_lib params
+    flags: list[str] = field(default_factory=list)          # C compiler flags
+    # The batch function model_compile adds to every library (runtime.CompiledModel
+    # calls it directly); None for a plain TL2cgen library.
+    entry_point: str | None = None
 
 
 @dataclass
@@ -65,6 +69,10 @@ class Verification:
     max_abs_diff: float
     tolerance: float
     worst_row: int | None = None
+    # What the rows were: sample rows given by the user, rows generated around the splits.
+    sample_rows: int = 0
+    generated_rows: int = 0
+    margin_max_abs_diff: float | None = None    # on raw margins, recorded, not gated
 
 
 @dataclass
@@ -79,6 +87,12 @@ class Manifest:
     compile_seconds: float
     created_at: str
     schema_version: int = SCHEMA_VERSION
+    # For a legacy binary or 1.x pickle: the converted model.ubj (XGBoost) against
+    # Treelite's GTIL on the original model.
+    conversion: Verification | None = None
+    # The measurement behind crossover_batch_size: [{"rows", "compiled_ms", "xgboost_ms"}].
+    crossover_timings: list[dict[str, Any]] = field(default_factory=list)
+    compiled_on: dict[str, str] = field(default_factory=dict)   # platform, libc, cpu
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -99,6 +113,9 @@ class Manifest:
                 compile_seconds=float(data["compile_seconds"]),
                 created_at=str(data["created_at"]),
                 schema_version=version,
+                conversion=(Verification(**data["conversion"]) if data.get("conversion") else None),
+                crossover_timings=list(data.get("crossover_timings") or []),
+                compiled_on=dict(data.get("compiled_on") or {}),
             )
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"manifest is malformed: {exc}") from exc

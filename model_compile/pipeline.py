@@ -1,0 +1,232 @@
+"""compile_artifact: a user's XGBoost model -> verified library -> deployable model.tar.gz.
+
+Steps: read the source safely -> XGBoost booster (converted for legacy
+formats) + Treelite model -> optional branch annotation -> TL2cgen library ->
+verification against the reference -> crossover measurement -> archive
+written under a temporary name and renamed. Nothing is written at ``output``
+unless every step passed.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import re
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from model_compile.artifact import (LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, LibraryInfo, Manifest,
+                                    ModelInfo, Verification, sha256_file, write_tar_atomically)
+from model_compile.compiler import annotate_branches, build_library
+from model_compile.formats import FormatError, SourceModel, load_source, model_json
+from model_compile.runtime import CompiledModel
+from model_compile.target import current_target
+from model_compile.verify import (DEFAULT_GENERATED_ROWS, DEFAULT_TOLERANCE, Comparison,
+                                  VerificationError, compare, gtil_predict, measure_crossover,
+                                  split_thresholds, threshold_rows, xgboost_predict)
+
+Progress = Callable[[str], None]
+ENTRY_POINT = "mc_predict_dense"
+
+
+def read_rows_csv(path: str | Path, num_feature: int) -> np.ndarray:
+    """Rows from a CSV as clients send them (no label; empty field = missing; an
+    optional header line is skipped). Returns float32 (n, num_feature)."""
+    path = Path(path)
+    text = path.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and re.search(r"[A-Za-z_]", lines[0].replace("nan", "").replace("NaN", "")):
+        lines = lines[1:]   # a header of feature names
+    if not lines:
+        raise FormatError(f"{path}: no data rows")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split(",")
+        if len(fields) != num_feature:
+            raise FormatError(f"{path}: row {number} has {len(fields)} values, the model takes {num_feature}")
+        try:
+            rows.append([float(f) if f.strip() else np.nan for f in fields])
+        except ValueError as exc:
+            raise FormatError(f"{path}: row {number}: {exc}") from exc
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _rows(data, num_feature: int, what: str) -> np.ndarray:
+    if isinstance(data, (str, Path)):
+        return read_rows_csv(data, num_feature)
+    X = np.ascontiguousarray(data, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != num_feature:
+        raise FormatError(f"{what}: expected rows of {num_feature} features, got shape {X.shape}")
+    return X
+
+
+def _base_score(doc: dict) -> list[float] | None:
+    value = doc["learner"]["learner_model_param"].get("base_score")
+    if value is None:
+        return None
+    return [float(v) for v in str(value).strip("[]").split(",") if v.strip()]
+
+
+def describe_model(source: SourceModel, booster, doc: dict) -> ModelInfo:
+    """The manifest's model section, from the booster and its JSON document."""
+    config = json.loads(booster.save_config())
+    learner = config["learner"]
+    num_class = int(learner["learner_model_param"].get("num_class", "0") or 0)
+    gbm = doc["learner"]["gradient_booster"]
+    trees = (gbm.get("model") or gbm["gbtree"]["model"])["trees"]
+    return ModelInfo(file=MODEL_NAME, source_format=source.format, source_sha256=source.sha256,
+                     objective=learner["objective"]["name"], num_feature=int(booster.num_features()),
+                     num_class=max(1, num_class), num_tree=len(trees),
+                     feature_names=list(booster.feature_names) if booster.feature_names else None,
+                     base_score=_base_score(doc))
+
+
+def _as_verification(comparison: Comparison, sample_rows: int, generated_rows: int) -> Verification:
+    return Verification(reference=comparison.reference, rows=comparison.rows,
+                        max_abs_diff=comparison.max_abs_diff, tolerance=comparison.tolerance,
+                        worst_row=comparison.worst_row, sample_rows=sample_rows,
+                        generated_rows=generated_rows, margin_max_abs_diff=comparison.margin_max_abs_diff)
+
+
+def _labelled(comparison: Comparison, sample_rows: int) -> Comparison:
+    comparison.row_labels = ["sample data row" if i < sample_rows else "generated around splits"
+                             for i in range(comparison.rows)]
+    return comparison
+
+
+def _resolve_output(output: str | Path) -> Path:
+    output = Path(output)
+    if output.is_dir():
+        output = output / "model.tar.gz"
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {output.parent}")
+    return output
+
+
+def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sample_data=None,
+                     quantize: bool = True, annotate: bool | str | Path = False,
+                     parallel_comp: int | None = None, progress: Progress | None = None,
+                     tolerance: float = DEFAULT_TOLERANCE,
+                     generated_rows: int = DEFAULT_GENERATED_ROWS,
+                     measure_speed: bool = True) -> Manifest:
+    """Compile ``source`` into a verified, deployable ``output`` (a model.tar.gz path,
+    or a folder to write model.tar.gz into).
+
+    ``source``: model.tar.gz, folder or model file (or a SourceModel).
+    ``sample_data``: CSV path or float array of rows to verify on (added to
+    ``generated_rows`` rows made around the split thresholds). ``annotate``: True
+    to count branches on the sample data, or a CSV path of rows to count them on.
+    ``parallel_comp``: C files to split the trees into (None = from tree count).
+    ``progress``: called with one line of text per step. ``measure_speed``: measure
+    the crossover batch size (False leaves it None: compiled always used).
+    Returns the Manifest written. Raises FormatError, CompileError or
+    VerificationError (nothing written then).
+    """
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    output = _resolve_output(output)
+    if not isinstance(source, SourceModel):
+        say(f"reading {source}")
+        source = load_source(source)
+    say(f"{source.origin}: {source.format} model, sha256 {source.sha256[:12]}")
+
+    booster = source.to_booster()
+    doc = model_json(source)
+    info = describe_model(source, booster, doc)
+    say(f"objective {info.objective}, {info.num_tree} trees, {info.num_feature} features"
+        + (f", {info.num_class} classes" if info.num_class > 1 else ""))
+    tl_model = source.to_treelite()
+
+    sample = None if sample_data is None else _rows(sample_data, info.num_feature, "sample data")
+    generated = threshold_rows(split_thresholds(doc), info.num_feature, generated_rows)
+    X = generated if sample is None else np.concatenate([sample, generated])
+    n_sample = 0 if sample is None else sample.shape[0]
+
+    conversion = None
+    if not source.is_native:
+        say(f"checking the converted model ({MODEL_NAME}) against Treelite on the original")
+        check = compare(xgboost_predict(booster, X, info.objective), gtil_predict(tl_model, X),
+                        candidate_name="converted model (XGBoost)", reference_name="original model (GTIL)",
+                        tolerance=tolerance)
+        if not check.passed:
+            raise VerificationError("conversion failed: " + _labelled(check, n_sample).describe_worst(X))
+        conversion = _as_verification(check, n_sample, generated.shape[0])
+
+    with tempfile.TemporaryDirectory(prefix=".mc-", dir=output.parent) as tmp:
+        tmp = Path(tmp)
+        annotation = None
+        if annotate:
+            rows = sample if annotate is True else _rows(annotate, info.num_feature, "annotation data")
+            if rows is None:
+                raise FormatError("annotate=True needs sample data to count branches on")
+            say(f"annotating branches on {rows.shape[0]} rows")
+            annotation = tmp / "annotation.json"
+            annotate_branches(tl_model, rows, annotation)
+
+        say(f"generating C code ({'quantized' if quantize else 'not quantized'})")
+        libpath = tmp / LIBRARY_NAME
+        build = build_library(tl_model, libpath, num_tree=info.num_tree, quantize=quantize,
+                              parallel_comp=parallel_comp, annotation=annotation, progress=say)
+        say(f"compiled in {build.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
+
+        compiled = CompiledModel(libpath)
+        reference = "xgboost" if source.is_native else "gtil"
+        say(f"verifying on {X.shape[0]} rows ({n_sample} sample, {generated.shape[0]} generated) "
+            f"against {'XGBoost' if reference == 'xgboost' else 'Treelite GTIL'}")
+        ref_out = (xgboost_predict(booster, X, info.objective) if reference == "xgboost"
+                   else gtil_predict(tl_model, X))
+        ref_margin = (xgboost_predict(booster, X, info.objective, margin=True) if reference == "xgboost"
+                      else gtil_predict(tl_model, X, margin=True))
+        result = compare(compiled.predict(X), ref_out, candidate_name="compiled",
+                         reference_name=reference, tolerance=tolerance)
+        result.margin_max_abs_diff = compare(compiled.predict(X, margin=True), ref_margin,
+                                             candidate_name="compiled", reference_name=reference,
+                                             tolerance=tolerance).max_abs_diff
+        if not result.passed:
+            raise VerificationError(_labelled(result, n_sample).describe_worst(X))
+        say(f"verified: max abs difference {result.max_abs_diff:.3g} "
+            f"(margins {result.margin_max_abs_diff:.3g}), tolerance {tolerance:g}")
+
+        crossover = None
+        timings: list[dict] = []
+        if measure_speed:
+            say("measuring the crossover batch size (compiled vs XGBoost inplace_predict, 1 thread)")
+            measured = measure_crossover(compiled, booster, X)
+            crossover, timings = measured.batch_size, measured.timings
+            say("crossover: " + (f"XGBoost is faster from {crossover} rows per call" if crossover
+                                 else "the compiled library was faster at every size tried"))
+
+        model_path = tmp / MODEL_NAME
+        model_path.write_bytes(source.to_ubjson())
+        target = current_target()
+        import tl2cgen
+        import treelite
+        import xgboost
+
+        manifest = Manifest(
+            model=info,
+            library=LibraryInfo(file=LIBRARY_NAME, sha256=sha256_file(libpath),
+                                platform=target["platform"], libc=target["libc"],
+                                compiler=build.compiler, params=build.params, flags=build.flags,
+                                entry_point=ENTRY_POINT if compiled.backend == "direct" else None),
+            verification=_as_verification(result, n_sample, generated.shape[0]),
+            versions={"treelite": treelite.__version__, "tl2cgen": tl2cgen.__version__,
+                      "xgboost": xgboost.__version__, "numpy": np.__version__,
+                      "python": platform.python_version()},
+            crossover_batch_size=crossover,
+            compile_seconds=round(time.perf_counter() - started, 2),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            conversion=conversion,
+            crossover_timings=timings,
+            compiled_on=target,
+        )
+        manifest_path = tmp / MANIFEST_NAME
+        manifest_path.write_text(manifest.to_json())
+        write_tar_atomically({MANIFEST_NAME: manifest_path, LIBRARY_NAME: libpath, MODEL_NAME: model_path},
+                             output)
+    say(f"wrote {output} in {manifest.compile_seconds:.1f} s")
+    return manifest

@@ -1,0 +1,217 @@
+"""Proof that a compiled library predicts what XGBoost predicts, and where it stops being faster.
+
+* :func:`threshold_rows`: rows built around the model's own split thresholds
+  (exactly on, one float32 step either side, in between), with missing values
+  mixed in: where a compiler gets comparisons or default directions wrong.
+* :func:`compare`: the largest absolute difference, and in which row.
+* :func:`measure_crossover`: the batch size from which the stock XGBoost
+  predictor (one thread) beats the compiled library on this machine.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_TOLERANCE = 1e-5
+DEFAULT_GENERATED_ROWS = 2000
+MISSING_SHARE = 0.1
+CROSSOVER_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+CROSSOVER_BUDGET_SECONDS = 4.0
+
+
+class VerificationError(RuntimeError):
+    """The compiled model disagrees with the reference; the message names the worst row."""
+
+
+# --- rows to verify on -------------------------------------------------------
+
+def split_thresholds(model_doc: dict) -> dict[int, np.ndarray]:
+    """``{feature index: sorted unique float32 thresholds}`` of numerical splits in an
+    XGBoost JSON model document (:func:`model_compile.formats.model_json`)."""
+    found: dict[int, list[np.ndarray]] = {}
+    gbm = model_doc["learner"]["gradient_booster"]
+    trees = (gbm.get("model") or gbm["gbtree"]["model"])["trees"]
+    for tree in trees:
+        left = np.asarray(tree["left_children"])
+        features = np.asarray(tree["split_indices"])
+        values = np.asarray(tree["split_conditions"], dtype=np.float32)
+        split_type = np.asarray(tree.get("split_type") or [0] * len(left))
+        is_split = (left != -1) & (split_type == 0)
+        for feature in np.unique(features[is_split]):
+            found.setdefault(int(feature), []).append(values[is_split & (features == feature)])
+    return {f: np.unique(np.concatenate(v)) for f, v in found.items()}
+
+
+def threshold_rows(thresholds: dict[int, np.ndarray], num_feature: int, n_rows: int,
+                   seed: int = 0) -> np.ndarray:
+    """``n_rows`` float32 rows whose values sit on, just below, just above and
+    between the split thresholds, about 10 % missing (NaN).
+
+    Features the model never splits on get standard-normal values.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_rows, num_feature)).astype(np.float32)
+    for feature, values in thresholds.items():
+        if feature >= num_feature or values.size == 0:
+            continue
+        picked = values[rng.integers(0, values.size, n_rows)]
+        kind = rng.random(n_rows)
+        column = picked.copy()
+        below, above = kind < 0.25, (kind >= 0.25) & (kind < 0.5)
+        column[below] = np.nextafter(picked[below], np.float32(-np.inf))
+        column[above] = np.nextafter(picked[above], np.float32(np.inf))
+        # A quarter anywhere across (and a little beyond) the thresholds' range.
+        spread = kind >= 0.75
+        low, high = float(values[0]), float(values[-1])
+        margin = max(1.0, 0.1 * (high - low))
+        column[spread] = rng.uniform(low - margin, high + margin, int(spread.sum())).astype(np.float32)
+        X[:, feature] = column
+    X[rng.random(X.shape) < MISSING_SHARE] = np.nan
+    return X
+
+
+# --- reference predictions ---------------------------------------------------
+
+def _softmax(margin: np.ndarray) -> np.ndarray:
+    shifted = margin - margin.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def xgboost_predict(booster, X: np.ndarray, objective: str, margin: bool = False) -> np.ndarray:
+    """XGBoost's output as a (n, outputs) float64 array in the compiled library's terms.
+
+    ``multi:softmax`` is compared as class probabilities (the compiled library
+    returns probabilities; XGBoost's argmax of them is the predicted label).
+    """
+    if margin or objective == "multi:softmax":
+        out = booster.inplace_predict(X, predict_type="margin", validate_features=False)
+        out = np.asarray(out, dtype=np.float64).reshape(X.shape[0], -1)
+        return out if margin else _softmax(out)
+    out = booster.inplace_predict(X, validate_features=False)
+    return np.asarray(out, dtype=np.float64).reshape(X.shape[0], -1)
+
+
+def gtil_predict(tl_model, X: np.ndarray, margin: bool = False) -> np.ndarray:
+    """Treelite GTIL's output as a (n, outputs) float64 array."""
+    import treelite
+
+    out = treelite.gtil.predict(tl_model, np.ascontiguousarray(X, dtype=np.float32), nthread=1,
+                                pred_margin=margin)
+    return np.asarray(out, dtype=np.float64).reshape(X.shape[0], -1)
+
+
+# --- comparison --------------------------------------------------------------
+
+@dataclass
+class Comparison:
+    """How far ``candidate`` is from ``reference`` over ``rows`` rows."""
+
+    candidate: str
+    reference: str
+    rows: int
+    max_abs_diff: float
+    tolerance: float
+    worst_row: int
+    worst_candidate: list[float]
+    worst_reference: list[float]
+    margin_max_abs_diff: float | None = None
+    row_labels: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.max_abs_diff <= self.tolerance)
+
+    def describe_worst(self, X: np.ndarray | None = None) -> str:
+        row = f"row {self.worst_row}"
+        if self.row_labels:
+            row += f" ({self.row_labels[self.worst_row]})"
+        text = (f"{self.candidate} differs from {self.reference} by {self.max_abs_diff:.3g} "
+                f"(tolerance {self.tolerance:g}) at {row}: {self.candidate} "
+                f"{_fmt(self.worst_candidate)}, {self.reference} {_fmt(self.worst_reference)}")
+        if X is not None:
+            values = ",".join("" if np.isnan(v) else f"{v:.9g}" for v in X[self.worst_row][:20])
+            text += f"; input [{values}{',...' if X.shape[1] > 20 else ''}]"
+        return text
+
+
+def _fmt(values: list[float]) -> str:
+    return values and (f"{values[0]:.9g}" if len(values) == 1
+                       else "[" + ", ".join(f"{v:.9g}" for v in values) + "]")
+
+
+def compare(candidate: np.ndarray, reference: np.ndarray, *, candidate_name: str,
+            reference_name: str, tolerance: float = DEFAULT_TOLERANCE) -> Comparison:
+    """Largest absolute difference between two (n, outputs) predictions and where it is.
+
+    A NaN on one side and not the other counts as an infinite difference.
+    """
+    cand = np.asarray(candidate, dtype=np.float64).reshape(reference.shape[0], -1)
+    ref = np.asarray(reference, dtype=np.float64).reshape(reference.shape[0], -1)
+    if cand.shape != ref.shape:
+        raise VerificationError(f"{candidate_name} gives {cand.shape[1]} outputs per row, "
+                                f"{reference_name} {ref.shape[1]}")
+    diff = np.abs(cand - ref)
+    both_nan = np.isnan(cand) & np.isnan(ref)
+    diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
+    per_row = diff.max(axis=1) if diff.size else np.zeros(0)
+    worst = int(np.argmax(per_row)) if per_row.size else 0
+    return Comparison(candidate=candidate_name, reference=reference_name, rows=int(ref.shape[0]),
+                      max_abs_diff=float(per_row[worst]) if per_row.size else 0.0,
+                      tolerance=tolerance, worst_row=worst,
+                      worst_candidate=cand[worst].tolist() if per_row.size else [],
+                      worst_reference=ref[worst].tolist() if per_row.size else [])
+
+
+# --- crossover ---------------------------------------------------------------
+
+def _median_seconds(fn, budget: float, min_runs: int = 3, max_runs: int = 200) -> float:
+    fn()  # warm up: first-call allocations, lazy symbol binding
+    times = []
+    deadline = time.perf_counter() + budget
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() < deadline):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+@dataclass
+class Crossover:
+    batch_size: int | None            # None: the compiled library won at every size tried
+    timings: list[dict]               # [{"rows", "compiled_ms", "xgboost_ms"}]
+
+
+def measure_crossover(compiled, booster, rows: np.ndarray, *,
+                      sizes: tuple[int, ...] = CROSSOVER_SIZES,
+                      budget_seconds: float = CROSSOVER_BUDGET_SECONDS) -> Crossover:
+    """Median time per call of ``compiled.predict`` and ``booster.inplace_predict``
+    (one thread) at growing batch sizes, drawn from ``rows``.
+
+    The crossover is the smallest size from which XGBoost was faster at every
+    larger size measured; measuring stops after XGBoost wins twice in a row.
+    """
+    booster.set_param({"nthread": 1})
+    reps = int(np.ceil(max(sizes) / max(1, rows.shape[0])))
+    pool = np.ascontiguousarray(np.tile(rows, (reps, 1))[: max(sizes)], dtype=np.float32)
+    per_size = budget_seconds / (2 * len(sizes))
+    timings: list[dict] = []
+    wins = 0
+    for n in sizes:
+        X = pool[:n]
+        compiled_s = _median_seconds(lambda: compiled.predict(X), per_size)
+        xgb_s = _median_seconds(lambda: booster.inplace_predict(X, validate_features=False), per_size)
+        timings.append({"rows": n, "compiled_ms": round(compiled_s * 1e3, 4),
+                        "xgboost_ms": round(xgb_s * 1e3, 4)})
+        wins = wins + 1 if xgb_s < compiled_s else 0
+        if wins >= 2:
+            break
+    crossover = None
+    for timing in reversed(timings):
+        if timing["xgboost_ms"] < timing["compiled_ms"]:
+            crossover = timing["rows"]
+        else:
+            break
+    return Crossover(batch_size=crossover, timings=timings)

@@ -1,0 +1,86 @@
+"""CompiledModel: the direct entry point against tl2cgen.Predictor, shapes, threads, bad input."""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from model_compile.runtime import CompiledModel
+
+
+@pytest.fixture(scope="module")
+def small_lib(compiled_small):
+    _, manifest, extracted = compiled_small
+    return extracted / manifest.library.file
+
+
+def sample_rows(sample_model_dir, with_missing=True):
+    X = np.genfromtxt(sample_model_dir("rtb-small") / "sample.csv", delimiter=",", dtype=np.float32)
+    if with_missing:
+        X[::5, 1] = np.nan     # rtb-small has no missing values of its own
+        X[::7, 3] = np.nan
+    return X
+
+
+def test_direct_entry_point_is_bit_identical_to_tl2cgen_predictor(small_lib, sample_model_dir):
+    direct, stock = CompiledModel(small_lib), CompiledModel(small_lib, backend="tl2cgen")
+    assert direct.backend == "direct" and stock.backend == "tl2cgen"
+    X = sample_rows(sample_model_dir)
+    for margin in (False, True):
+        a, b = direct.predict(X, margin=margin), stock.predict(X, margin=margin)
+        assert a.dtype == np.float32 and a.shape == (X.shape[0],)
+        assert np.array_equal(a, b)
+    # Margins and probabilities are really different outputs.
+    assert not np.allclose(direct.predict(X), direct.predict(X, margin=True))
+
+
+def test_single_row_and_empty_batch(small_lib, sample_model_dir):
+    model = CompiledModel(small_lib)
+    X = sample_rows(sample_model_dir)
+    one = model.predict(X[3:4])
+    assert one.shape == (1,) and one[0] == model.predict(X)[3]
+    assert model.predict(np.empty((0, 7), dtype=np.float32)).shape == (0,)
+
+
+def test_float64_and_fortran_input_give_the_float32_answer(small_lib, sample_model_dir):
+    model = CompiledModel(small_lib)
+    X = sample_rows(sample_model_dir)[:50]
+    expected = model.predict(X)
+    assert np.array_equal(model.predict(X.astype(np.float64)), expected)
+    assert np.array_equal(model.predict(np.asfortranarray(X)), expected)
+
+
+@pytest.mark.parametrize("shape", [(3, 6), (3, 8), (7,), (2, 7, 1)])
+def test_wrong_shape_is_a_clear_error(small_lib, shape):
+    model = CompiledModel(small_lib)
+    with pytest.raises(ValueError, match="expected rows of 7 features"):
+        model.predict(np.zeros(shape, dtype=np.float32))
+
+
+def test_concurrent_calls_from_threads_agree_with_serial(small_lib, sample_model_dir):
+    model = CompiledModel(small_lib)
+    X = sample_rows(sample_model_dir)
+    chunks = [X[i:i + 7] for i in range(0, 700, 7)]
+    expected = [model.predict(c) for c in chunks]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            got = list(pool.map(model.predict, chunks))
+            assert all(np.array_equal(g, e) for g, e in zip(got, expected))
+
+
+def test_multiclass_output_is_rows_by_classes(tmp_path, small_model_file):
+    from model_compile import compile_artifact
+    from model_compile.artifact import safe_extract
+
+    path, X = small_model_file("multi:softprob")
+    compile_artifact(path, tmp_path / "m.tar.gz", measure_speed=False)
+    safe_extract(tmp_path / "m.tar.gz", tmp_path / "x")
+    model = CompiledModel(tmp_path / "x" / "model.so")
+    out = model.predict(X[:10])
+    assert out.shape == (10, 3) and model.num_class == 3
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(out, CompiledModel(tmp_path / "x" / "model.so", backend="tl2cgen").predict(X[:10]))
+
+
+def test_missing_library_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        CompiledModel(tmp_path / "nope.so")
