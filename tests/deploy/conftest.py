@@ -141,6 +141,18 @@ def sample_archive(sample_model_dir) -> Path:
     return sample_model_dir("rtb-small") / "model.tar.gz"
 
 
+@pytest.fixture(scope="session")
+def compiled_archive(sample_model_dir, tmp_path_factory) -> Path:
+    """rtb-small compiled by model_compile once for the session (about 2 s): the
+    deployable model.tar.gz a user uploads."""
+    from model_compile import compile_artifact
+
+    out = tmp_path_factory.mktemp("compiled") / "rtb-small"
+    out.mkdir()
+    compile_artifact(sample_model_dir("rtb-small") / "model.tar.gz", out / "model.tar.gz", measure_speed=False)
+    return out / "model.tar.gz"
+
+
 @pytest.fixture
 def model_data(aws, cli, sample_archive) -> str:
     """The sample model uploaded to the default bucket; its s3:// URL."""

@@ -1,19 +1,10 @@
 """`xgb-deploy upload` against the local S3."""
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
-from pathlib import Path
 
-from model_compile.artifact import (
-    LibraryInfo,
-    Manifest,
-    ModelInfo,
-    Verification,
-    sha256_file,
-    write_tar_atomically,
-)
+from model_compile.artifact import safe_extract, sha256_file, write_tar_atomically
 from tests.deploy.conftest import ACCOUNT, REGION
 
 
@@ -79,35 +70,21 @@ def test_unsafe_or_broken_archives_are_refused_before_any_upload(aws, cli, tmp_p
     assert aws.client("s3").list_buckets()["Buckets"] == []
 
 
-def _compiled_artifact(folder: Path, library_bytes: bytes, manifest_sha: str) -> Path:
-    folder.mkdir(parents=True)
-    library = folder / "model.so"
-    library.write_bytes(library_bytes)
-    model = folder / "model.ubj"
-    model.write_bytes(b"{}")
-    manifest = Manifest(
-        model=ModelInfo(file="model.ubj", source_format="ubjson", source_sha256="0" * 64,
-                        objective="binary:logistic", num_feature=7, num_class=1, num_tree=50),
-        library=LibraryInfo(file="model.so", sha256=manifest_sha, platform="linux_x86_64",
-                            libc="glibc 2.36", compiler="gcc 12.2.0"),
-        verification=Verification(reference="xgboost", rows=1000, max_abs_diff=1e-7, tolerance=1e-5),
-        versions={}, crossover_batch_size=None, compile_seconds=1.0, created_at="2026-11-28T00:00:00Z")
-    (folder / "manifest.json").write_text(manifest.to_json())
-    archive = folder / "model.tar.gz"
-    write_tar_atomically({"manifest.json": folder / "manifest.json", "model.so": library,
-                          "model.ubj": model}, archive)
-    return archive
-
-
-def test_compiled_artifact_is_checked_against_its_manifest(aws, cli, tmp_path):
-    good_bytes = b"\x7fELF pretend library"
-    good = _compiled_artifact(tmp_path / "good", good_bytes, hashlib.sha256(good_bytes).hexdigest())
-    status, _, err = cli("upload", good)
+def test_compiled_artifact_is_checked_against_its_manifest(aws, cli, compiled_archive, tmp_path):
+    status, out, err = cli("upload", compiled_archive)
     assert status == 0, err
-    assert "compiled binary:logistic model, 7 features, 50 trees" in err
+    assert "compiled binary:logistic model, 7 features, 50 trees, model.so for linux_x86_64" in err
+    assert out.strip().endswith(f"/rtb-small/{sha256_file(compiled_archive)[:16]}/model.tar.gz")
 
-    bad = _compiled_artifact(tmp_path / "bad", b"\x7fELF tampered", hashlib.sha256(good_bytes).hexdigest())
-    status, _, err = cli("upload", bad)
-    assert status == 1 and "does not match the sha256 in manifest.json" in err
-    keys = aws.client("s3").list_objects_v2(Bucket=f"sagemaker-{REGION}-{ACCOUNT}").get("Contents", [])
-    assert [k["Key"].split("/")[1] for k in keys] == ["good"]
+    # The same artifact with its library changed after compiling: refused, nothing uploaded.
+    files = tmp_path / "files"
+    names = safe_extract(compiled_archive, files)
+    library = files / "model.so"
+    library.write_bytes(library.read_bytes() + b"tampered")
+    tampered = tmp_path / "tampered" / "model.tar.gz"
+    tampered.parent.mkdir()
+    write_tar_atomically({name: files / name for name in names}, tampered)
+    status, _, err = cli("upload", tampered)
+    assert status == 1 and "model.so does not match the sha256 in manifest.json" in err
+    keys = aws.client("s3").list_objects_v2(Bucket=f"sagemaker-{REGION}-{ACCOUNT}")["Contents"]
+    assert [k["Key"].split("/")[1] for k in keys] == ["rtb-small"]
