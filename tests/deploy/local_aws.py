@@ -19,13 +19,22 @@ and developer guide describe it):
 * Instance types from botocore's current SageMaker model (moto's list is old).
 * ``CreateModel`` checks that the execution role exists and trusts
   sagemaker.amazonaws.com ("Could not assume role ...").
+* Hosting, when a container command is set: as SageMaker does, each endpoint
+  (re)start takes the model's ``ModelDataUrl`` from S3, extracts it into a
+  folder (``/opt/ml/model`` there; ``SM_MODEL_DIR`` here), runs the command
+  with the model's ``Environment`` plus ``SAGEMAKER_BIND_TO_PORT`` on a free
+  loopback port, and waits for ``GET /ping``; a container that does not pass
+  it fails the create (``Failed``) or the update (rolled back). The old
+  container of an update is stopped (SIGTERM) once the new one is up.
 * ``InvokeEndpoint`` checks that the endpoint exists and is InService, then
-  forwards the request to a real container (``POST <url>/invocations``) when
-  one is registered for the endpoint; a container error becomes ``ModelError``.
+  forwards the request to its container (``POST <url>/invocations``), or to a
+  URL registered for the endpoint; a container error becomes ``ModelError``.
+  With neither, moto's canned answer.
 * Fault injection: the next N calls of an operation answer with a given error
   (throttling, quota), as AWS would.
 
-Control routes (JSON bodies): ``POST /_local/settings {"polls": N}``,
+Control routes (JSON bodies): ``POST /_local/settings {"polls": N,
+"container_command": [...], "health_timeout": S}``,
 ``POST /_local/endpoint-failure {"endpoint", "reason"}``,
 ``POST /_local/containers {"endpoint", "url"}``,
 ``POST /_local/faults {"operation", "code", "message", "status", "times"}``,
@@ -35,9 +44,17 @@ clears these too.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import re
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -48,6 +65,7 @@ import botocore.session
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.core.responses import ActionResult
 from moto.iam.models import iam_backends
+from moto.s3.models import s3_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import FakeEndpoint, FakeEndpointConfig, SageMakerModelBackend, sagemaker_backends
@@ -61,8 +79,11 @@ _state: dict[str, Any] = {}
 
 def _reset() -> None:
     with _lock:
+        for running in _state.get("running", {}).values():
+            running.stop()
         _state.clear()
-        _state.update(polls=1, endpoints={}, failures={}, containers={}, faults=[], calls=[])
+        _state.update(polls=1, endpoints={}, failures={}, containers={}, faults=[], calls=[],
+                      container_command=None, health_timeout=60.0, running={})
 
 
 _reset()
@@ -113,6 +134,8 @@ def _finish(backend, endpoint, ext) -> None:
         _state["endpoints"].pop(endpoint.arn, None)
         return
     reason = _state["failures"].pop(endpoint.endpoint_name, None)
+    if not reason and _state["container_command"]:
+        reason = _start_container(backend, endpoint)
     if reason and status == "Creating":
         endpoint.endpoint_status, endpoint.failure_reason = "Failed", reason
     elif reason and status == "Updating":
@@ -129,8 +152,84 @@ def delete_endpoint(self, endpoint_name):
     if endpoint is None:
         return _moto_delete_endpoint(self, endpoint_name)   # raises moto's "Could not find endpoint"
     with _lock:
+        running = _state["running"].pop(endpoint_name, None)
+        if running:
+            running.stop()
         endpoint.endpoint_status = "Deleting"
         _ext(endpoint)["polls_left"] = _state["polls"]
+
+
+class Container:
+    """One running serving container: a process on a loopback port, its model folder."""
+
+    def __init__(self, command: list[str], model_dir: str, environment: dict[str, str]):
+        self.model_dir = model_dir
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(model_dir, "..", "container.log"), "wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGEMAKER_", "SERVE_", "SM_"))}
+        env.update(environment)
+        env.update(SM_MODEL_DIR=model_dir, SAGEMAKER_BIND_TO_PORT=str(self.port), SERVE_BIND_HOST="127.0.0.1")
+        self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def healthy_within(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as answer:
+                    if answer.status == 200:
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after SageMaker's 30 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(os.path.dirname(self.model_dir), ignore_errors=True)
+
+
+def _start_container(backend, endpoint) -> str | None:
+    """Run the endpoint's model as SageMaker would; None when it passed /ping,
+    else SageMaker's failure reason. On success it replaces the old container."""
+    config = backend.describe_endpoint_config(endpoint.endpoint_config_name)
+    variant = config["ProductionVariants"][0]
+    model = backend._models[variant["ModelName"]]
+    container = model.primary_container
+    url = container.get("ModelDataUrl", "")
+    work = tempfile.mkdtemp(prefix="local-sagemaker-")
+    model_dir = os.path.join(work, "model")
+    os.makedirs(model_dir)
+    try:
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        data = s3_backends[backend.account_id]["aws"].get_object(bucket, key).value
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            tar.extractall(model_dir, filter="data")
+    except Exception as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        return (f"Failed to download model data for container \"container_1\" from URL: \"{url}\". "
+                f"Please ensure that there is an object located at the URL and that the role passed to "
+                f"CreateModel has permissions to download the object. ({type(exc).__name__})")
+    started = Container(_state["container_command"], model_dir, dict(container.get("Environment") or {}))
+    if not started.healthy_within(_state["health_timeout"]):
+        started.stop()
+        return (f"The primary container for production variant {variant['VariantName']} did not pass the "
+                f"ping health check. Please check CloudWatch logs for this endpoint.")
+    old = _state["running"].get(endpoint.endpoint_name)
+    _state["running"][endpoint.endpoint_name] = started
+    if old:
+        old.stop()
+    return None
 
 
 def create_model(self, model_name, execution_role_arn, primary_container, vpc_config, containers, tags):
@@ -252,7 +351,9 @@ class LocalAws:
         body = json.loads(environ["wsgi.input"].read(size) or b"{}")
         with _lock:
             if path == "/_local/settings":
-                _state["polls"] = int(body["polls"])
+                for key in ("polls", "container_command", "health_timeout"):
+                    if key in body:
+                        _state[key] = body[key]
             elif path == "/_local/endpoint-failure":
                 _state["failures"][body["endpoint"]] = body["reason"]
             elif path == "/_local/containers":
@@ -274,7 +375,8 @@ class LocalAws:
         if endpoint.endpoint_status != "InService":
             return _error(start_response, 400, "ValidationError",
                           f"Endpoint {name} is not in service (status {endpoint.endpoint_status}).")
-        url = _state["containers"].get(name)
+        running = _state["running"].get(name)
+        url = running.url if running else _state["containers"].get(name)
         if url is None:
             return self.app(environ, start_response)   # moto's canned answer
         size = int(environ.get("CONTENT_LENGTH") or 0)
