@@ -3,10 +3,11 @@
 The policy tracks ``SageMakerVariantInvocationsPerInstance``: the invocations
 per minute each instance gets, averaged over the variant. Its target is what
 one instance sustains within the latency SLO, with headroom; the benchmark's
-capacity plan (``python -m bench capacity``) computes it, and
-:func:`resolve_target` reads it from that JSON at the dotted key
+capacity plan (``bench.capacity``) computes it per instance type, and
+:func:`resolve_target` reads it from that JSON: at the dotted key
 ``autoscaling.invocations_per_instance_per_minute`` (``--capacity-key`` to
-change), or takes a number.
+change) if there, else from the plan of the endpoint's instance type in a list
+of per-type plans; or it takes a number.
 
 Cooldowns are asymmetric by default: scale out after 60 s (bid traffic ramps
 fast, and an overloaded instance answers late, which an exchange counts as a
@@ -48,11 +49,16 @@ def policy_name(endpoint_name: str, variant_name: str) -> str:
     return f"{endpoint_name}-{variant_name}-invocations-per-instance"
 
 
-def resolve_target(value: str, key: str = DEFAULT_CAPACITY_KEY) -> tuple[float, str]:
+def resolve_target(value: str, key: str = DEFAULT_CAPACITY_KEY,
+                   instance_type: str | None = None) -> tuple[float, str]:
     """The target (invocations per instance per minute) and where it came from.
 
-    ``value`` is a number, or the path of a capacity-plan JSON holding the
-    number at the dotted ``key``. Raises :class:`UsageError` saying what is wrong.
+    ``value`` is a number, or the path of a capacity-plan JSON that holds either
+    the number at the dotted ``key``, or a list of per-instance-type plans
+    (objects with ``instance`` and ``invocations_per_instance_per_minute``, as
+    ``bench.capacity.FleetPlan`` writes them), of which the one for
+    ``instance_type`` (the endpoint's) is taken. Raises :class:`UsageError`
+    saying what is wrong.
     """
     try:
         number = float(value)
@@ -69,18 +75,64 @@ def resolve_target(value: str, key: str = DEFAULT_CAPACITY_KEY) -> tuple[float, 
         plan = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"--target {value}: not readable JSON: {exc}") from None
-    node: Any = plan
-    walked: list[str] = []
+    found, missing = _at_key(plan, key)
+    where = f"{path} [{key}]"
+    if missing:
+        per_type = _fleet_plans(plan)
+        if not per_type:
+            raise UsageError(f"{path}: {missing}; give --capacity-key or a number")
+        if instance_type not in per_type:
+            raise UsageError(f"{path}: no plan for the endpoint's instance type {instance_type or '(unknown)'} "
+                             f"(plans for: {', '.join(sorted(per_type))}); give a number or deploy one of those")
+        found, where = per_type[instance_type], f"{path} [plan for {instance_type}]"
+    if isinstance(found, bool) or not isinstance(found, (int, float)) or not found > 0:
+        raise UsageError(f"{where}: {found!r} is not a positive number")
+    return float(found), where
+
+
+def _at_key(data: Any, key: str) -> tuple[Any, str | None]:
+    """(value at the dotted key, None), or (None, what is missing)."""
+    node, walked = data, []
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             have = ", ".join(sorted(node)) if isinstance(node, dict) else type(node).__name__
-            raise UsageError(f"{path}: no key {'.'.join(walked + [part])!r} (found: {have}); "
-                             f"give --capacity-key or a number")
+            return None, f"no key {'.'.join(walked + [part])!r} (found: {have})"
         node = node[part]
         walked.append(part)
-    if isinstance(node, bool) or not isinstance(node, (int, float)) or not node > 0:
-        raise UsageError(f"{path}: {key} is {node!r}, not a positive number")
-    return float(node), f"{path} [{key}]"
+    return node, None
+
+
+def _fleet_plans(data: Any) -> dict[str, Any]:
+    """Instance type -> target, from every list of plan objects anywhere in ``data``."""
+    found: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for value in data.values():
+            found.update(_fleet_plans(value))
+    elif isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict) and "invocations_per_instance_per_minute" in item:
+                name = item.get("instance", item.get("instance_type"))
+                if isinstance(name, str):
+                    found.setdefault(name, item["invocations_per_instance_per_minute"])
+            else:
+                found.update(_fleet_plans(item))
+    return found
+
+
+def variant_instance_type(aws: Aws, endpoint_name: str, variant_name: str) -> str | None:
+    """The instance type the variant runs on now; None when unknown (no such
+    endpoint or variant, or a dry run)."""
+    if aws.dry_run:
+        return None
+    sm = aws.client("sagemaker")
+    try:
+        config_name = sm.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
+        variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return next((v.get("InstanceType") for v in variants if v["VariantName"] == variant_name), None)
 
 
 def current_scaling(aws: Aws, endpoint_name: str, variant_name: str) -> ScalingState | None:

@@ -52,7 +52,8 @@ def cmd_endpoint(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
 
 def cmd_autoscale(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
     require(s, "endpoint_name", "min_instances", "max_instances", "target")
-    target, source = autoscaling.resolve_target(s["target"], s["capacity_key"])
+    instance_type = autoscaling.variant_instance_type(aws, s["endpoint_name"], s["variant_name"])
+    target, source = autoscaling.resolve_target(s["target"], s["capacity_key"], instance_type)
     arn = autoscaling.apply(aws, s["endpoint_name"], s["variant_name"], s["min_instances"], s["max_instances"],
                             target, s["scale_in_cooldown"], s["scale_out_cooldown"])
     aws.say(f"autoscaling set on {autoscaling.resource_id(s['endpoint_name'], s['variant_name'])}:\n"

@@ -100,3 +100,21 @@ def test_refuses_a_missing_endpoint_a_missing_variant_and_min_above_max(aws, cli
                          "--max-instances", "2", "--target", "10")
     assert status == 2 and "above --max-instances" in err
     assert _scaling(aws) == ([], [])
+
+
+def test_target_is_taken_from_the_plan_of_the_endpoints_instance_type(aws, cli, deployed, tmp_path):
+    """bench's capacity plan lists one plan per instance type: the endpoint's own is used."""
+    deployed()                                            # runs on ml.c5.xlarge
+    plan = tmp_path / "capacity.json"
+    plans = [{"instance": "ml.c6i.xlarge", "vcpus": 4, "invocations_per_instance_per_minute": 120000},
+             {"instance": "ml.c5.xlarge", "vcpus": 4, "invocations_per_instance_per_minute": 90000}]
+    plan.write_text(json.dumps({"target_rps": 1000000, "plans": plans}))
+    base = ("autoscale", "--endpoint-name", "bid-filter", "--min-instances", "2", "--max-instances", "40")
+    status, _, err = cli(*base, "--target", plan)
+    assert status == 0, err
+    assert "plan for ml.c5.xlarge" in err
+    assert _scaling(aws)[1][0]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 90000.0
+    plan.write_text(json.dumps({"plans": plans[:1]}))
+    status, _, err = cli(*base, "--target", plan)
+    assert status == 2
+    assert "no plan for the endpoint's instance type ml.c5.xlarge (plans for: ml.c6i.xlarge)" in err
