@@ -102,8 +102,15 @@ class Aws:
         return self.client("sts").get_caller_identity()["Account"]
 
     def say(self, message: str) -> None:
-        """Progress for a person, on stderr so that stdout holds only results."""
-        print(message, file=sys.stderr, flush=True)
+        """Progress for a person, on stderr so that stdout holds only results.
+        Silent in a dry run, where nothing it would report happened; the
+        printed calls are the plan."""
+        if not self.dry_run:
+            print(message, file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        """A line that a dry run prints too (what it would do next)."""
+        print(message, file=self.out if self.dry_run else sys.stderr, flush=True)
 
     # --- dry run -------------------------------------------------------------
     def _print_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:

@@ -45,7 +45,7 @@ def cmd_endpoint(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
         environment=endpoint.container_environment(s["workers"], s["outputs"], s["env"]),
         startup_health_timeout=s["startup_health_timeout"], model_download_timeout=s["model_download_timeout"])
     name = endpoint.deploy(aws, spec, _waiting(s, args))
-    aws.say(f"endpoint {spec.endpoint_name} runs {name}" if not args.no_wait and not aws.dry_run
+    aws.say(f"endpoint {spec.endpoint_name} runs {name}" if not args.no_wait
             else f"endpoint {spec.endpoint_name}: {name} requested")
     print(name)
 

@@ -250,7 +250,7 @@ def wait_in_service(aws: Aws, endpoint_name: str, config_name: str, waiting: Wai
     rolled back); :class:`WaitTimeout` when ``waiting.timeout`` passes first.
     """
     if aws.dry_run:
-        aws.say(f"[dry-run] would wait for {endpoint_name} to be InService on {config_name}")
+        aws.note(f"# would wait for {endpoint_name} to be InService on {config_name}")
         return {}
     start = waiting.clock()
     while True:

@@ -108,7 +108,7 @@ def _model_data(aws: Aws, model: str) -> list[str]:
 
 def _wait_gone(aws: Aws, endpoint_name: str, waiting: Waiting) -> None:
     if aws.dry_run:
-        aws.say(f"[dry-run] would wait for {endpoint_name} to be deleted")
+        aws.note(f"# would wait for {endpoint_name} to be deleted")
         return
     start = waiting.clock()
     while True:

@@ -2,7 +2,7 @@
 hosting behaviour that moto 5.2 lacks, so that the deploy code meets what real
 AWS does over real HTTP.
 
-    python -m tests.deploy.local_aws --port 5000 [--role NAME]
+    python -m tests.deploy.local_aws --port 5000 [--role NAME] [--container '.venv/bin/serve serve']
 
 Added to moto (each mirrors the real service, as the SageMaker API reference
 and developer guide describe it):
@@ -48,6 +48,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -434,9 +435,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="loopback only")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--role", help="create this SageMaker execution role at start")
+    parser.add_argument("--container", help="command that runs the serving container, e.g. '.venv/bin/serve serve' "
+                                            "(default: none, InvokeEndpoint gets moto's canned answer)")
+    parser.add_argument("--health-timeout", type=float, default=60.0,
+                        help="seconds a container has to pass /ping")
     args = parser.parse_args(argv)
     if args.role:
         print(f"execution role: {create_role(args.role)}", flush=True)
+    if args.container:
+        _state.update(container_command=shlex.split(args.container), health_timeout=args.health_timeout)
     app = LocalAws(DomainDispatcherApplication(create_backend_app))
     run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
 

@@ -204,6 +204,8 @@ def test_dry_run_prints_every_call_and_sends_none(aws, cli, model_data, role_arn
     assert operations == ["DescribeEndpoint", "CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
     create_model = next(line for line in lines if " CreateModel " in line)
     assert f'"ExecutionRoleArn": "{role_arn}"' in create_model and IMAGE_URI in create_model
+    assert "# would wait for bid-filter to be InService" in out
+    assert "created" not in err                           # nothing claims to have happened
     assert aws.calls() == []
     assert aws.client("sagemaker").list_models()["Models"] == []
 
