@@ -50,6 +50,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -444,6 +445,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"execution role: {create_role(args.role)}", flush=True)
     if args.container:
         _state.update(container_command=shlex.split(args.container), health_timeout=args.health_timeout)
+    def stop(signum, frame):            # stop the containers with the server, leave no orphan
+        _reset()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     app = LocalAws(DomainDispatcherApplication(create_backend_app))
     run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
 
