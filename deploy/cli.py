@@ -52,7 +52,9 @@ def cmd_endpoint(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
 
 def cmd_autoscale(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
     require(s, "endpoint_name", "min_instances", "max_instances", "target")
-    instance_type = autoscaling.variant_instance_type(aws, s["endpoint_name"], s["variant_name"])
+    # A capacity plan may hold one target per instance type: the endpoint's is needed then.
+    instance_type = None if _is_number(s["target"]) else \
+        autoscaling.variant_instance_type(aws, s["endpoint_name"], s["variant_name"])
     target, source = autoscaling.resolve_target(s["target"], s["capacity_key"], instance_type)
     arn = autoscaling.apply(aws, s["endpoint_name"], s["variant_name"], s["min_instances"], s["max_instances"],
                             target, s["scale_in_cooldown"], s["scale_out_cooldown"])
@@ -90,11 +92,19 @@ def cmd_teardown(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
         aws.say(f"nothing found for endpoint {s['endpoint_name']}")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _waiting(s: dict[str, Any], args: argparse.Namespace) -> endpoint.Waiting | None:
     return None if args.no_wait else endpoint.Waiting(timeout=s["wait_timeout"], poll=s["poll_seconds"])
 
 
-# name: (function, help, settings it reads, extra arguments)
+# name: (function, help, the settings it reads besides COMMON)
 COMMANDS: dict[str, tuple[Callable[..., None], str, list[str]]] = {
     "upload": (cmd_upload, "put model.tar.gz in S3 with its sha256 in the metadata; prints the s3:// URL",
                ["bucket", "prefix"]),

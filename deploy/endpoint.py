@@ -235,7 +235,19 @@ def switch_config(aws: Aws, endpoint_name: str, config_name: str, waiting: Waiti
         if must_remove:
             aws.say("not waiting: run `autoscale` again once the endpoint is InService")
         return
-    wait_in_service(aws, endpoint_name, config_name, waiting)
+    try:
+        wait_in_service(aws, endpoint_name, config_name, waiting)
+    except WaitTimeout:
+        if must_remove:
+            aws.say("autoscaling stays removed: run `autoscale` again once the endpoint is InService")
+        raise
+    except DeployError:
+        # A failed update that SageMaker rolled back runs the old variants again: scale them as before.
+        after = describe_endpoint(aws, endpoint_name)
+        if after is not None and after["EndpointStatus"] == "InService":
+            for state in must_remove:
+                autoscaling.restore(aws, endpoint_name, state)
+        raise
     for state in must_remove:
         if state.variant_name in new_types:
             autoscaling.restore(aws, endpoint_name, state)

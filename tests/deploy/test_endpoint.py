@@ -118,6 +118,22 @@ def test_failed_update_is_reported_as_rolled_back(aws, cli, deployed):
     assert aws.client("sagemaker").describe_endpoint(EndpointName="bid-filter")["EndpointConfigName"] == first
 
 
+def test_failed_update_that_changed_the_instance_type_gets_its_autoscaling_back(aws, cli, deployed, model_data,
+                                                                                 role_arn):
+    deployed()
+    assert cli("autoscale", "--endpoint-name", "bid-filter", "--min-instances", "2", "--max-instances", "8",
+               "--target", "700")[0] == 0
+    aws.control("/_local/endpoint-failure", {"endpoint": "bid-filter", "reason": "capacity not available"})
+    status, _, err = cli("endpoint", "--endpoint-name", "bid-filter", "--image-uri", IMAGE_URI,
+                         "--model-data", model_data, "--role-arn", role_arn, "--instance-type", "ml.c7i.xlarge")
+    assert status == 1 and "rolled it back" in err
+    client = aws.client("application-autoscaling")
+    target = client.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in target] == [(2, 8)]
+    policy = client.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    assert policy[0]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 700.0
+
+
 def test_wait_gives_up_after_the_timeout_and_says_what_to_do(aws, cli, model_data, role_arn):
     aws.control("/_local/settings", {"polls": 10_000})
     status, _, err = cli("endpoint", "--endpoint-name", "slow", "--image-uri", IMAGE_URI, "--model-data", model_data,
