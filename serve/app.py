@@ -1,0 +1,165 @@
+"""The WSGI application: SageMaker's routes, nothing else.
+
+``POST /invocations`` is the hot path and a plain WSGI handler
+(:class:`ServeApp`): Flask's request and response objects cost more per
+request than parsing, predicting and encoding a one-row request together, so
+they stay off it. Its steps, in order: pick the decoder (415) and the response
+type (406) from the headers, read the body (413 over the limit, 400 when
+empty), decode it to float32 rows (400 naming the row and column), check the
+row width, predict, select the outputs, encode.
+
+Flask serves everything else: ``GET /ping`` (the model is loaded and
+self-tested before the app exists, so it is always healthy), ``GET
+/execution-parameters`` and the JSON 404/405 of unknown routes.
+
+Every refusal is a short JSON ``{"error": ...}`` with its 4xx status; an
+unexpected failure is logged with its traceback and answered 500 with no
+detail, and the worker lives on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from serve import codecs
+from serve.codecs import RequestError
+from serve.loading import LoadedModel
+from serve.outputs import OutputSelector
+from serve.settings import Settings
+
+log = logging.getLogger(__name__)
+JSON_TYPE = "application/json"
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
+# Under gevent, bodies from this size on are decoded and predicted in a native thread (gevent's
+# pool), off the event loop: the worker keeps answering /ping, whose SageMaker timeout is 2 s,
+# while a 6 MB request computes. Smaller bodies take microseconds: a thread hop would cost more.
+OFFLOAD_BYTES = 256 * 1024
+
+
+class ServeApp:
+    """WSGI callable: ``POST /invocations`` handled here, every other request by ``flask_app``.
+    ``offload_large``: run large requests in gevent's thread pool (set for gevent workers)."""
+
+    def __init__(self, loaded: LoadedModel, settings: Settings, flask_app: Flask, *, offload_large: bool = False):
+        self.flask_app = flask_app
+        self.offload_large = offload_large
+        self.loaded = loaded
+        self.predictor = loaded.predictor
+        self.num_feature = loaded.num_feature
+        self.select_outputs = OutputSelector(settings.outputs, loaded.objective, loaded.num_class,
+                                             settings.threshold)
+        self.selected = self.select_outputs.selected
+        self.batch = settings.batch
+        self.default_accept = settings.default_accept
+        self.max_payload_bytes = settings.max_payload_bytes
+
+    def __call__(self, environ, start_response):
+        if environ["PATH_INFO"] != "/invocations":
+            return self.flask_app(environ, start_response)
+        try:
+            if environ["REQUEST_METHOD"] != "POST":
+                raise RequestError(405, "/invocations takes POST")
+            body, content_type = self.invoke(environ)
+            status = 200
+        except RequestError as error:
+            log.debug("refused with %d: %s", error.status, error.message)
+            status, body, content_type = error.status, _error_body(error.message), JSON_TYPE
+        except Exception:   # a bug or a native failure: log it, answer 500, keep the worker
+            log.exception("internal error on POST /invocations")
+            status, body, content_type = 500, _error_body("internal error; the server log has the details"), JSON_TYPE
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        if status == 405:
+            headers.append(("Allow", "POST"))
+        start_response(_STATUS_LINES[status], headers)
+        return [body]
+
+    def invoke(self, environ) -> tuple[bytes, str]:
+        """One inference: the request's environ -> (response body, its content type)."""
+        decode = codecs.decoder_for(environ.get("CONTENT_TYPE"))
+        accept = codecs.response_type(environ.get("HTTP_ACCEPT"), self.default_accept)
+        body = self.read_body(environ)
+        if self.offload_large and len(body) >= OFFLOAD_BYTES:
+            from gevent import get_hub
+
+            return get_hub().threadpool.apply(self.infer, (body, decode, accept)), accept
+        return self.infer(body, decode, accept), accept
+
+    def infer(self, body: bytes, decode, accept: str) -> bytes:
+        """Decode, check the width, predict, select the outputs, encode."""
+        rows = decode(body, self.num_feature)
+        if rows.shape[1] != self.num_feature:
+            raise RequestError(400, f"each row must have {self.num_feature} values (the model's features); "
+                                    f"got {rows.shape[1]}")
+        outputs = self.select_outputs(self.predictor.predict(rows))
+        return codecs.ENCODERS[accept](outputs, selected=self.selected, batch=self.batch)
+
+    def read_body(self, environ) -> bytes:
+        """The request body, refused with 413 over the payload limit (before reading it when
+        the length is declared) and with 400 when empty."""
+        limit = self.max_payload_bytes
+        declared = environ.get("CONTENT_LENGTH")
+        if declared:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise RequestError(400, "Content-Length is not a number") from None
+            if length > limit:
+                raise RequestError(413, f"the request body ({length} bytes) is over the limit of {limit} bytes")
+            body = environ["wsgi.input"].read(length)
+        else:   # chunked transfer: read at most one byte past the limit
+            body = environ["wsgi.input"].read(limit + 1)
+            if len(body) > limit:
+                raise RequestError(413, f"the request body is over the limit of {limit} bytes")
+        if not body:
+            raise RequestError(400, "the request body is empty")
+        return body
+
+
+def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transforms: int = 1,
+               offload_large: bool = False) -> ServeApp:
+    """The WSGI app serving ``loaded`` as ``settings`` say. ``max_concurrent_transforms`` is what
+    /execution-parameters advertises to batch transform when SAGEMAKER_MAX_CONCURRENT_TRANSFORMS
+    does not say (the server's worker count); ``offload_large`` is for gevent workers (see
+    OFFLOAD_BYTES). Raises OutputError (a ValueError) when the selected outputs do not fit the model."""
+    flask_app = Flask(__name__)
+    flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    execution_parameters = json.dumps({
+        "MaxConcurrentTransforms": settings.max_concurrent_transforms or max_concurrent_transforms,
+        "BatchStrategy": settings.batch_strategy,
+        "MaxPayloadInMB": max(1, settings.max_payload_bytes // (1024 * 1024)),
+    })
+
+    @flask_app.get("/ping")
+    def ping():
+        return Response(status=200)
+
+    @flask_app.get("/execution-parameters")
+    def get_execution_parameters():
+        return Response(execution_parameters, status=200, content_type=JSON_TYPE)
+
+    @flask_app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        # 404 for unknown routes, 405 for a wrong method, ...
+        response = Response(_error_body(error.description or error.name), status=error.code or 500,
+                            content_type=JSON_TYPE)
+        if getattr(error, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @flask_app.errorhandler(Exception)
+    def internal_error(error: Exception):
+        log.exception("internal error")
+        return Response(_error_body("internal error; the server log has the details"), status=500,
+                        content_type=JSON_TYPE)
+
+    return ServeApp(loaded, settings, flask_app, offload_large=offload_large)
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()

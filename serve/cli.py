@@ -1,0 +1,121 @@
+"""The ``serve`` command: what SageMaker runs as ``docker run IMAGE serve``.
+
+It reads the settings, loads the model once (in the gunicorn master, before
+the workers fork), builds the app and hands it to gunicorn. A setting or model
+that cannot be used stops it with a one-line message and a non-zero exit code
+(2: configuration, 1: model), before any port is opened.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+# One OpenMP thread per worker, set before XGBoost (and its OpenMP runtime) is imported:
+# many single-thread workers beat few multi-thread ones for small requests, and an
+# OpenMP pool created in the master would not survive the fork.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+from gunicorn.app.base import BaseApplication  # noqa: E402 - after OMP_NUM_THREADS on purpose
+
+log = logging.getLogger("serve")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="serve", description="Serve an XGBoost model (compiled with model-compile, or bare) with "
+                                  "SageMaker's /ping, /invocations and /execution-parameters. "
+                                  "Configured by environment variables (see README); options override them.")
+    parser.add_argument("command", nargs="?", choices=["serve"],
+                        help="accepted for `docker run IMAGE serve`; has no effect")
+    parser.add_argument("--model", type=Path, metavar="PATH",
+                        help="model folder or model.tar.gz (default: SM_MODEL_DIR or /opt/ml/model)")
+    parser.add_argument("--host", help="address to listen on (default: SERVE_BIND_HOST or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port (default: SAGEMAKER_BIND_TO_PORT or 8080)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per usable vCPU)")
+    parser.add_argument("--predictor", choices=["auto", "compiled", "stock"],
+                        help="predictor (default: SERVE_PREDICTOR or auto)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from serve.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+    overrides = {name: value for name, value in (("host", args.host), ("port", args.port),
+                                                 ("workers", args.workers), ("predictor", args.predictor))
+                 if value is not None}
+    settings = dataclasses.replace(settings, **overrides)
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+
+    with tempfile.TemporaryDirectory(prefix="serve-model-") as scratch:
+        model_dir = args.model or settings.model_dir
+        try:
+            model_dir = _model_folder(model_dir, Path(scratch))
+        except ValueError as exc:
+            log.error("cannot read %s: %s", model_dir, exc)
+            return 1
+        return run(dataclasses.replace(settings, model_dir=model_dir))
+
+
+def _model_folder(path: Path, scratch: Path) -> Path:
+    """A folder as is; a model.tar.gz (a local run) extracted safely into ``scratch``."""
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        from model_compile.artifact import safe_extract
+
+        safe_extract(path, scratch)
+        return scratch
+    return path
+
+
+def run(settings) -> int:
+    """Load, build and serve until gunicorn stops; returns the exit code."""
+    from serve.app import create_app
+    from serve.cpus import available_cpus
+    from serve.gunicorn_conf import gunicorn_options, plan_workers
+    from serve.loading import ModelLoadError, load_model
+
+    plan = plan_workers(settings, available_cpus())
+    try:
+        loaded = load_model(settings.model_dir, settings.predictor)
+    except ModelLoadError as exc:
+        log.error("cannot serve: %s", exc)
+        return 1
+    try:
+        app = create_app(loaded, settings, max_concurrent_transforms=plan.workers,
+                         offload_large=plan.worker_class == "gevent")
+    except ValueError as exc:   # OutputError: selected outputs that do not fit the model
+        log.error("cannot serve: %s", exc)
+        return 2
+    log.info("serving %s with %s on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
+    GunicornServer(app, gunicorn_options(settings, plan, loaded.describe())).run()
+    return 0
+
+
+class GunicornServer(BaseApplication):
+    """gunicorn with the options given in code, not read from the command line or a file."""
+
+    def __init__(self, app, options: dict):
+        self.app, self.options = app, options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self.app
+
+
+if __name__ == "__main__":
+    sys.exit(main())

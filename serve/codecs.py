@@ -1,0 +1,464 @@
+"""Wire formats of ``/invocations``: request bodies to float32 rows, outputs to response bodies.
+
+Decoders take the raw body and return a C-contiguous float32 matrix (rows x
+columns, NaN = missing). They are on the hot path: a one-row CSV body is parsed
+by ``np.fromstring`` (a microsecond or two), larger bodies by numpy's C parsers
+in one pass; a careful Python parser runs only to name the row and column of a
+body the fast parsers refused (or to read oddities such as blank-only fields).
+
+Encoders take the selected outputs ({name: per-row values}, see
+``serve.outputs``) and return the response body; numbers are written in the
+shortest form that reads back to the same float32.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from typing import Callable
+
+import numpy as np
+from werkzeug.http import parse_options_header
+
+CSV = "text/csv"
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+NPY = "application/x-npy"
+LIBSVM = "text/libsvm"
+
+# numpy before 2.3 warns (later versions raise) when np.fromstring stops before
+# the end of the text; the fast CSV path detects that by the count it gets back,
+# so the warning is noise.
+warnings.filterwarnings("ignore", message="string or file could not be read to its end",
+                        category=DeprecationWarning)
+
+_NAN_BYTES = np.frombuffer(b"nan", dtype=np.uint8)
+_COMMA, _NEWLINE = ord(","), ord("\n")
+_SHOWN_CHARS = 40
+
+
+class RequestError(Exception):
+    """A request the server refuses; ``status`` is the HTTP code, the message is for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _shown(value: str | bytes) -> str:
+    """A field as it may appear in an error message: quoted and cut short."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return repr(value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "...")
+
+
+# --- request content types --------------------------------------------------
+
+def parse_content_type(header: str | None) -> tuple[str, dict[str, str]]:
+    """``Content-Type`` header -> (media type in lower case, parameters)."""
+    if not header:
+        raise RequestError(415, f"a Content-Type header is required; supported: {', '.join(DECODERS)}")
+    media_type, params = parse_options_header(header)
+    return media_type.lower(), params
+
+
+def decoder_for(header: str | None) -> Callable[[bytes, int], np.ndarray]:
+    """The decoder for a ``Content-Type`` header: a function (body, num_feature) -> float32 rows.
+    Raises RequestError 415 for a missing or unsupported type."""
+    decoder = _DECODER_BY_HEADER.get(header)   # the common headers, without parsing
+    if decoder is not None:
+        return decoder
+    media_type, params = parse_content_type(header)
+    if media_type not in DECODERS:
+        raise RequestError(415, f"Content-Type {_shown(media_type)} is not supported; "
+                                f"supported: {', '.join(DECODERS)}")
+    if media_type == CSV:
+        label_size = params.get("label_size", "0")
+        if label_size not in ("0", "1"):
+            raise RequestError(415, f"text/csv label_size={_shown(label_size)} is not supported; use 0 or 1")
+        return decode_csv_with_label if label_size == "1" else decode_csv
+    return DECODERS[media_type]
+
+
+# --- CSV ----------------------------------------------------------------------
+
+def decode_csv(body: bytes, num_feature: int = 0) -> np.ndarray:
+    """CSV without a header, one row per line; an empty field or ``nan`` is a missing value."""
+    text = body.strip()
+    if not text:
+        raise RequestError(400, "the request body is empty")
+    if b"\n" not in text:
+        values = _fast_csv_row(text)
+        if values is not None:
+            return values.reshape(1, -1)
+        return _careful_csv(text)
+    if b"\r" in text:
+        text = text.replace(b"\r\n", b"\n")
+    if b"\n\n" in text:
+        return _careful_csv(text)   # loadtxt would skip a blank line and shift every row after it
+    try:
+        rows = np.loadtxt(io.BytesIO(_fill_empty_fields(text)), delimiter=",", dtype=np.float32,
+                          comments=None, ndmin=2, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return _careful_csv(text)   # names the row and column, or reads what loadtxt cannot
+    return np.ascontiguousarray(rows)
+
+
+def decode_csv_with_label(body: bytes, num_feature: int = 0) -> np.ndarray:
+    """CSV whose first column is a label (``text/csv;label_size=1``): the label is dropped."""
+    rows = decode_csv(body, num_feature)
+    if rows.shape[1] < 2:
+        raise RequestError(400, "label_size=1 needs at least one feature after the label column")
+    return np.ascontiguousarray(rows[:, 1:])
+
+
+def _fast_csv_row(text: bytes) -> np.ndarray | None:
+    """One CSV line parsed by numpy's C parser, or None where it could not read every field."""
+    if text[:1] == b"," or text[-1:] == b"," or b",," in text:
+        return None   # empty fields: np.fromstring stops at them
+    try:
+        values = np.fromstring(text, dtype=np.float32, sep=",")
+    except ValueError:   # numpy >= 2.3 raises where older versions warned and stopped
+        return None
+    if values.size != text.count(b",") + 1:
+        return None
+    return values
+
+
+def _fill_empty_fields(text: bytes) -> bytes:
+    """Write ``nan`` into every empty CSV field so that numpy's parsers read it as missing.
+    Vectorised: one pass over the bytes to find them, one to insert."""
+    if not (b",," in text or b"\n," in text or b",\n" in text or text[:1] == b"," or text[-1:] == b","):
+        return text
+    chars = np.frombuffer(text, dtype=np.uint8)
+    separator = (chars == _COMMA) | (chars == _NEWLINE)
+    empty_before = separator.copy()          # a field that ends here and started at a separator
+    empty_before[1:] &= separator[:-1]
+    positions = np.flatnonzero(empty_before)
+    if chars[-1] == _COMMA:
+        positions = np.append(positions, chars.size)
+    return np.insert(chars, np.repeat(positions, 3), np.tile(_NAN_BYTES, positions.size)).tobytes()
+
+
+def _careful_csv(text: bytes) -> np.ndarray:
+    """Parse field by field; raise RequestError naming the first row and column that is not
+    a number, or the first row whose length differs from the first row's."""
+    try:
+        lines = text.decode("utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"the CSV body is not UTF-8 text (byte {exc.start})") from None
+    rows = []
+    width = None
+    for row_number, line in enumerate(lines, start=1):
+        fields = line.split(",")
+        if width is None:
+            width = len(fields)
+        elif len(fields) != width:
+            raise RequestError(400, f"row {row_number} has {len(fields)} values; row 1 has {width}")
+        values = []
+        for column, field in enumerate(fields, start=1):
+            field = field.strip()
+            if not field:
+                values.append(np.nan)
+                continue
+            try:
+                values.append(float(field))
+            except ValueError:
+                raise RequestError(400, f"row {row_number}, column {column}: {_shown(field)} "
+                                        "is not a number") from None
+        rows.append(values)
+    return np.array(rows, dtype=np.float32)
+
+
+# --- JSON and JSON lines ------------------------------------------------------
+
+def decode_json(body: bytes, num_feature: int = 0) -> np.ndarray:
+    """JSON as the SageMaker SDK's serializers send it: a list of rows, one flat row,
+    ``{"instances": [row, ...]}`` (a row may be ``{"features": [...]}``) or
+    ``{"features": [...]}``. ``null`` is a missing value."""
+    if not body.strip():
+        raise RequestError(400, "the request body is empty")
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+    return _rows_from_json(document)
+
+
+def decode_jsonlines(body: bytes, num_feature: int = 0) -> np.ndarray:
+    """JSON lines: one row per line, each a list of numbers or ``{"features": [...]}``."""
+    text = body.strip()
+    if not text:
+        raise RequestError(400, "the request body is empty")
+    # One json.loads for the whole body: a JSON line holds no raw newline, so the lines
+    # joined by commas inside brackets form one JSON array.
+    try:
+        document = json.loads(b"[" + text.replace(b"\n", b",") + b"]")
+    except (ValueError, UnicodeDecodeError):
+        document = _jsonlines_one_by_one(text)   # to name the bad line
+    if any(not isinstance(item, (list, dict)) for item in document):
+        raise RequestError(400, "each JSON line must be a list of numbers or {\"features\": [...]}")
+    return _rows_from_json(document)
+
+
+def _jsonlines_one_by_one(text: bytes) -> list:
+    rows = []
+    for line_number, line in enumerate(text.split(b"\n"), start=1):
+        try:
+            rows.append(json.loads(line))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(400, f"line {line_number} is not valid JSON: {exc}") from None
+    return rows
+
+
+def _rows_from_json(document) -> np.ndarray:
+    if isinstance(document, dict):
+        if "instances" in document:
+            rows = document["instances"]
+        elif "features" in document:
+            rows = [document["features"]]
+        else:
+            raise RequestError(400, 'a JSON object must hold "instances" or "features"')
+    else:
+        rows = document
+    if not isinstance(rows, list) or not rows:
+        raise RequestError(400, "the JSON body holds no rows")
+    if not isinstance(rows[0], (list, dict)):
+        rows = [rows]   # one flat row
+    if isinstance(rows[0], dict):
+        rows = _features_of(rows)
+    try:
+        matrix = np.asarray(rows, dtype=np.float32)
+    except (ValueError, TypeError):
+        if any(isinstance(row, dict) for row in rows):   # lists and {"features": ...} mixed
+            return _rows_from_json(_features_of(rows))
+        _raise_bad_json_value(rows)
+    if matrix.ndim != 2:
+        _raise_bad_json_value(rows)
+    return np.ascontiguousarray(matrix)
+
+
+def _features_of(rows: list) -> list:
+    try:
+        return [row["features"] if isinstance(row, dict) else row for row in rows]
+    except KeyError:
+        raise RequestError(400, 'every instance must be a list or {"features": [...]}') from None
+
+
+def _raise_bad_json_value(rows: list) -> None:
+    """Name the first row or value that keeps the rows from being a matrix of numbers."""
+    width = None
+    for row_number, row in enumerate(rows, start=1):
+        if not isinstance(row, list):
+            raise RequestError(400, f"row {row_number} is not a list of numbers")
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            raise RequestError(400, f"row {row_number} has {len(row)} values; row 1 has {width}")
+        for column, value in enumerate(row, start=1):
+            if value is None or isinstance(value, (int, float)):
+                continue
+            raise RequestError(400, f"row {row_number}, column {column}: {_shown(json.dumps(value))} "
+                                    "is not a number")
+    raise RequestError(400, "the JSON rows are not a matrix of numbers")
+
+
+# --- NumPy .npy -----------------------------------------------------------------
+
+def decode_npy(body: bytes, num_feature: int = 0) -> np.ndarray:
+    """A ``.npy`` file of numbers, 1-D (one row) or 2-D. Pickled (object) arrays are refused:
+    unpickling a request would run the sender's code."""
+    if not body:
+        raise RequestError(400, "the request body is empty")
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except ValueError as exc:
+        raise RequestError(400, f"the body is not a readable .npy array of numbers: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise RequestError(400, f"the body is not a readable .npy file: {exc}") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise RequestError(400, "the .npy array must hold numbers (bool, int or float)")
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise RequestError(400, f"the .npy array must be 1-D or 2-D with rows; its shape is {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+# --- LIBSVM ---------------------------------------------------------------------
+
+def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
+    """LIBSVM rows: an optional label, then ``index:value`` pairs; feature ``index`` is column
+    ``index`` (0-based, as XGBoost reads LIBSVM); an absent index is a missing value.
+    Vectorised over all tokens: no Python loop per row."""
+    text = body.strip()
+    if not text:
+        raise RequestError(400, "the request body is empty")
+    # Newlines become tokens of their own ("|", which no valid token holds) so that every
+    # token knows its row.
+    tokens = np.array(text.replace(b"\n", b" | ").split())
+    is_newline = tokens == b"|"
+    row_of = np.cumsum(is_newline)
+    n_rows = int(row_of[-1]) + 1 if tokens.size else 0
+    colon = np.strings.find(tokens, b":")
+    is_pair = colon >= 0
+    is_label = ~is_newline & ~is_pair
+    if is_label.any():
+        # A label may only open a row.
+        first_in_row = np.ones(tokens.size, dtype=bool)
+        first_in_row[1:] = is_newline[:-1]
+        misplaced = np.flatnonzero(is_label & ~first_in_row)
+        if misplaced.size:
+            at = misplaced[0]
+            raise RequestError(400, f"row {row_of[at] + 1}: {_shown(tokens[at])} is not an index:value pair")
+    pairs = tokens[is_pair]
+    pair_rows = row_of[is_pair]
+    index_text, _, value_text = np.strings.partition(pairs, b":")
+    try:
+        indices = index_text.astype(np.int64)
+    except ValueError:
+        bad = next(i for i, t in enumerate(index_text) if not t.isdigit())
+        raise RequestError(400, f"row {pair_rows[bad] + 1}: {_shown(pairs[bad])} has an index that is "
+                                "not a whole number") from None
+    try:
+        values = value_text.astype(np.float32)
+    except ValueError:
+        bad = _first_unparseable(value_text)
+        raise RequestError(400, f"row {pair_rows[bad] + 1}: {_shown(pairs[bad])} has a value that is "
+                                "not a number") from None
+    out_of_range = np.flatnonzero((indices < 0) | (indices >= num_feature))
+    if out_of_range.size:
+        bad = out_of_range[0]
+        raise RequestError(400, f"row {pair_rows[bad] + 1}: feature index {indices[bad]} is out of range; "
+                                f"the model has features 0 to {num_feature - 1}")
+    rows = np.full((n_rows, num_feature), np.nan, dtype=np.float32)
+    rows[pair_rows, indices] = values
+    return rows
+
+
+def _first_unparseable(texts: np.ndarray) -> int:
+    for i, t in enumerate(texts):
+        try:
+            float(t)
+        except ValueError:
+            return i
+    return 0
+
+
+DECODERS: dict[str, Callable[[bytes, int], np.ndarray]] = {
+    CSV: decode_csv,
+    JSON: decode_json,
+    JSONLINES: decode_jsonlines,
+    NPY: decode_npy,
+    LIBSVM: decode_libsvm,
+    "text/x-libsvm": decode_libsvm,
+}
+# Headers exactly as clients usually send them, looked up before any parsing.
+_DECODER_BY_HEADER = {**DECODERS, "text/csv; charset=utf-8": decode_csv,
+                      "application/json; charset=utf-8": decode_json}
+
+
+# --- responses -------------------------------------------------------------------
+
+def response_type(accept: str | None, default: str) -> str:
+    """The response media type for an ``Accept`` header: the first supported type in the
+    client's order of preference; no header or ``*/*`` gives ``default``.
+    Raises RequestError 406 when nothing acceptable is supported."""
+    if not accept or accept == "*/*":
+        return default
+    if accept in ENCODERS:
+        return accept
+    choices = []
+    for position, item in enumerate(accept.split(",")):
+        media_type, params = parse_options_header(item)
+        try:
+            quality = float(params.get("q", 1))
+        except ValueError:
+            quality = 0.0
+        if quality > 0:
+            choices.append((-quality, position, media_type.lower()))
+    for _, _, media_type in sorted(choices):
+        if media_type == "*/*" or (media_type.endswith("/*") and default.startswith(media_type[:-1])):
+            return default
+        if media_type in ENCODERS:
+            return media_type
+        if media_type == "text/*":
+            return CSV
+        if media_type == "application/*":
+            return JSON
+    raise RequestError(406, f"Accept {_shown(accept)} names no supported type; "
+                            f"supported: {', '.join(ENCODERS)}")
+
+
+def format_numbers(values: np.ndarray) -> np.ndarray:
+    """Per-value text: integers as integers, floats in the shortest form that reads back
+    to the same float32 (NaN as ``nan``)."""
+    if values.dtype.kind in "iub":
+        return values.astype(np.int64).astype(str)
+    return values.astype(np.float32, copy=False).astype(str)
+
+
+def _json_numbers(values: np.ndarray) -> np.ndarray:
+    text = format_numbers(values)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        text = np.where(np.isfinite(values), text, "null")   # JSON has no NaN or infinity
+    return text
+
+
+def _joined_lists(columns: list[np.ndarray], separator: str, opening: str, closing: str) -> np.ndarray:
+    """Per row: ``opening + separator.join(row's values) + closing``, vectorised over rows."""
+    text = np.strings.add(opening, columns[0])
+    for column in columns[1:]:
+        text = np.strings.add(np.strings.add(text, separator), column)
+    return np.strings.add(text, closing)
+
+
+def encode_csv(outputs: dict[str, np.ndarray], *, selected: bool, batch: bool) -> bytes:
+    """CSV as the stock SageMaker XGBoost container writes it. Without selected outputs a
+    one-value-per-row prediction is one comma-separated line (one value per line in batch
+    transform); otherwise one line per row, the outputs in order, a list quoted as "[a, b]"."""
+    end = "\n" if batch else ""
+    if not selected:
+        (scores,) = outputs.values()
+        if scores.ndim == 1:
+            return (("\n" if batch else ",").join(format_numbers(scores).tolist()) + end).encode()
+    fields = []
+    for values in outputs.values():
+        if values.ndim == 1:
+            fields.append(format_numbers(values))
+        elif selected:
+            fields.append(_joined_lists([format_numbers(c) for c in values.T], ", ", '"[', ']"'))
+        else:
+            fields.append(_joined_lists([format_numbers(c) for c in values.T], ",", "", ""))
+    lines = _joined_lists(fields, ",", "", "") if len(fields) > 1 else fields[0]
+    return ("\n".join(lines.tolist()) + end).encode()
+
+
+def _json_objects(outputs: dict[str, np.ndarray]) -> list[str]:
+    """One JSON object text per row, built column-wise."""
+    fields = []
+    for name, values in outputs.items():
+        if values.ndim == 1:
+            text = _json_numbers(values)
+        else:
+            text = _joined_lists([_json_numbers(c) for c in values.T], ",", "[", "]")
+        fields.append(np.strings.add(f'"{name}":', text))
+    return _joined_lists(fields, ",", "{", "}").tolist()
+
+
+def encode_json(outputs: dict[str, np.ndarray], *, selected: bool, batch: bool) -> bytes:
+    """``{"predictions": [{name: value, ...}, ...]}``, one object per row."""
+    return ('{"predictions":[' + ",".join(_json_objects(outputs)) + "]}").encode()
+
+
+def encode_jsonlines(outputs: dict[str, np.ndarray], *, selected: bool, batch: bool) -> bytes:
+    """One JSON object per row and line."""
+    return ("\n".join(_json_objects(outputs)) + "\n").encode()
+
+
+ENCODERS = {
+    CSV: encode_csv,
+    JSON: encode_json,
+    JSONLINES: encode_jsonlines,
+}

@@ -1,0 +1,98 @@
+"""gunicorn's configuration: workers, threads and worker class from the vCPUs really available.
+
+One single-threaded prediction per process at a time is what a bid filter's
+one-row requests need: the work is CPU-bound and short (tens to hundreds of
+microseconds), so more workers than usable vCPUs only queue on the scheduler
+(and on a cgroup quota, get throttled: tail latency). Hence one worker per
+usable vCPU (``serve.cpus``), each overridable by environment.
+
+The worker class (default ``gevent``, as the stock container) serves keep-alive
+connections, so SageMaker's front end does not open a TCP connection per
+request, and a greenlet per connection keeps a slow client from holding a
+worker. ``gthread`` and ``sync`` are there for comparison (``SERVE_WORKER_CLASS``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from serve.cpus import usable_cpu_count
+from serve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKER_CLASS = "gevent"
+DEFAULT_GTHREAD_THREADS = 4
+GEVENT_CONNECTIONS = 1000
+_GUNICORN_CLASSES = {"sync": "sync", "gthread": "gthread", "gevent": "gevent"}
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How gunicorn runs the app: ``workers`` processes of ``worker_class``, each with
+    ``threads`` threads (gthread only); ``cpus`` is the usable vCPU count it came from."""
+
+    workers: int
+    worker_class: str
+    threads: int
+    cpus: float
+
+    def describe(self) -> str:
+        threads = f" x {self.threads} threads" if self.worker_class == "gthread" else ""
+        return f"{self.workers} {self.worker_class} worker(s){threads} for {self.cpus:g} usable vCPU(s)"
+
+
+def plan_workers(settings: Settings, cpus: float) -> WorkerPlan:
+    """Workers, class and threads for ``cpus`` usable vCPUs, unless ``settings`` override them."""
+    worker_class = settings.worker_class or DEFAULT_WORKER_CLASS
+    workers = settings.workers or usable_cpu_count(cpus)
+    threads = 1
+    if worker_class == "gthread":
+        threads = settings.threads or DEFAULT_GTHREAD_THREADS
+    return WorkerPlan(workers=workers, worker_class=worker_class, threads=threads, cpus=cpus)
+
+
+def gunicorn_options(settings: Settings, plan: WorkerPlan, worker_started_note: str = "") -> dict[str, Any]:
+    """gunicorn settings (names as in its documentation) for the plan. ``worker_started_note``
+    goes into the one log line each worker writes when it starts."""
+
+    def post_fork(server, worker) -> None:
+        log.info("worker %d started (%s): %s", worker.pid, plan.describe(), worker_started_note)
+
+    return {
+        "bind": [_bind_address(settings.host, settings.port)],
+        "workers": plan.workers,
+        "worker_class": _GUNICORN_CLASSES[plan.worker_class],
+        "threads": plan.threads,
+        "worker_connections": GEVENT_CONNECTIONS,
+        # The app (and the model) is built in the master before forking: the workers share
+        # its pages, and a model that cannot load fails the start once, not per worker.
+        "preload_app": True,
+        "timeout": settings.timeout,
+        # SIGTERM: stop accepting, finish the requests in flight, exit before SageMaker's SIGKILL (30 s).
+        "graceful_timeout": settings.graceful_timeout,
+        "keepalive": settings.keepalive,
+        "backlog": 2048,
+        "accesslog": "-" if settings.access_log else None,
+        "errorlog": "-",
+        "loglevel": _gunicorn_log_level(settings.log_level),
+        "post_fork": post_fork,
+        "proc_name": "serve",
+        # gunicorn's temporary heartbeat files go to /tmp by default; /dev/shm avoids disk stalls.
+        "worker_tmp_dir": "/dev/shm",
+        # gunicorn 24+ opens a management socket under $HOME by default: nothing here uses it,
+        # and a read-only container file system would make it fail.
+        "control_socket_disable": True,
+    }
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _gunicorn_log_level(level: int) -> str:
+    """The standard level name at or below a numeric level (gunicorn knows only the names)."""
+    names = [(logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
+             (logging.INFO, "info")]
+    return next((name for number, name in names if level >= number), "debug")

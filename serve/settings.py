@@ -1,0 +1,165 @@
+"""Every environment variable the server reads, read once, typed and checked.
+
+SageMaker configures a container through its environment. Reading it in one
+place keeps the other modules free of ``os.environ`` and lets a wrong value
+fail the start with a message naming the variable, instead of surfacing later
+as an odd error on some request.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+PREDICTOR_CHOICES = ("auto", "compiled", "stock")
+WORKER_CLASSES = ("sync", "gthread", "gevent")
+RESPONSE_TYPES = ("text/csv", "application/json", "application/jsonlines")
+ONE_MB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value the server cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server's configuration. Field comments name the variable each comes from."""
+
+    model_dir: Path = Path("/opt/ml/model")      # SM_MODEL_DIR
+    host: str = "0.0.0.0"                        # SERVE_BIND_HOST (SageMaker needs all interfaces)
+    port: int = 8080                             # SAGEMAKER_BIND_TO_PORT
+    workers: int | None = None                   # SAGEMAKER_MODEL_SERVER_WORKERS (None: one per usable vCPU)
+    timeout: int = 60                            # SAGEMAKER_MODEL_SERVER_TIMEOUT, seconds per request
+    max_payload_bytes: int = 6 * ONE_MB          # SAGEMAKER_MAX_PAYLOAD_IN_MB
+    default_accept: str = "text/csv"             # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT
+    outputs: tuple[str, ...] | None = None       # SAGEMAKER_INFERENCE_OUTPUT (None: the model's prediction)
+    threshold: float = 0.5                       # SERVE_DECISION_THRESHOLD, for predicted_label
+    predictor: str = "auto"                      # SERVE_PREDICTOR: auto | compiled | stock
+    worker_class: str | None = None              # SERVE_WORKER_CLASS: sync | gthread | gevent (None: derived)
+    threads: int | None = None                   # SERVE_THREADS, threads per gthread worker (None: derived)
+    keepalive: int = 75                          # SERVE_KEEPALIVE, seconds an idle connection stays open
+    graceful_timeout: int = 20                   # SERVE_GRACEFUL_TIMEOUT, seconds to finish requests on SIGTERM
+    access_log: bool = False                     # SERVE_ACCESS_LOG: one log line per request when true
+    log_level: int = logging.INFO                # SAGEMAKER_CONTAINER_LOG_LEVEL (name or number)
+    batch: bool = False                          # SAGEMAKER_BATCH: running as a batch transform job
+    max_concurrent_transforms: int | None = None  # SAGEMAKER_MAX_CONCURRENT_TRANSFORMS
+    batch_strategy: str = "MULTI_RECORD"         # SAGEMAKER_BATCH_STRATEGY
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from ``environ`` (default ``os.environ``); unset or empty variables keep
+        their defaults. Raises SettingsError naming the first variable that cannot be used."""
+        env = _Env(os.environ if environ is None else environ)
+        settings = cls(
+            model_dir=Path(env.text("SM_MODEL_DIR", str(cls.model_dir))),
+            host=env.text("SERVE_BIND_HOST", cls.host),
+            port=env.integer("SAGEMAKER_BIND_TO_PORT", cls.port, low=1, high=65535),
+            workers=env.integer("SAGEMAKER_MODEL_SERVER_WORKERS", None, low=1, high=1024),
+            timeout=env.integer("SAGEMAKER_MODEL_SERVER_TIMEOUT", cls.timeout, low=1, high=3600),
+            max_payload_bytes=int(env.number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, low=0.001, high=1024) * ONE_MB),
+            default_accept=env.choice("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", cls.default_accept,
+                                      RESPONSE_TYPES, lower=True),
+            outputs=env.names("SAGEMAKER_INFERENCE_OUTPUT"),
+            threshold=env.number("SERVE_DECISION_THRESHOLD", cls.threshold),
+            predictor=env.choice("SERVE_PREDICTOR", cls.predictor, PREDICTOR_CHOICES, lower=True),
+            worker_class=env.choice("SERVE_WORKER_CLASS", None, WORKER_CLASSES, lower=True),
+            threads=env.integer("SERVE_THREADS", None, low=1, high=1024),
+            keepalive=env.integer("SERVE_KEEPALIVE", cls.keepalive, low=0, high=3600),
+            graceful_timeout=env.integer("SERVE_GRACEFUL_TIMEOUT", cls.graceful_timeout, low=1, high=3600),
+            access_log=env.flag("SERVE_ACCESS_LOG", cls.access_log),
+            log_level=env.log_level("SAGEMAKER_CONTAINER_LOG_LEVEL", cls.log_level),
+            batch=env.flag("SAGEMAKER_BATCH", cls.batch),
+            max_concurrent_transforms=env.integer("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", None, low=1, high=1024),
+            batch_strategy=env.choice("SAGEMAKER_BATCH_STRATEGY", cls.batch_strategy,
+                                      ("MULTI_RECORD", "SINGLE_RECORD"), lower=False),
+        )
+        if settings.threshold != settings.threshold:   # NaN would make every label 0
+            raise SettingsError("SERVE_DECISION_THRESHOLD: must be a number, not NaN")
+        return settings
+
+
+class _Env:
+    """Typed reads of one environment mapping; each error names the variable."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def integer(self, name: str, default: int | None, *, low: int, high: int) -> int | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"{name}={value!r}: must be a whole number") from None
+        if not low <= number <= high:
+            raise SettingsError(f"{name}={value!r}: must be between {low} and {high}")
+        return number
+
+    def number(self, name: str, default: float, *, low: float | None = None,
+               high: float | None = None) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{name}={value!r}: must be a number") from None
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise SettingsError(f"{name}={value!r}: must be between {low} and {high}")
+        return number
+
+    def choice(self, name: str, default: str | None, choices: tuple[str, ...], *, lower: bool) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if lower:
+            value = value.lower()
+        if value not in choices:
+            raise SettingsError(f"{name}={value!r}: must be one of {', '.join(choices)}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name}={value!r}: must be true or false")
+
+    def names(self, name: str) -> tuple[str, ...] | None:
+        """A comma-separated list of names, lower-cased, blanks removed (SageMaker's style)."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        items = tuple(item.strip().lower() for item in value.split(","))
+        if not all(items):
+            raise SettingsError(f"{name}={value!r}: has an empty item")
+        if len(set(items)) != len(items):
+            raise SettingsError(f"{name}={value!r}: names an item twice")
+        return items
+
+    def log_level(self, name: str, default: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.isdigit():
+            return int(value)
+        level = logging.getLevelName(value.upper())
+        if not isinstance(level, int):
+            raise SettingsError(f"{name}={value!r}: must be a level name (DEBUG, INFO, ...) or number")
+        return level

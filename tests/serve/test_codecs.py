@@ -1,0 +1,232 @@
+"""serve.codecs: every request format decodes to the same float32 rows, bad bodies are refused
+with the right status and a message naming the row and column, responses encode as the
+stock container's."""
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from serve import codecs
+from serve.codecs import RequestError
+
+ROWS = np.array([[2, 0, 0.0, 7.0, 3.0, 20.0, 2],
+                 [1, np.nan, 0.25, np.nan, 3.5, -1e-3, 1e6]], dtype=np.float32)
+
+
+def decode(content_type, body, num_feature=7):
+    return codecs.decoder_for(content_type)(body, num_feature)
+
+
+def refused(status, content_type, body, match, num_feature=7):
+    with pytest.raises(RequestError, match=match) as info:
+        decode(content_type, body, num_feature)
+    assert info.value.status == status
+
+
+# --- CSV ------------------------------------------------------------------------
+
+def test_csv_one_row_fast_path():
+    out = decode("text/csv", b"2,0,0.0,7.0,3.0,20.0,2")
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    assert np.array_equal(out, ROWS[:1])
+
+
+@pytest.mark.parametrize("body", [b"1,,0.25,,3.5,-0.001,1000000", b"1,nan,0.25,NaN,3.5,-1e-3,1e6\n",
+                                  b"1, ,0.25,,3.5,-0.001,1e6\r\n", b"1,,0.25, nan ,3.5,-0.001,1e6"])
+def test_csv_missing_values_in_one_row(body):
+    assert np.array_equal(decode("text/csv", body), ROWS[1:], equal_nan=True)
+
+
+def test_csv_missing_values_at_the_edges():
+    out = decode("text/csv", b",1,2\n3,4,\n,,\n")
+    expected = np.array([[np.nan, 1, 2], [3, 4, np.nan], [np.nan] * 3], dtype=np.float32)
+    assert np.array_equal(out, expected, equal_nan=True)
+    assert np.array_equal(decode("text/csv", b",1,"), expected[[0]][:, [0, 1, 0]], equal_nan=True)
+
+
+def test_csv_many_rows_with_crlf_and_parameters():
+    body = b"2,0,0.0,7.0,3.0,20.0,2\r\n1,,0.25,,3.5,-0.001,1e6\r\n"
+    assert np.array_equal(decode("text/csv; charset=utf-8", body), ROWS, equal_nan=True)
+    assert np.array_equal(decode("Text/CSV;header=absent", body), ROWS, equal_nan=True)
+
+
+def test_csv_label_size_drops_the_first_column():
+    body = b"1,2,0,0.0,7.0,3.0,20.0,2\n0,1,,0.25,,3.5,-0.001,1e6"
+    assert np.array_equal(decode("text/csv;label_size=1", body), ROWS, equal_nan=True)
+    refused(415, "text/csv;label_size=3", body, "label_size")
+
+
+def test_csv_large_body_matches_a_reference_parser(sample_model_dir):
+    """The sample's rows (8.6 % missing) repeated to ~6 MB decode exactly as genfromtxt reads them."""
+    text = (sample_model_dir("rtb-large") / "sample.csv").read_bytes()
+    reference = np.genfromtxt(io.BytesIO(text), delimiter=",", dtype=np.float32)
+    repeats = 6_000_000 // len(text)
+    out = decode("text/csv", text * repeats)
+    assert out.shape == (reference.shape[0] * repeats, 60)
+    assert np.array_equal(out, np.tile(reference, (repeats, 1)), equal_nan=True)
+
+
+@pytest.mark.parametrize("body, match", [
+    (b"2,0,x,7", r"row 1, column 3: 'x' is not a number"),
+    (b"2,0,1,7\n1,2,3,4\n5,6,seven,8", r"row 3, column 3: 'seven' is not a number"),
+    (b"1,2,3\n4,5\n6,7,8", r"row 2 has 2 values; row 1 has 3"),
+    (b"1,2,3\n\n4,5,6", r"row 2 has 1 values; row 1 has 3"),
+    (b"dow,hour\n1,2", r"row 1, column 1: 'dow' is not a number"),
+    (b"1,2,\xff\xfe", r"not UTF-8"),
+])
+def test_csv_bad_values_name_the_row_and_column(body, match):
+    refused(400, "text/csv", body, match)
+
+
+@pytest.mark.parametrize("body", [b"", b"   \n\n"])
+def test_empty_bodies_are_refused(body):
+    for content_type in ("text/csv", "application/json", "application/jsonlines", "text/libsvm"):
+        refused(400, content_type, body, "empty")
+
+
+# --- JSON and JSON lines -----------------------------------------------------------------
+
+@pytest.mark.parametrize("document", [
+    [[2, 0, 0.0, 7.0, 3.0, 20.0, 2], [1, None, 0.25, None, 3.5, -0.001, 1e6]],
+    {"instances": [[2, 0, 0.0, 7.0, 3.0, 20.0, 2], [1, None, 0.25, None, 3.5, -0.001, 1e6]]},
+    {"instances": [{"features": [2, 0, 0.0, 7.0, 3.0, 20.0, 2]},
+                   {"features": [1, None, 0.25, None, 3.5, -0.001, 1e6]}]},
+])
+def test_json_shapes_the_sdk_sends(document):
+    assert np.array_equal(decode("application/json", json.dumps(document).encode()), ROWS, equal_nan=True)
+
+
+def test_json_one_row():
+    for document in ([2, 0, 0.0, 7.0, 3.0, 20.0, 2], {"features": [2, 0, 0.0, 7.0, 3.0, 20.0, 2]}):
+        assert np.array_equal(decode("application/json", json.dumps(document).encode()), ROWS[:1])
+
+
+@pytest.mark.parametrize("body, match", [
+    (b"[1, 2,", "not valid JSON"),
+    (b'{"rows": [[1]]}', '"instances" or "features"'),
+    (b"[]", "no rows"),
+    (b'[[1, 2], [3, "x"]]', r'row 2, column 2: \'"x"\' is not a number'),
+    (b"[[1, 2], [3]]", "row 2 has 1 values; row 1 has 2"),
+    (b'{"instances": [{"values": [1]}]}', "features"),
+    (b"[[1, [2]]]", "row 1, column 2"),
+])
+def test_json_errors(body, match):
+    refused(400, "application/json", body, match)
+
+
+def test_jsonlines():
+    body = b'[2, 0, 0.0, 7.0, 3.0, 20.0, 2]\n{"features": [1, null, 0.25, null, 3.5, -0.001, 1e6]}\n'
+    assert np.array_equal(decode("application/jsonlines", body), ROWS, equal_nan=True)
+    refused(400, "application/jsonlines", b"[1, 2]\n[3, oops]\n", "line 2 is not valid JSON")
+    refused(400, "application/jsonlines", b"1\n2\n", "each JSON line")
+
+
+# --- NumPy ------------------------------------------------------------------------------------
+
+def npy_bytes(array, allow_pickle=False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+def test_npy_float64_int_and_one_row():
+    assert np.array_equal(decode("application/x-npy", npy_bytes(ROWS.astype(np.float64))), ROWS, equal_nan=True)
+    assert np.array_equal(decode("application/x-npy", npy_bytes(np.array([2, 0, 0, 7, 3, 20, 2]))), ROWS[:1])
+
+
+def test_npy_never_unpickles():
+    class Boom:
+        def __reduce__(self):
+            return (pytest.fail, ("unpickled a request",))
+    pickled = npy_bytes(np.array([Boom()], dtype=object), allow_pickle=True)
+    refused(400, "application/x-npy", pickled, "not a readable .npy array")
+    refused(400, "application/x-npy", pickle.dumps([1, 2]), "not a readable .npy")
+    refused(400, "application/x-npy", npy_bytes(np.array(["a", "b"])), "must hold numbers")
+    refused(400, "application/x-npy", npy_bytes(np.zeros((2, 2, 2))), "1-D or 2-D")
+
+
+# --- LIBSVM -------------------------------------------------------------------------------------
+
+def test_libsvm_with_and_without_labels():
+    body = b"1 0:2 2:0.0 3:7 4:3 5:20 6:2\n2:0.25 0:1 4:3.5 5:-0.001 6:1e6\n"
+    out = decode("text/libsvm", body)
+    expected = ROWS.copy()
+    expected[0, 1] = np.nan   # absent index = missing
+    assert np.array_equal(out, expected, equal_nan=True)
+    assert np.array_equal(decode("text/x-libsvm", b"0\n1 3:1"), np.array(
+        [[np.nan] * 7, [np.nan] * 3 + [1] + [np.nan] * 3], dtype=np.float32), equal_nan=True)
+
+
+@pytest.mark.parametrize("body, match", [
+    (b"1 0:2 9:1", r"row 1: feature index 9 is out of range"),
+    (b"1 0:2\n1 1:x", r"row 2: '1:x' has a value that is not a number"),
+    (b"1 0:2\n1 a:1", r"row 2: 'a:1' has an index"),
+    (b"0:1 5 1:2", r"row 1: '5' is not an index:value pair"),
+])
+def test_libsvm_errors(body, match):
+    refused(400, "text/libsvm", body, match)
+
+
+# --- content types and Accept --------------------------------------------------------------------
+
+@pytest.mark.parametrize("header", [None, "", "text/plain", "application/x-recordio-protobuf", "image/png"])
+def test_unsupported_content_types_get_415(header):
+    refused(415, header, b"1,2", "Content-Type")
+
+
+@pytest.mark.parametrize("accept, expected", [
+    (None, "text/csv"), ("*/*", "text/csv"), ("application/json", "application/json"),
+    ("application/jsonlines", "application/jsonlines"), ("text/html, application/json;q=0.9", "application/json"),
+    ("application/json;q=0.5, text/csv", "text/csv"), ("text/*", "text/csv"),
+    ("image/png, */*;q=0.1", "text/csv"), ("APPLICATION/JSON", "application/json"),
+])
+def test_accept_negotiation(accept, expected):
+    assert codecs.response_type(accept, "text/csv") == expected
+
+
+def test_accept_default_can_be_json():
+    assert codecs.response_type("*/*", "application/json") == "application/json"
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/x-recordio-protobuf", "application/json;q=0"])
+def test_unacceptable_accept_gets_406(accept):
+    with pytest.raises(RequestError) as info:
+        codecs.response_type(accept, "text/csv")
+    assert info.value.status == 406
+
+
+# --- responses --------------------------------------------------------------------------------------
+
+SCORES = np.array([0.25753248, 0.1, 1e-7], dtype=np.float32)
+
+
+def test_default_csv_is_one_line_and_one_value_per_line_in_batch():
+    outputs = {"score": SCORES}
+    assert codecs.encode_csv(outputs, selected=False, batch=False) == b"0.25753248,0.1,1e-07"
+    assert codecs.encode_csv(outputs, selected=False, batch=True) == b"0.25753248\n0.1\n1e-07\n"
+
+
+def test_numbers_read_back_to_the_same_float32():
+    values = np.random.default_rng(1).random(1000).astype(np.float32)
+    text = codecs.encode_csv({"score": values}, selected=False, batch=False).decode()
+    assert np.array_equal(np.array(text.split(","), dtype=np.float32), values)
+
+
+def test_selected_outputs_in_csv_json_and_jsonlines():
+    outputs = {"predicted_label": np.array([1, 0]), "probability": np.array([0.75, 0.125], dtype=np.float32),
+               "probabilities": np.array([[0.25, 0.75], [0.875, 0.125]], dtype=np.float32)}
+    assert codecs.encode_csv(outputs, selected=True, batch=False) == (
+        b'1,0.75,"[0.25, 0.75]"\n0,0.125,"[0.875, 0.125]"')
+    document = json.loads(codecs.encode_json(outputs, selected=True, batch=False))
+    assert document == {"predictions": [
+        {"predicted_label": 1, "probability": 0.75, "probabilities": [0.25, 0.75]},
+        {"predicted_label": 0, "probability": 0.125, "probabilities": [0.875, 0.125]}]}
+    lines = codecs.encode_jsonlines(outputs, selected=True, batch=False).decode().splitlines()
+    assert [json.loads(line) for line in lines] == document["predictions"]
+
+
+def test_json_writes_nan_as_null():
+    body = codecs.encode_json({"score": np.array([np.nan, 0.5], dtype=np.float32)}, selected=False, batch=False)
+    assert json.loads(body) == {"predictions": [{"score": None}, {"score": 0.5}]}

@@ -1,0 +1,136 @@
+"""serve.loading: the predictor chosen for each model folder, and the fallback to stock
+XGBoost (with one loud warning naming the reason) whenever the compiled library cannot serve."""
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from model_compile.artifact import LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, sha256_file
+from serve.loading import ModelLoadError, load_model
+from serve.predictors import GtilPredictor, StockPredictor
+from tests.serve.conftest import sample_rows
+
+
+@pytest.fixture()
+def artifact_copy(compiled_model_dir, tmp_path):
+    """A scratch copy of the compiled rtb-small artifact folder, to damage."""
+    folder = tmp_path / "model"
+    shutil.copytree(compiled_model_dir("rtb-small"), folder)
+    return folder
+
+
+def edit_manifest(folder, **changes):
+    path = folder / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        data[section][key] = value
+    path.write_text(json.dumps(data))
+
+
+def assert_stock_fallback(folder, caplog, reason: str, library_unusable: bool = True):
+    with caplog.at_level(logging.WARNING, logger="serve.loading"):
+        loaded = load_model(folder)
+    assert loaded.predictor.name == "stock"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "COMPILED LIBRARY NOT USED" in warnings[0] and reason in warnings[0]
+    assert any(reason in note for note in loaded.notes)
+    booster = xgb.Booster(model_file=str(folder / MODEL_NAME))
+    rows = np.random.default_rng(0).normal(size=(20, 7)).astype(np.float32)
+    assert np.array_equal(loaded.predictor.predict(rows), booster.inplace_predict(rows))
+    if library_unusable:   # forced compiled refuses to start rather than fall back
+        with pytest.raises(ModelLoadError, match="SERVE_PREDICTOR=compiled"):
+            load_model(folder, "compiled")
+
+
+def test_a_compiled_artifact_is_served_compiled(compiled_model_dir, sample_model_dir):
+    folder = compiled_model_dir("rtb-small")
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    loaded = load_model(folder)
+    assert (loaded.objective, loaded.num_class, loaded.num_feature) == ("binary:logistic", 1, 7)
+    if manifest["crossover_batch_size"] is None:
+        assert loaded.predictor.name == "compiled"
+    else:
+        assert loaded.predictor.name.startswith("router(compiled below")
+    rows, _ = sample_rows(sample_model_dir, "rtb-small")
+    booster = xgb.Booster(model_file=str(folder / MODEL_NAME))
+    assert np.max(np.abs(loaded.predictor.predict(rows) - booster.inplace_predict(rows))) < 1e-5
+    assert load_model(folder, "compiled").predictor.name == "compiled"
+    assert isinstance(load_model(folder, "stock").predictor, StockPredictor)
+
+
+def test_corrupted_library_falls_back_to_stock(artifact_copy, caplog):
+    library = artifact_copy / LIBRARY_NAME
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64
+    library.write_bytes(bytes(data))
+    assert_stock_fallback(artifact_copy, caplog, "does not match its manifest checksum")
+
+
+def test_unloadable_library_with_a_matching_checksum_falls_back(artifact_copy, caplog):
+    library = artifact_copy / LIBRARY_NAME
+    library.write_bytes(b"\x7fELF but not really a shared library")
+    edit_manifest(artifact_copy, library__sha256=sha256_file(library))
+    assert_stock_fallback(artifact_copy, caplog, "failed to load")
+
+
+def test_missing_library_falls_back(artifact_copy, caplog):
+    (artifact_copy / LIBRARY_NAME).unlink()
+    assert_stock_fallback(artifact_copy, caplog, "missing")
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"library__platform": "linux_aarch64"}, "compiled for linux_aarch64"),
+    ({"library__libc": "glibc 9.99"}, "glibc 9.99"),
+    ({"library__libc": "musl 1.2.4"}, "musl"),
+    ({"versions__tl2cgen": "0.3.1"}, "TL2cgen 0.3.1"),
+])
+def test_a_library_for_another_runtime_falls_back(artifact_copy, caplog, change, reason):
+    edit_manifest(artifact_copy, **change)
+    assert_stock_fallback(artifact_copy, caplog, reason)
+
+
+def test_a_library_from_another_model_falls_back(artifact_copy, caplog):
+    """model.ubj replaced by another 7-feature model: the probe rows expose the mismatch."""
+    if json.loads((artifact_copy / MANIFEST_NAME).read_text())["crossover_batch_size"] is None:
+        pytest.skip("compiled alone (no crossover): XGBoost is not loaded to compare with")
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(500, 7)).astype(np.float32)
+    other = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+                      xgb.DMatrix(X, label=(X[:, 0] > 0).astype(np.float32)), num_boost_round=5)
+    other.save_model(str(artifact_copy / MODEL_NAME))
+    assert_stock_fallback(artifact_copy, caplog, "disagree", library_unusable=False)
+
+
+def test_unusable_manifest_falls_back(artifact_copy, caplog):
+    (artifact_copy / MANIFEST_NAME).write_text("{not json")
+    assert_stock_fallback(artifact_copy, caplog, "manifest is unusable")
+
+
+def test_models_that_cannot_load_fail_with_a_clear_message(tmp_path, bare_model_dir):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="no XGBoost model file"):
+        load_model(empty)
+    (empty / "xgboost-model").write_bytes(b"definitely not a model")
+    with pytest.raises(ModelLoadError, match="not an XGBoost model"):
+        load_model(empty)
+    with pytest.raises(ModelLoadError, match="no compiled artifact"):
+        load_model(bare_model_dir("rtb-small"), "compiled")
+
+
+def test_gtil_predictor_matches_xgboost(bare_model_dir, sample_model_dir):
+    """GTIL serves models XGBoost cannot load; on one it can, both must agree."""
+    from model_compile.formats import load_source
+    from serve.loading import _treelite_objective
+
+    source = load_source(bare_model_dir("rtb-small"))
+    gtil = GtilPredictor(source.to_treelite())
+    rows, _ = sample_rows(sample_model_dir, "rtb-small")
+    assert np.max(np.abs(gtil.predict(rows) - source.to_booster().inplace_predict(rows))) < 1e-5
+    assert _treelite_objective(source.to_treelite()) == ("binary:logistic", 1)

@@ -1,0 +1,174 @@
+"""A real server with a bare model (SageMaker's xgboost-model, no compiled artifact):
+every route, request format, Accept value and error case, against in-process predictions."""
+import io
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+
+from serve.cpus import available_cpus, usable_cpu_count
+from serve.loading import load_model
+from tests.serve.conftest import (check_concurrent_clients, csv_body, numbers, running_server, sample_rows,
+                                  settled_worker_pids, worker_pids)
+
+N_ROWS = 40
+
+
+@pytest.fixture(scope="module")
+def server(bare_model_dir, tmp_path_factory):
+    with running_server(bare_model_dir("rtb-small"), tmp_path_factory.mktemp("bare") / "server.log") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def reference(bare_model_dir, sample_model_dir):
+    """(rows, CSV lines, in-process predictions of the same predictor) for the sample."""
+    rows, lines = sample_rows(sample_model_dir, "rtb-small")
+    loaded = load_model(bare_model_dir("rtb-small"))
+    assert loaded.predictor.name == "stock"
+    return rows, lines, loaded.predictor.predict(rows)
+
+
+def test_ping_is_empty_200_and_execution_parameters(server):
+    response = requests.get(server.url + "/ping", timeout=2)
+    assert response.status_code == 200 and response.content == b""
+    parameters = requests.get(server.url + "/execution-parameters", timeout=2).json()
+    workers = usable_cpu_count(available_cpus())
+    assert parameters == {"MaxConcurrentTransforms": workers, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+    assert len(settled_worker_pids(server)) == workers
+    assert "predictor stock for bare model" in server.log()
+
+
+def test_one_row_requests_equal_in_process_predictions(server, reference):
+    _, lines, expected = reference
+    with requests.Session() as session:
+        for i in range(N_ROWS):
+            response = server.invoke(lines[i], session=session)
+            assert response.headers["Content-Type"] == "text/csv"
+            assert np.array_equal(numbers(response), expected[i:i + 1])
+
+
+def libsvm_lines(rows: np.ndarray) -> list[str]:
+    return ["0 " + " ".join(f"{j}:{v!r}" for j, v in enumerate(row.tolist()) if v == v) for row in rows]
+
+
+def test_every_request_format_gives_the_same_predictions(server, reference):
+    rows, lines, expected = reference
+    rows, lines, expected = rows[:N_ROWS], lines[:N_ROWS], expected[:N_ROWS]
+    as_lists = [[None if v != v else v for v in row] for row in rows.tolist()]
+    npy = io.BytesIO()
+    np.save(npy, rows)
+    bodies = {
+        "text/csv": csv_body(lines),
+        "text/csv; label_size=1": csv_body(["1," + line for line in lines]),
+        "application/json": json.dumps(as_lists),
+        "application/json; charset=utf-8": json.dumps({"instances": [{"features": r} for r in as_lists]}),
+        "application/jsonlines": "\n".join(json.dumps(r) for r in as_lists),
+        "application/x-npy": npy.getvalue(),
+        "text/libsvm": "\n".join(libsvm_lines(rows)),
+    }
+    for content_type, body in bodies.items():
+        response = server.invoke(body, content_type=content_type)
+        assert np.array_equal(numbers(response), expected), content_type
+    one_row = server.invoke(json.dumps({"features": as_lists[3]}), content_type="application/json")
+    assert np.array_equal(numbers(one_row), expected[3:4])
+
+
+def test_every_accept_value(server, reference):
+    _, lines, expected = reference
+    body = csv_body(lines[:3])
+    as_json = server.invoke(body, accept="application/json")
+    assert as_json.headers["Content-Type"] == "application/json"
+    assert np.array_equal(np.array([p["score"] for p in as_json.json()["predictions"]], dtype=np.float32), expected[:3])
+    as_lines = server.invoke(body, accept="application/jsonlines")
+    assert as_lines.headers["Content-Type"] == "application/jsonlines"
+    assert [json.loads(line) for line in as_lines.text.splitlines()] == as_json.json()["predictions"]
+    for accept in (None, "*/*", "text/csv", "text/html;q=0.9, text/csv"):
+        response = server.invoke(body, accept=accept)
+        assert response.headers["Content-Type"] == "text/csv" and np.array_equal(numbers(response), expected[:3])
+    assert server.invoke(body, accept="text/html").status_code == 406
+
+
+def test_errors_are_short_json_with_the_right_status(server, reference):
+    _, lines, _ = reference
+    pids_before = worker_pids(server)
+    cases = [
+        (415, server.invoke(lines[0], content_type=None), "Content-Type"),
+        (415, server.invoke(lines[0], content_type="application/x-recordio-protobuf"), "not supported"),
+        (406, server.invoke(lines[0], accept="application/x-recordio-protobuf"), "Accept"),
+        (400, server.invoke(lines[0] + "\n" + lines[1].replace(",", ",x", 1)), "row 2, column 2"),
+        (400, server.invoke("1,2,3"), "must have 7 values"),
+        (400, server.invoke(b""), "empty"),
+        (400, server.invoke("[1, 2", content_type="application/json"), "not valid JSON"),
+        (413, server.invoke(b"1," * (3 * 1024 * 1024 + 1)), "over the limit"),
+        (404, requests.get(server.url + "/nothing", timeout=5), "Not Found"),
+        (405, requests.get(server.url + "/invocations", timeout=5), "POST"),
+        (405, requests.post(server.url + "/ping", timeout=5), "not allowed"),
+    ]
+    for status, response, text in cases:
+        assert response.status_code == status, (status, response.text)
+        assert response.headers["Content-Type"] == "application/json"
+        message = response.json()["error"]
+        assert text.lower() in message.lower() and len(message) < 300
+        assert "Traceback" not in response.text
+    # No bad request killed or restarted a worker, and the server still answers.
+    assert worker_pids(server) == pids_before
+    assert server.invoke(lines[0]).status_code == 200
+
+
+def test_chunked_bodies_are_read_and_limited(server, reference):
+    _, lines, expected = reference
+    response = server.invoke(iter([lines[0].encode(), b"\n", lines[1].encode()]))
+    assert np.array_equal(numbers(response), expected[:2])
+    too_big = server.invoke(iter([b"1," * (1024 * 1024)] * 4))
+    assert too_big.status_code == 413
+
+
+def test_a_6mb_payload(server, reference, sample_model_dir):
+    rows, lines, expected = reference
+    repeats = (6 * 1024 * 1024 - 4096) // len(csv_body(lines).encode())
+    body = csv_body(lines) * repeats
+    assert len(body) <= 6 * 1024 * 1024
+    started = time.perf_counter()
+    response = server.invoke(body)
+    elapsed = time.perf_counter() - started
+    got = numbers(response)
+    assert got.shape == (len(lines) * repeats,)
+    assert np.array_equal(got, np.tile(expected, repeats))
+    print(f"6 MB CSV ({len(lines) * repeats} rows), stock XGBoost: {elapsed:.2f} s")
+
+
+def test_concurrent_clients_get_their_own_answers(server, reference):
+    _, lines, expected = reference
+    assert check_concurrent_clients(server, lines, lambda picked: expected[picked]) == 16 * 15
+
+
+def test_ping_answers_within_2s_while_workers_compute(server, reference):
+    """Every worker busy with ~5 MB requests; /ping must still answer within SageMaker's 2 s."""
+    _, lines, _ = reference
+    body = csv_body(lines) * (5 * 1024 * 1024 // len(csv_body(lines).encode()))
+    stop = time.monotonic() + 6
+
+    def load() -> int:
+        done = 0
+        with requests.Session() as session:
+            while time.monotonic() < stop:
+                assert server.invoke(body, session=session).status_code == 200
+                done += 1
+        return done
+
+    with ThreadPoolExecutor(4) as pool:
+        busy = [pool.submit(load) for _ in range(4)]
+        time.sleep(1.0)
+        pings = []
+        while time.monotonic() < stop - 0.5:
+            started = time.perf_counter()
+            assert requests.get(server.url + "/ping", timeout=2).status_code == 200
+            pings.append(time.perf_counter() - started)
+            time.sleep(0.2)
+        assert sum(f.result() for f in busy) >= 4
+    assert pings and max(pings) < 2.0
+    print(f"/ping under load: {len(pings)} pings, slowest {max(pings) * 1000:.0f} ms")

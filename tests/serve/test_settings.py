@@ -1,0 +1,56 @@
+"""serve.settings: every variable read, typed, and refused with its name when unusable."""
+import logging
+from pathlib import Path
+
+import pytest
+
+from serve.settings import ONE_MB, Settings, SettingsError
+
+
+def test_defaults_match_the_sagemaker_contract():
+    settings = Settings.from_env({})
+    assert settings.model_dir == Path("/opt/ml/model")
+    assert settings.port == 8080 and settings.host == "0.0.0.0"
+    assert settings.timeout == 60
+    assert settings.max_payload_bytes == 6 * ONE_MB
+    assert settings.default_accept == "text/csv"
+    assert settings.outputs is None and settings.threshold == 0.5
+    assert settings.predictor == "auto" and settings.workers is None
+    assert settings.graceful_timeout < 30   # SageMaker sends SIGKILL 30 s after SIGTERM
+
+
+def test_every_variable_is_read():
+    settings = Settings.from_env({
+        "SM_MODEL_DIR": "/models/x", "SERVE_BIND_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": "9001",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "3", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "5",
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2", "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "Application/JSON",
+        "SAGEMAKER_INFERENCE_OUTPUT": "Predicted_Label, probability", "SERVE_DECISION_THRESHOLD": "0.07",
+        "SERVE_PREDICTOR": "STOCK", "SERVE_WORKER_CLASS": "gthread", "SERVE_THREADS": "8",
+        "SERVE_KEEPALIVE": "5", "SERVE_GRACEFUL_TIMEOUT": "10", "SERVE_ACCESS_LOG": "true",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "warning", "SAGEMAKER_BATCH": "true",
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "4", "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
+    })
+    assert settings == Settings(
+        model_dir=Path("/models/x"), host="127.0.0.1", port=9001, workers=3, timeout=5,
+        max_payload_bytes=2 * ONE_MB, default_accept="application/json",
+        outputs=("predicted_label", "probability"), threshold=0.07, predictor="stock",
+        worker_class="gthread", threads=8, keepalive=5, graceful_timeout=10, access_log=True,
+        log_level=logging.WARNING, batch=True, max_concurrent_transforms=4, batch_strategy="SINGLE_RECORD")
+
+
+def test_numeric_log_level_and_blank_values():
+    settings = Settings.from_env({"SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_MODEL_SERVER_WORKERS": " "})
+    assert settings.log_level == 20 and settings.workers is None
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SAGEMAKER_BIND_TO_PORT", "http"), ("SAGEMAKER_BIND_TO_PORT", "70000"),
+    ("SAGEMAKER_MODEL_SERVER_WORKERS", "0"), ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "lots"),
+    ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/html"), ("SERVE_PREDICTOR", "fastest"),
+    ("SERVE_WORKER_CLASS", "eventlet"), ("SERVE_DECISION_THRESHOLD", "nan"), ("SERVE_ACCESS_LOG", "maybe"),
+    ("SAGEMAKER_INFERENCE_OUTPUT", "probability,,raw_score"), ("SAGEMAKER_INFERENCE_OUTPUT", "probability,probability"),
+    ("SAGEMAKER_CONTAINER_LOG_LEVEL", "chatty"),
+])
+def test_unusable_values_are_refused_with_the_variable_name(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
