@@ -91,8 +91,10 @@ def ensure_default_bucket(aws: Aws, bucket: str) -> None:
 
 
 def object_key(prefix: str, archive: Path, sha256: str) -> str:
-    """``<prefix>/<archive's folder name>/<sha256[:16]>/model.tar.gz``."""
-    name = archive.resolve().parent.name or "model"
+    """``<prefix>/<name>/<sha256[:16]>/model.tar.gz``, the name being the archive's
+    (``rtb-small.tar.gz``), or its folder's for a ``model.tar.gz``."""
+    stem = archive.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
+    name = stem if stem != "model" else (archive.resolve().parent.name or "model")
     parts = [p for p in (prefix.strip("/"), name, sha256[:16], "model.tar.gz") if p]
     return "/".join(parts)
 

@@ -50,6 +50,14 @@ def test_named_bucket_and_prefix_are_used(aws, cli, sample_archive):
     assert out.startswith("s3://team-models/bidding/filters/rtb-small/")
 
 
+def test_the_key_is_named_after_the_archive(aws, cli, sample_archive, tmp_path):
+    named = tmp_path / "rtb-small-v2.tar.gz"
+    named.write_bytes(sample_archive.read_bytes())
+    status, out, _ = cli("upload", named)
+    assert status == 0
+    assert f"/xgb-neo-serve/rtb-small-v2/{sha256_file(named)[:16]}/model.tar.gz" in out
+
+
 def test_unsafe_or_broken_archives_are_refused_before_any_upload(aws, cli, tmp_path):
     not_tar = tmp_path / "model.tar.gz"
     not_tar.write_bytes(b"this is no archive")
