@@ -15,8 +15,8 @@ from model_compile.artifact import safe_extract
 from model_compile.pipeline import read_rows_csv
 from model_compile.runtime import CompiledModel
 
-pytest.importorskip("serve.cli", reason="the serve package is not in this checkout")
-
+# The `serve` console script, in its own process: importing serve.cli here would
+# set OMP_NUM_THREADS=1 in the test process for every later test.
 SERVE = str(Path(sys.executable).parent / "serve")
 
 
