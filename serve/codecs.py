@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 from werkzeug.http import parse_options_header
@@ -391,27 +391,44 @@ def response_type(accept: str | None, default: str) -> str:
                             f"supported: {', '.join(ENCODERS)}")
 
 
-def format_numbers(values: np.ndarray) -> np.ndarray:
+# Up to this many rows, response texts are built with Python string operations (each numpy
+# string function costs about a microsecond to set up, much for a one-row answer); beyond,
+# with numpy's vectorised string functions: linear in the rows, no Python loop per row.
+SMALL_RESPONSE_ROWS = 16
+
+Texts = Union[list[str], np.ndarray]   # one text per row: a list (few rows) or a numpy str array
+
+
+def format_numbers(values: np.ndarray) -> Texts:
     """Per-value text: integers as integers, floats in the shortest form that reads back
     to the same float32 (NaN as ``nan``)."""
-    if values.dtype.kind in "iub":
-        return values.astype(np.int64).astype(str)
-    return values.astype(np.float32, copy=False).astype(str)
+    values = values.astype(np.int64 if values.dtype.kind in "iub" else np.float32, copy=False)
+    if values.shape[0] <= SMALL_RESPONSE_ROWS:
+        return [str(value) for value in values]   # a numpy scalar prints as astype(str) does
+    return values.astype(str)
 
 
-def _json_numbers(values: np.ndarray) -> np.ndarray:
+def _json_numbers(values: np.ndarray) -> Texts:
     text = format_numbers(values)
     if values.dtype.kind == "f" and not np.isfinite(values).all():
-        text = np.where(np.isfinite(values), text, "null")   # JSON has no NaN or infinity
+        finite = np.isfinite(values)   # JSON has no NaN or infinity: null
+        text = ([t if ok else "null" for t, ok in zip(text, finite)] if isinstance(text, list)
+                else np.where(finite, text, "null"))
     return text
 
 
-def _joined_lists(columns: list[np.ndarray], separator: str, opening: str, closing: str) -> np.ndarray:
-    """Per row: ``opening + separator.join(row's values) + closing``, vectorised over rows."""
+def _joined(columns: list[Texts], separator: str, opening: str = "", closing: str = "") -> Texts:
+    """Per row: ``opening + separator.join(the row's texts) + closing``."""
+    if isinstance(columns[0], list):
+        return [opening + separator.join(parts) + closing for parts in zip(*columns)]
     text = np.strings.add(opening, columns[0])
     for column in columns[1:]:
         text = np.strings.add(np.strings.add(text, separator), column)
     return np.strings.add(text, closing)
+
+
+def _as_list(texts: Texts) -> list[str]:
+    return texts if isinstance(texts, list) else texts.tolist()
 
 
 def encode_csv(outputs: dict[str, np.ndarray], *, selected: bool, batch: bool) -> bytes:
@@ -422,29 +439,27 @@ def encode_csv(outputs: dict[str, np.ndarray], *, selected: bool, batch: bool) -
     if not selected:
         (scores,) = outputs.values()
         if scores.ndim == 1:
-            return (("\n" if batch else ",").join(format_numbers(scores).tolist()) + end).encode()
+            return (("\n" if batch else ",").join(_as_list(format_numbers(scores))) + end).encode()
     fields = []
     for values in outputs.values():
         if values.ndim == 1:
             fields.append(format_numbers(values))
         elif selected:
-            fields.append(_joined_lists([format_numbers(c) for c in values.T], ", ", '"[', ']"'))
+            fields.append(_joined([format_numbers(c) for c in values.T], ", ", '"[', ']"'))
         else:
-            fields.append(_joined_lists([format_numbers(c) for c in values.T], ",", "", ""))
-    lines = _joined_lists(fields, ",", "", "") if len(fields) > 1 else fields[0]
-    return ("\n".join(lines.tolist()) + end).encode()
+            fields.append(_joined([format_numbers(c) for c in values.T], ","))
+    return ("\n".join(_as_list(_joined(fields, ","))) + end).encode()
 
 
 def _json_objects(outputs: dict[str, np.ndarray]) -> list[str]:
     """One JSON object text per row, built column-wise."""
     fields = []
     for name, values in outputs.items():
-        if values.ndim == 1:
-            text = _json_numbers(values)
-        else:
-            text = _joined_lists([_json_numbers(c) for c in values.T], ",", "[", "]")
-        fields.append(np.strings.add(f'"{name}":', text))
-    return _joined_lists(fields, ",", "{", "}").tolist()
+        text = (_json_numbers(values) if values.ndim == 1
+                else _joined([_json_numbers(c) for c in values.T], ",", "[", "]"))
+        fields.append(_joined([[f'"{name}":'] * len(text), text], "") if isinstance(text, list)
+                      else np.strings.add(f'"{name}":', text))
+    return _as_list(_joined(fields, ",", "{", "}"))
 
 
 def encode_json(outputs: dict[str, np.ndarray], *, selected: bool, batch: bool) -> bytes:

@@ -230,3 +230,18 @@ def test_selected_outputs_in_csv_json_and_jsonlines():
 def test_json_writes_nan_as_null():
     body = codecs.encode_json({"score": np.array([np.nan, 0.5], dtype=np.float32)}, selected=False, batch=False)
     assert json.loads(body) == {"predictions": [{"score": None}, {"score": 0.5}]}
+
+
+@pytest.mark.parametrize("encode", [codecs.encode_csv, codecs.encode_json, codecs.encode_jsonlines])
+@pytest.mark.parametrize("selected", [False, True])
+def test_small_and_vectorised_response_paths_write_the_same_bytes(monkeypatch, encode, selected):
+    rng = np.random.default_rng(3)
+    probability = rng.random(40).astype(np.float32)
+    probability[[3, 17]] = np.nan
+    outputs = ({"predicted_label": (probability > 0.5).astype(np.int64), "probability": probability,
+                "probabilities": np.column_stack((1 - probability, probability))} if selected
+               else {"score": probability})
+    monkeypatch.setattr(codecs, "SMALL_RESPONSE_ROWS", 1000)
+    by_python = encode(outputs, selected=selected, batch=False)
+    monkeypatch.setattr(codecs, "SMALL_RESPONSE_ROWS", 0)
+    assert encode(outputs, selected=selected, batch=False) == by_python
