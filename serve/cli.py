@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -58,14 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
 
-    with tempfile.TemporaryDirectory(prefix="serve-model-") as scratch:
+    scratch = Path(tempfile.mkdtemp(prefix="serve-model-"))
+    master = os.getpid()
+    try:
         model_dir = args.model or settings.model_dir
         try:
-            model_dir = _model_folder(model_dir, Path(scratch))
+            model_dir = _model_folder(model_dir, scratch)
         except ValueError as exc:
             log.error("cannot read %s: %s", model_dir, exc)
             return 1
         return run(dataclasses.replace(settings, model_dir=model_dir))
+    finally:
+        # gunicorn's forked workers leave through this frame too: only the master cleans up.
+        if os.getpid() == master:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _model_folder(path: Path, scratch: Path) -> Path:
