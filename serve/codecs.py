@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 from typing import Callable, Union
 
@@ -33,6 +34,7 @@ warnings.filterwarnings("ignore", message="string or file could not be read to i
                         category=DeprecationWarning)
 
 _NAN_BYTES = np.frombuffer(b"nan", dtype=np.uint8)
+_WHITESPACE = re.compile(rb"\s")
 _COMMA, _NEWLINE = ord(","), ord("\n")
 _SHOWN_CHARS = 40
 
@@ -115,8 +117,16 @@ def decode_csv_with_label(body: bytes, num_feature: int = 0) -> np.ndarray:
 
 def _fast_csv_row(text: bytes) -> np.ndarray | None:
     """One CSV line parsed by numpy's C parser, or None where it could not read every field."""
+    if _WHITESPACE.search(text):
+        return None   # np.fromstring reads a blank field as -1, silently: the careful parser reads it
     if text[:1] == b"," or text[-1:] == b"," or b",," in text:
-        return None   # empty fields: np.fromstring stops at them
+        # Empty fields (missing values) stop np.fromstring: spell them "nan". Two passes of
+        # replace cover runs of empty fields (",,," becomes ",nan,," then ",nan,nan,").
+        text = text.replace(b",,", b",nan,").replace(b",,", b",nan,")
+        if text[:1] == b",":
+            text = b"nan" + text
+        if text[-1:] == b",":
+            text += b"nan"
     try:
         values = np.fromstring(text, dtype=np.float32, sep=",")
     except ValueError:   # numpy >= 2.3 raises where older versions warned and stopped

@@ -39,6 +39,13 @@ def test_csv_missing_values_in_one_row(body):
     assert np.array_equal(decode("text/csv", body), ROWS[1:], equal_nan=True)
 
 
+@pytest.mark.parametrize("body", [b"1, ,2", b"1,\t,2", b"1,\x0b,2", b"1, ,2\n1,\t,2"])
+def test_csv_blank_fields_are_missing_values(body):
+    """np.fromstring would read a blank field as -1: it must be NaN."""
+    out = decode("text/csv", body, 3)
+    assert np.array_equal(out, np.tile(np.array([[1, np.nan, 2]], dtype=np.float32), (out.shape[0], 1)), equal_nan=True)
+
+
 def test_csv_missing_values_at_the_edges():
     out = decode("text/csv", b",1,2\n3,4,\n,,\n")
     expected = np.array([[np.nan, 1, 2], [3, 4, np.nan], [np.nan] * 3], dtype=np.float32)
@@ -70,6 +77,8 @@ def test_csv_large_body_matches_a_reference_parser(sample_model_dir):
 
 @pytest.mark.parametrize("body, match", [
     (b"2,0,x,7", r"row 1, column 3: 'x' is not a number"),
+    (b"2,0 1,7", r"row 1, column 2: '0 1' is not a number"),
+    (b"2,0,1,7\n2,0 1,7,8", r"row 2, column 2: '0 1' is not a number"),
     (b"2,0,1,7\n1,2,3,4\n5,6,seven,8", r"row 3, column 3: 'seven' is not a number"),
     (b"1,2,3\n4,5\n6,7,8", r"row 2 has 2 values; row 1 has 3"),
     (b"1,2,3\n\n4,5,6", r"row 2 has 1 values; row 1 has 3"),
