@@ -37,6 +37,9 @@ _NAN_BYTES = np.frombuffer(b"nan", dtype=np.uint8)
 _WHITESPACE = re.compile(rb"\s")
 _COMMA, _NEWLINE = ord(","), ord("\n")
 _SHOWN_CHARS = 40
+# Sparse LIBSVM rows expand to dense ones: a 6 MB body of empty rows would otherwise become
+# gigabytes. 16 M float32 values (64 MB) is far beyond any real request.
+MAX_LIBSVM_CELLS = 16 * 1024 * 1024
 
 
 class RequestError(Exception):
@@ -327,8 +330,8 @@ def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
     index_text, _, value_text = np.strings.partition(pairs, b":")
     try:
         indices = index_text.astype(np.int64)
-    except ValueError:
-        bad = next(i for i, t in enumerate(index_text) if not t.isdigit())
+    except (ValueError, OverflowError):
+        bad = next((i for i, t in enumerate(index_text) if not t.lstrip(b"+-").isdigit() or len(t) > 18), 0)
         raise RequestError(400, f"row {pair_rows[bad] + 1}: {_shown(pairs[bad])} has an index that is "
                                 "not a whole number") from None
     try:
@@ -342,6 +345,9 @@ def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
         bad = out_of_range[0]
         raise RequestError(400, f"row {pair_rows[bad] + 1}: feature index {indices[bad]} is out of range; "
                                 f"the model has features 0 to {num_feature - 1}")
+    if n_rows * num_feature > MAX_LIBSVM_CELLS:
+        raise RequestError(413, f"the LIBSVM body expands to {n_rows} rows of {num_feature} features, "
+                                f"more than {MAX_LIBSVM_CELLS} values; send fewer rows per request")
     rows = np.full((n_rows, num_feature), np.nan, dtype=np.float32)
     rows[pair_rows, indices] = values
     return rows

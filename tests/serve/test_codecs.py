@@ -172,6 +172,9 @@ def test_libsvm_with_and_without_labels():
     (b"1 0:2 9:1", r"row 1: feature index 9 is out of range"),
     (b"1 0:2\n1 1:x", r"row 2: '1:x' has a value that is not a number"),
     (b"1 0:2\n1 a:1", r"row 2: 'a:1' has an index"),
+    (b"1 0:2\n1 99999999999999999999999:1", r"row 2: .* has an index"),
+    (b"1 -1:2", r"feature index -1 is out of range"),
+    (b"1 3:", r"row 1: '3:' has a value that is not a number"),
     (b"0:1 5 1:2", r"row 1: '5' is not an index:value pair"),
 ])
 def test_libsvm_errors(body, match):
@@ -254,3 +257,7 @@ def test_small_and_vectorised_response_paths_write_the_same_bytes(monkeypatch, e
     by_python = encode(outputs, selected=selected, batch=False)
     monkeypatch.setattr(codecs, "SMALL_RESPONSE_ROWS", 0)
     assert encode(outputs, selected=selected, batch=False) == by_python
+
+
+def test_libsvm_expansion_is_bounded():
+    refused(413, "text/libsvm", b"0 0:1" + b"\n0" * 3_000_000, "send fewer rows", num_feature=60)
