@@ -104,7 +104,7 @@ def run(settings) -> int:
     except ValueError as exc:   # OutputError: selected outputs that do not fit the model
         log.error("cannot serve: %s", exc)
         return 2
-    log.info("serving %s with %s on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
+    log.info("serving %s. gunicorn: %s, on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
     GunicornServer(app, gunicorn_options(settings, plan, loaded.describe())).run()
     return 0
 

@@ -16,10 +16,18 @@ from tests.serve.conftest import sample_rows
 
 @pytest.fixture()
 def artifact_copy(compiled_model_dir, tmp_path):
-    """A scratch copy of the compiled rtb-small artifact folder, to damage."""
+    """A scratch copy of the compiled rtb-small artifact folder, to damage. Its crossover is
+    set to 64 rows (the measured one varies from run to run), so that auto loads both the
+    library and XGBoost."""
     folder = tmp_path / "model"
     shutil.copytree(compiled_model_dir("rtb-small"), folder)
+    set_crossover(folder, 64)
     return folder
+
+
+def set_crossover(folder, rows):
+    path = folder / MANIFEST_NAME
+    path.write_text(json.dumps({**json.loads(path.read_text()), "crossover_batch_size": rows}))
 
 
 def edit_manifest(folder, **changes):
@@ -46,15 +54,13 @@ def assert_stock_fallback(folder, caplog, reason: str, library_unusable: bool = 
             load_model(folder, "compiled")
 
 
-def test_a_compiled_artifact_is_served_compiled(compiled_model_dir, sample_model_dir):
-    folder = compiled_model_dir("rtb-small")
-    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+def test_a_compiled_artifact_is_served_compiled(artifact_copy, sample_model_dir):
+    folder = artifact_copy
     loaded = load_model(folder)
     assert (loaded.objective, loaded.num_class, loaded.num_feature) == ("binary:logistic", 1, 7)
-    if manifest["crossover_batch_size"] is None:
-        assert loaded.predictor.name == "compiled"
-    else:
-        assert loaded.predictor.name.startswith("router(compiled below")
+    assert loaded.predictor.name == "router(compiled below 64 rows, stock from 64)"
+    set_crossover(folder, None)
+    assert load_model(folder).predictor.name == "compiled"
     rows, _ = sample_rows(sample_model_dir, "rtb-small")
     booster = xgb.Booster(model_file=str(folder / MODEL_NAME))
     assert np.max(np.abs(loaded.predictor.predict(rows) - booster.inplace_predict(rows))) < 1e-5
@@ -95,14 +101,20 @@ def test_a_library_for_another_runtime_falls_back(artifact_copy, caplog, change,
 
 def test_a_library_from_another_model_falls_back(artifact_copy, caplog):
     """model.ubj replaced by another 7-feature model: the probe rows expose the mismatch."""
-    if json.loads((artifact_copy / MANIFEST_NAME).read_text())["crossover_batch_size"] is None:
-        pytest.skip("compiled alone (no crossover): XGBoost is not loaded to compare with")
     rng = np.random.default_rng(5)
     X = rng.normal(size=(500, 7)).astype(np.float32)
     other = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
                       xgb.DMatrix(X, label=(X[:, 0] > 0).astype(np.float32)), num_boost_round=5)
     other.save_model(str(artifact_copy / MODEL_NAME))
     assert_stock_fallback(artifact_copy, caplog, "disagree", library_unusable=False)
+
+
+def test_a_library_for_another_feature_count_falls_back(artifact_copy, caplog, bare_model_dir):
+    shutil.copy(bare_model_dir("rtb-large") / "xgboost-model", artifact_copy / MODEL_NAME)
+    with caplog.at_level(logging.WARNING, logger="serve.loading"):
+        loaded = load_model(artifact_copy)
+    assert loaded.predictor.name == "stock" and loaded.num_feature == 60
+    assert "takes 7 features" in caplog.text
 
 
 def test_unusable_manifest_falls_back(artifact_copy, caplog):
