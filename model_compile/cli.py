@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a SageMaker model.tar.gz, a folder holding the model, or a model file")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT",
                         help="where to write the deployable model.tar.gz (a file name, or an existing "
-                             "folder to write model.tar.gz into); written only if verification passes")
+                             "folder to write model.tar.gz into; missing folders are created); written "
+                             "only if verification passes")
     parser.add_argument("--sample-data", type=Path, metavar="ROWS.csv",
                         help="CSV rows (no label, empty field = missing, optional header) to verify on, "
                              f"in addition to {DEFAULT_GENERATED_ROWS} rows generated around the model's "
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except CompileError as exc:
         print(f"model-compile: {exc}", file=sys.stderr)
         return EXIT_COMPILER
-    except (FormatError, ArtifactError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FormatError, ArtifactError, OSError) as exc:
         print(f"model-compile: {exc}", file=sys.stderr)
         return EXIT_INPUT
 

@@ -102,8 +102,10 @@ def _resolve_output(output: str | Path) -> Path:
     output = Path(output)
     if output.is_dir():
         output = output / "model.tar.gz"
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"output folder does not exist: {output.parent}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FormatError(f"cannot create the output folder {output.parent}: {exc.strerror}") from exc
     return output
 
 
@@ -136,6 +138,10 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
 
     booster = source.to_booster()
     doc = model_json(source)
+    kind = doc["learner"]["gradient_booster"]["name"]
+    if kind not in ("gbtree", "dart"):
+        raise FormatError(f"{source.origin}: a {kind} model is not a tree ensemble; only gbtree and "
+                          f"dart boosters can be compiled")
     info = describe_model(source, booster, doc)
     say(f"objective {info.objective}, {info.num_tree} trees, {info.num_feature} features"
         + (f", {info.num_class} classes" if info.num_class > 1 else ""))

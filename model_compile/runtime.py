@@ -15,6 +15,10 @@ Two ways into the same generated ``predict()`` function:
   serialized with a lock (safe, but threads wait for each other).
 
 Both give bit-identical results (``tests/model_compile/test_runtime.py``).
+
+The library is loaded with dlopen, which returns the already-loaded copy for
+a path it has seen: load a new library from a new path, never by overwriting
+a loaded one.
 """
 from __future__ import annotations
 

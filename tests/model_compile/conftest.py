@@ -10,7 +10,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def train_small(objective: str, *, n_trees: int = 8, depth: int = 4, base_score: float | None = None,
-                seed: int = 0, n_features: int = 6, feature_names: bool = False):
+                seed: int = 0, n_features: int = 6, feature_names: bool = False, booster: str = "gbtree"):
     """A small booster for ``objective`` on synthetic data with missing values; returns (booster, X)."""
     import xgboost as xgb
 
@@ -19,7 +19,10 @@ def train_small(objective: str, *, n_trees: int = 8, depth: int = 4, base_score:
     X = rng.normal(size=(n, n_features)).astype(np.float32)
     X[rng.random(X.shape) < 0.1] = np.nan
     signal = np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 1]) * np.nan_to_num(X[:, 2])
-    params = {"objective": objective, "max_depth": depth, "eta": 0.3, "seed": seed, "nthread": 1}
+    params = {"objective": objective, "max_depth": depth, "eta": 0.3, "seed": seed, "nthread": 1,
+              "booster": booster}
+    if booster == "dart":
+        params["rate_drop"] = 0.2
     if base_score is not None:
         params["base_score"] = base_score
     if objective.startswith("multi:"):
@@ -30,8 +33,12 @@ def train_small(objective: str, *, n_trees: int = 8, depth: int = 4, base_score:
     elif objective in ("count:poisson", "reg:gamma", "reg:tweedie"):
         y = rng.poisson(np.exp(0.5 * np.clip(signal, -2, 2))).astype(np.float32) + (
             0.5 if objective == "reg:gamma" else 0.0)
+    elif objective == "rank:map":
+        y = (signal > 0).astype(np.float32)
     elif objective.startswith("rank:"):
         y = np.clip(np.round(signal + 1), 0, 3)
+    elif objective == "reg:squaredlogerror":
+        y = np.exp(np.clip(signal, -2, 2))
     elif objective == "survival:cox":
         y = (rng.exponential(1.0, n) + 0.1) * np.where(rng.random(n) < 0.8, 1, -1)
     else:

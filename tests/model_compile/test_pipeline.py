@@ -64,6 +64,13 @@ def test_rtb_small_round_trip(compiled_small, sample_model_dir):
     ("multi:softmax", {}),
     ("rank:pairwise", {}),
     ("rank:ndcg", {}),
+    ("rank:map", {}),
+    ("reg:squaredlogerror", {}),
+    ("reg:pseudohubererror", {}),
+    ("reg:absoluteerror", {}),
+    ("binary:hinge", {}),
+    ("survival:cox", {}),
+    ("reg:squarederror", {"booster": "dart"}),
     ("binary:logistic", {"feature_names": True, "n_features": 30, "depth": 6}),
 ])
 def test_objectives_compile_and_verify(tmp_path, small_model_file, objective, kwargs):
@@ -100,3 +107,32 @@ def test_output_folder_gets_model_tar_gz(tmp_path, small_model_file):
     compile_artifact(path, tmp_path, measure_speed=False)
     assert (tmp_path / "model.tar.gz").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["model.tar.gz"]   # no temporary leftovers
+
+
+def test_rtb_large_round_trip(tmp_path, sample_model_dir):
+    """The 300-tree, 60-feature model with names and missing values: the heavy case
+    (about a minute on 2 cores). Its rows around thresholds caught TL2cgen's 8-digit
+    quantization table before model_compile rewrote it."""
+    folder = sample_model_dir("rtb-large")
+    lines = []
+    manifest = compile_artifact(folder / "model.tar.gz", tmp_path / "model.tar.gz",
+                                sample_data=folder / "sample.csv", progress=lines.append)
+    assert manifest.model.num_tree == 300 and manifest.model.num_feature == 60
+    assert manifest.model.feature_names and manifest.model.feature_names[0] == "day_of_week"
+    assert manifest.library.params["parallel_comp"] == 19
+    assert manifest.verification.max_abs_diff <= 1e-5 and manifest.verification.rows == 4000
+    assert any("compiling" in line for line in lines) and any("verified" in line for line in lines)
+    # The compiled library is faster for one row: the product's point.
+    one_row = manifest.crossover_timings[0]
+    assert one_row["rows"] == 1 and one_row["compiled_ms"] < one_row["xgboost_ms"]
+    x = extract(tmp_path / "model.tar.gz", tmp_path / "x")
+    X = np.genfromtxt(folder / "sample.csv", delimiter=",", dtype=np.float32)
+    booster = xgb.Booster()
+    booster.load_model(str(x / "model.ubj"))
+    direct = CompiledModel(x / "model.so")
+    assert np.abs(direct.predict(X) - booster.inplace_predict(X)).max() <= 1e-5
+    stock = CompiledModel(x / "model.so", backend="tl2cgen")   # 19 units, blocks of 64 rows
+    assert np.array_equal(direct.predict(X), stock.predict(X))
+    assert np.array_equal(direct.predict(X, margin=True), stock.predict(X, margin=True))
+    timings = __import__("model_compile.measure", fromlist=["measure"]).measure(x, X[:50], batches=(1, 10))
+    assert [t["rows"] for t in timings] == [1, 10] and all(t["direct_us"] > 0 for t in timings)

@@ -1,0 +1,89 @@
+"""The model-compile command: help, exit codes, and verification catching a corrupted library."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import model_compile.pipeline as pipeline
+from model_compile.cli import build_parser, main
+from model_compile.compiler import model_thresholds
+
+
+def test_help_explains_every_option():
+    out = subprocess.run([sys.executable, "-m", "model_compile", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for action in build_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in out
+        assert action.help and len(action.help) > 15
+    assert "INPUT" in out and "legacy binary" in out and "Exit status" in out
+
+
+def test_compiles_a_sample_model_and_prints_a_summary(tmp_path, sample_model_dir, capsys):
+    folder = sample_model_dir("rtb-small")
+    rc = main([str(folder / "model.tar.gz"), "-o", str(tmp_path), "--sample-data",
+               str(folder / "sample.csv"), "--annotate-data", str(folder / "sample.csv"), "--no-crossover"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert (tmp_path / "model.tar.gz").is_file()
+    assert "binary:logistic, 50 trees, 7 features" in out and "max abs diff" in out
+    assert "annotating branches on 2000 rows" in err and "verifying on 4000 rows" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{missing}", "-o", "{out}"], "no such model file"),
+    (["{garbage}", "-o", "{out}"], "not an XGBoost model"),
+    (["{model}", "-o", "{garbage}/m.tar.gz"], "cannot create the output folder"),
+    (["{model}", "-o", "{out}", "--sample-data", "{garbage}"], "no data rows"),
+    (["{model}", "-o", "{out}", "--sample-data", "{short}"], "row 2 has 2 values, the model takes 6"),
+    (["{model}", "-o", "{out}", "--annotate-data", "{letters}"], "could not convert string"),
+])
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, small_model_file, capsys, args, message):
+    model, _ = small_model_file("binary:logistic")
+    garbage = tmp_path / "garbage"
+    garbage.write_text("not a model\n")
+    (tmp_path / "short.csv").write_text("1,2,3,4,5,6\n1,2\n")
+    (tmp_path / "letters.csv").write_text("a,b,c,d,e,f\n1,2,x,4,5,6\n")
+    names = {"short": tmp_path / "short.csv", "letters": tmp_path / "letters.csv", "missing": tmp_path / "missing", "out": tmp_path / "out.tar.gz", "garbage": garbage,
+             "model": model, "tmp": tmp_path}
+    assert main([a.format(**names) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out.tar.gz").exists()
+
+
+def test_bad_option_exits_2():
+    with pytest.raises(SystemExit) as exc:
+        main(["model", "-o", "x", "--parallel-comp", "-3"])
+    assert exc.value.code == 2
+
+
+def test_corrupted_library_fails_verification_and_writes_nothing(tmp_path, sample_model_dir,
+                                                                  monkeypatch, capsys):
+    """Flip one quantization threshold inside the built .so (day_of_week's 3.0 -> 3.5):
+    a real binary corruption, which verification must catch and report."""
+    real_build = pipeline.build_library
+    corrupted = {}
+
+    def build_then_corrupt(model, libpath, **kwargs):
+        built = real_build(model, libpath, **kwargs)
+        table = model_thresholds(model)[0]                    # day_of_week: 1, 2, ..., 6
+        data = bytearray(libpath.read_bytes())
+        at = bytes(data).find(table.tobytes())
+        assert at >= 0, "threshold table not found in the library"
+        index = int(np.nonzero(table == 3.0)[0][0])
+        data[at + 4 * index: at + 4 * index + 4] = np.float32(3.5).tobytes()
+        libpath.write_bytes(bytes(data))
+        corrupted["done"] = True
+        return built
+
+    monkeypatch.setattr(pipeline, "build_library", build_then_corrupt)
+    folder = sample_model_dir("rtb-small")
+    out = tmp_path / "model.tar.gz"
+    rc = main([str(folder / "model.tar.gz"), "-o", str(out), "--sample-data", str(folder / "sample.csv")])
+    err = capsys.readouterr().err
+    assert corrupted and rc == 1
+    assert "verification FAILED" in err
+    assert "at row " in err and "compiled 0." in err and "xgboost 0." in err and "input [" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
