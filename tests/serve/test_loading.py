@@ -11,7 +11,7 @@ import xgboost as xgb
 from model_compile.artifact import LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, sha256_file
 from serve.loading import ModelLoadError, load_model
 from serve.predictors import GtilPredictor, StockPredictor
-from tests.serve.conftest import sample_rows
+from tests.serve.conftest import REPO_ROOT, sample_rows
 
 
 @pytest.fixture()
@@ -146,3 +146,19 @@ def test_gtil_predictor_matches_xgboost(bare_model_dir, sample_model_dir):
     rows, _ = sample_rows(sample_model_dir, "rtb-small")
     assert np.max(np.abs(gtil.predict(rows) - source.to_booster().inplace_predict(rows))) < 1e-5
     assert _treelite_objective(source.to_treelite()) == ("binary:logistic", 1)
+
+
+@pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "binary-logistic-1.7.6.bin"])
+def test_xgboost_1x_models_are_served_as_xgboost_1x_predicted(tmp_path, name):
+    """SageMaker's XGBoost 1.x artifacts (a pickled Booster, a legacy binary), read safely by
+    model_compile: the stock predictor answers what XGBoost 1.x answered for the same rows."""
+    fixtures = REPO_ROOT / "tests" / "model_compile" / "fixtures"
+    shutil.copy(fixtures / name, tmp_path / "xgboost-model")
+    loaded = load_model(tmp_path)
+    assert loaded.objective == "binary:logistic"
+    rows = np.genfromtxt(fixtures / "rows.csv", delimiter=",", dtype=np.float32)
+    version = name.rsplit("-", 1)[1].rsplit(".", 1)[0]
+    outputs = json.loads((fixtures / f"expected-{version}.json").read_text())["models"]
+    expected = np.array(next(v["output"] for k, v in outputs.items() if k.startswith("binary-logistic")),
+                        dtype=np.float32)
+    assert np.max(np.abs(loaded.predictor.predict(rows) - expected)) < 1e-6
