@@ -16,12 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-# One OpenMP thread per worker, set before XGBoost (and its OpenMP runtime) is imported:
-# many single-thread workers beat few multi-thread ones for small requests, and an
-# OpenMP pool created in the master would not survive the fork.
-os.environ["OMP_NUM_THREADS"] = "1"
-
-from gunicorn.app.base import BaseApplication  # noqa: E402 - after OMP_NUM_THREADS on purpose
+from gunicorn.app.base import BaseApplication
 
 log = logging.getLogger("serve")
 
@@ -44,6 +39,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # One OpenMP thread per worker, set before XGBoost (and its OpenMP runtime) is imported:
+    # many single-thread workers beat few multi-thread ones for small requests, and an
+    # OpenMP pool created in the master would not survive the fork. Set here, not at import,
+    # so that importing this module changes nothing for its importer.
+    os.environ["OMP_NUM_THREADS"] = "1"
     args = parse_args(argv)
     from serve.settings import Settings, SettingsError
 
