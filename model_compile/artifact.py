@@ -171,8 +171,17 @@ def safe_extract(archive: Path, dest: Path, max_bytes: int = MAX_EXPANDED_BYTES)
         with tarfile.open(archive, "r:*") as tar:
             members = _checked_members(tar, max_bytes)
             dest.mkdir(parents=True, exist_ok=True)
-            # The "data" filter re-checks paths and drops modes tarfile considers unsafe.
-            tar.extractall(dest, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                # The "data" filter re-checks paths and drops modes tarfile considers unsafe.
+                tar.extractall(dest, members=members, filter="data")
+            else:
+                # No extraction filters (PEP 706) in Debian 12's Python 3.11.2, the serving
+                # image's: the checks above already refused links, devices and escaping
+                # paths; drop the archive's owners and unsafe mode bits here instead.
+                for member in members:
+                    member.mode = (member.mode & 0o755) | (0o700 if member.isdir() else 0o600)
+                    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+                tar.extractall(dest, members=members)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ArtifactError(f"{archive}: not a readable tar archive: {exc}") from exc
     return [m.name for m in members if m.isfile()]

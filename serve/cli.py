@@ -11,16 +11,12 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-# One OpenMP thread per worker, set before XGBoost (and its OpenMP runtime) is imported:
-# many single-thread workers beat few multi-thread ones for small requests, and an
-# OpenMP pool created in the master would not survive the fork.
-os.environ["OMP_NUM_THREADS"] = "1"
-
-from gunicorn.app.base import BaseApplication  # noqa: E402 - after OMP_NUM_THREADS on purpose
+from gunicorn.app.base import BaseApplication
 
 log = logging.getLogger("serve")
 
@@ -43,6 +39,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # One OpenMP thread per worker, set before XGBoost (and its OpenMP runtime) is imported:
+    # many single-thread workers beat few multi-thread ones for small requests, and an
+    # OpenMP pool created in the master would not survive the fork. Set here, not at import,
+    # so that importing this module changes nothing for its importer.
+    os.environ["OMP_NUM_THREADS"] = "1"
     args = parse_args(argv)
     from serve.settings import Settings, SettingsError
 
@@ -58,14 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
 
-    with tempfile.TemporaryDirectory(prefix="serve-model-") as scratch:
+    scratch = Path(tempfile.mkdtemp(prefix="serve-model-"))
+    master = os.getpid()
+    try:
         model_dir = args.model or settings.model_dir
         try:
-            model_dir = _model_folder(model_dir, Path(scratch))
+            model_dir = _model_folder(model_dir, scratch)
         except ValueError as exc:
             log.error("cannot read %s: %s", model_dir, exc)
             return 1
         return run(dataclasses.replace(settings, model_dir=model_dir))
+    finally:
+        # gunicorn's forked workers leave through this frame too: only the master cleans up.
+        if os.getpid() == master:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _model_folder(path: Path, scratch: Path) -> Path:
@@ -97,7 +104,7 @@ def run(settings) -> int:
     except ValueError as exc:   # OutputError: selected outputs that do not fit the model
         log.error("cannot serve: %s", exc)
         return 2
-    log.info("serving %s with %s on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
+    log.info("serving %s. gunicorn: %s, on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
     GunicornServer(app, gunicorn_options(settings, plan, loaded.describe())).run()
     return 0
 

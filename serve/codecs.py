@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 from werkzeug.http import parse_options_header
@@ -33,8 +34,12 @@ warnings.filterwarnings("ignore", message="string or file could not be read to i
                         category=DeprecationWarning)
 
 _NAN_BYTES = np.frombuffer(b"nan", dtype=np.uint8)
+_WHITESPACE = re.compile(rb"\s")
 _COMMA, _NEWLINE = ord(","), ord("\n")
 _SHOWN_CHARS = 40
+# Sparse LIBSVM rows expand to dense ones: a 6 MB body of empty rows would otherwise become
+# gigabytes. 16 M float32 values (64 MB) is far beyond any real request.
+MAX_LIBSVM_CELLS = 16 * 1024 * 1024
 
 
 class RequestError(Exception):
@@ -115,8 +120,16 @@ def decode_csv_with_label(body: bytes, num_feature: int = 0) -> np.ndarray:
 
 def _fast_csv_row(text: bytes) -> np.ndarray | None:
     """One CSV line parsed by numpy's C parser, or None where it could not read every field."""
+    if _WHITESPACE.search(text):
+        return None   # np.fromstring reads a blank field as -1, silently: the careful parser reads it
     if text[:1] == b"," or text[-1:] == b"," or b",," in text:
-        return None   # empty fields: np.fromstring stops at them
+        # Empty fields (missing values) stop np.fromstring: spell them "nan". Two passes of
+        # replace cover runs of empty fields (",,," becomes ",nan,," then ",nan,nan,").
+        text = text.replace(b",,", b",nan,").replace(b",,", b",nan,")
+        if text[:1] == b",":
+            text = b"nan" + text
+        if text[-1:] == b",":
+            text += b"nan"
     try:
         values = np.fromstring(text, dtype=np.float32, sep=",")
     except ValueError:   # numpy >= 2.3 raises where older versions warned and stopped
@@ -317,8 +330,8 @@ def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
     index_text, _, value_text = np.strings.partition(pairs, b":")
     try:
         indices = index_text.astype(np.int64)
-    except ValueError:
-        bad = next(i for i, t in enumerate(index_text) if not t.isdigit())
+    except (ValueError, OverflowError):
+        bad = next((i for i, t in enumerate(index_text) if not t.lstrip(b"+-").isdigit() or len(t) > 18), 0)
         raise RequestError(400, f"row {pair_rows[bad] + 1}: {_shown(pairs[bad])} has an index that is "
                                 "not a whole number") from None
     try:
@@ -332,6 +345,9 @@ def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
         bad = out_of_range[0]
         raise RequestError(400, f"row {pair_rows[bad] + 1}: feature index {indices[bad]} is out of range; "
                                 f"the model has features 0 to {num_feature - 1}")
+    if n_rows * num_feature > MAX_LIBSVM_CELLS:
+        raise RequestError(413, f"the LIBSVM body expands to {n_rows} rows of {num_feature} features, "
+                                f"more than {MAX_LIBSVM_CELLS} values; send fewer rows per request")
     rows = np.full((n_rows, num_feature), np.nan, dtype=np.float32)
     rows[pair_rows, indices] = values
     return rows
@@ -391,27 +407,44 @@ def response_type(accept: str | None, default: str) -> str:
                             f"supported: {', '.join(ENCODERS)}")
 
 
-def format_numbers(values: np.ndarray) -> np.ndarray:
+# Up to this many rows, response texts are built with Python string operations (each numpy
+# string function costs about a microsecond to set up, much for a one-row answer); beyond,
+# with numpy's vectorised string functions: linear in the rows, no Python loop per row.
+SMALL_RESPONSE_ROWS = 16
+
+Texts = Union[list[str], np.ndarray]   # one text per row: a list (few rows) or a numpy str array
+
+
+def format_numbers(values: np.ndarray) -> Texts:
     """Per-value text: integers as integers, floats in the shortest form that reads back
     to the same float32 (NaN as ``nan``)."""
-    if values.dtype.kind in "iub":
-        return values.astype(np.int64).astype(str)
-    return values.astype(np.float32, copy=False).astype(str)
+    values = values.astype(np.int64 if values.dtype.kind in "iub" else np.float32, copy=False)
+    if values.shape[0] <= SMALL_RESPONSE_ROWS:
+        return [str(value) for value in values]   # a numpy scalar prints as astype(str) does
+    return values.astype(str)
 
 
-def _json_numbers(values: np.ndarray) -> np.ndarray:
+def _json_numbers(values: np.ndarray) -> Texts:
     text = format_numbers(values)
     if values.dtype.kind == "f" and not np.isfinite(values).all():
-        text = np.where(np.isfinite(values), text, "null")   # JSON has no NaN or infinity
+        finite = np.isfinite(values)   # JSON has no NaN or infinity: null
+        text = ([t if ok else "null" for t, ok in zip(text, finite)] if isinstance(text, list)
+                else np.where(finite, text, "null"))
     return text
 
 
-def _joined_lists(columns: list[np.ndarray], separator: str, opening: str, closing: str) -> np.ndarray:
-    """Per row: ``opening + separator.join(row's values) + closing``, vectorised over rows."""
+def _joined(columns: list[Texts], separator: str, opening: str = "", closing: str = "") -> Texts:
+    """Per row: ``opening + separator.join(the row's texts) + closing``."""
+    if isinstance(columns[0], list):
+        return [opening + separator.join(parts) + closing for parts in zip(*columns)]
     text = np.strings.add(opening, columns[0])
     for column in columns[1:]:
         text = np.strings.add(np.strings.add(text, separator), column)
     return np.strings.add(text, closing)
+
+
+def _as_list(texts: Texts) -> list[str]:
+    return texts if isinstance(texts, list) else texts.tolist()
 
 
 def encode_csv(outputs: dict[str, np.ndarray], *, selected: bool, batch: bool) -> bytes:
@@ -422,29 +455,27 @@ def encode_csv(outputs: dict[str, np.ndarray], *, selected: bool, batch: bool) -
     if not selected:
         (scores,) = outputs.values()
         if scores.ndim == 1:
-            return (("\n" if batch else ",").join(format_numbers(scores).tolist()) + end).encode()
+            return (("\n" if batch else ",").join(_as_list(format_numbers(scores))) + end).encode()
     fields = []
     for values in outputs.values():
         if values.ndim == 1:
             fields.append(format_numbers(values))
         elif selected:
-            fields.append(_joined_lists([format_numbers(c) for c in values.T], ", ", '"[', ']"'))
+            fields.append(_joined([format_numbers(c) for c in values.T], ", ", '"[', ']"'))
         else:
-            fields.append(_joined_lists([format_numbers(c) for c in values.T], ",", "", ""))
-    lines = _joined_lists(fields, ",", "", "") if len(fields) > 1 else fields[0]
-    return ("\n".join(lines.tolist()) + end).encode()
+            fields.append(_joined([format_numbers(c) for c in values.T], ","))
+    return ("\n".join(_as_list(_joined(fields, ","))) + end).encode()
 
 
 def _json_objects(outputs: dict[str, np.ndarray]) -> list[str]:
     """One JSON object text per row, built column-wise."""
     fields = []
     for name, values in outputs.items():
-        if values.ndim == 1:
-            text = _json_numbers(values)
-        else:
-            text = _joined_lists([_json_numbers(c) for c in values.T], ",", "[", "]")
-        fields.append(np.strings.add(f'"{name}":', text))
-    return _joined_lists(fields, ",", "{", "}").tolist()
+        text = (_json_numbers(values) if values.ndim == 1
+                else _joined([_json_numbers(c) for c in values.T], ",", "[", "]"))
+        fields.append(_joined([[f'"{name}":'] * len(text), text], "") if isinstance(text, list)
+                      else np.strings.add(f'"{name}":', text))
+    return _as_list(_joined(fields, ",", "{", "}"))
 
 
 def encode_json(outputs: dict[str, np.ndarray], *, selected: bool, batch: bool) -> bytes:

@@ -14,6 +14,7 @@ worker. ``gthread`` and ``sync`` are there for comparison (``SERVE_WORKER_CLASS`
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +80,8 @@ def gunicorn_options(settings: Settings, plan: WorkerPlan, worker_started_note: 
         "loglevel": _gunicorn_log_level(settings.log_level),
         "post_fork": post_fork,
         "proc_name": "serve",
-        # gunicorn's temporary heartbeat files go to /tmp by default; /dev/shm avoids disk stalls.
-        "worker_tmp_dir": "/dev/shm",
+        # gunicorn's heartbeat files go to /tmp by default; /dev/shm (memory) avoids disk stalls.
+        "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
         # gunicorn 24+ opens a management socket under $HOME by default: nothing here uses it,
         # and a read-only container file system would make it fail.
         "control_socket_disable": True,

@@ -176,9 +176,14 @@ def _compiled_predictor(model_dir: Path, manifest: Manifest) -> CompiledPredicto
 def _disagreement(compiled: Predictor, stock: Predictor, tolerance: float) -> str | None:
     """Compare both predictors on a few probe rows; a message when they differ beyond the
     tolerance the compile-time verification used."""
+    if compiled.num_feature != stock.num_feature:
+        return (f"compiled library takes {compiled.num_feature} features, the artifact's XGBoost model "
+                f"{stock.num_feature}: the library was not built from this model")
     rows = probe_rows(compiled.num_feature)
-    difference = float(np.max(np.abs(compiled.predict(rows).astype(np.float64)
-                                     - stock.predict(rows).astype(np.float64))))
+    ours, reference = compiled.predict(rows), stock.predict(rows)
+    if ours.shape != reference.shape:
+        return f"compiled library answers shape {ours.shape}, XGBoost {reference.shape} on probe rows"
+    difference = float(np.max(np.abs(ours.astype(np.float64) - reference.astype(np.float64))))
     if not difference <= tolerance + 1e-6:
         return (f"compiled library and XGBoost disagree by {difference:.3g} on probe rows "
                 f"(tolerance {tolerance:.3g}): the library was not built from this model")

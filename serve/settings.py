@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+# The SageMaker inference toolkit's names for the variables it shares with every SageMaker
+# serving container (a constants module: importing it pulls in nothing heavy).
+from sagemaker_inference import parameters as sm
+
 PREDICTOR_CHOICES = ("auto", "compiled", "stock")
 WORKER_CLASSES = ("sync", "gthread", "gevent")
 RESPONSE_TYPES = ("text/csv", "application/json", "application/jsonlines")
@@ -55,11 +59,11 @@ class Settings:
         settings = cls(
             model_dir=Path(env.text("SM_MODEL_DIR", str(cls.model_dir))),
             host=env.text("SERVE_BIND_HOST", cls.host),
-            port=env.integer("SAGEMAKER_BIND_TO_PORT", cls.port, low=1, high=65535),
-            workers=env.integer("SAGEMAKER_MODEL_SERVER_WORKERS", None, low=1, high=1024),
-            timeout=env.integer("SAGEMAKER_MODEL_SERVER_TIMEOUT", cls.timeout, low=1, high=3600),
-            max_payload_bytes=int(env.number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, low=0.001, high=1024) * ONE_MB),
-            default_accept=env.choice("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", cls.default_accept,
+            port=env.integer(sm.BIND_TO_PORT_ENV, cls.port, low=1, high=65535),
+            workers=env.integer(sm.MODEL_SERVER_WORKERS_ENV, None, low=1, high=1024),
+            timeout=env.integer(sm.MODEL_SERVER_TIMEOUT_ENV, cls.timeout, low=1, high=3600),
+            max_payload_bytes=int(env.number(sm.MAX_REQUEST_SIZE, 6, low=0.001, high=1024) * ONE_MB),
+            default_accept=env.choice(sm.DEFAULT_INVOCATIONS_ACCEPT_ENV, cls.default_accept,
                                       RESPONSE_TYPES, lower=True),
             outputs=env.names("SAGEMAKER_INFERENCE_OUTPUT"),
             threshold=env.number("SERVE_DECISION_THRESHOLD", cls.threshold),
@@ -69,7 +73,7 @@ class Settings:
             keepalive=env.integer("SERVE_KEEPALIVE", cls.keepalive, low=0, high=3600),
             graceful_timeout=env.integer("SERVE_GRACEFUL_TIMEOUT", cls.graceful_timeout, low=1, high=3600),
             access_log=env.flag("SERVE_ACCESS_LOG", cls.access_log),
-            log_level=env.log_level("SAGEMAKER_CONTAINER_LOG_LEVEL", cls.log_level),
+            log_level=env.log_level(sm.LOG_LEVEL_ENV, cls.log_level),
             batch=env.flag("SAGEMAKER_BATCH", cls.batch),
             max_concurrent_transforms=env.integer("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", None, low=1, high=1024),
             batch_strategy=env.choice("SAGEMAKER_BATCH_STRATEGY", cls.batch_strategy,

@@ -39,6 +39,13 @@ def test_csv_missing_values_in_one_row(body):
     assert np.array_equal(decode("text/csv", body), ROWS[1:], equal_nan=True)
 
 
+@pytest.mark.parametrize("body", [b"1, ,2", b"1,\t,2", b"1,\x0b,2", b"1, ,2\n1,\t,2"])
+def test_csv_blank_fields_are_missing_values(body):
+    """np.fromstring would read a blank field as -1: it must be NaN."""
+    out = decode("text/csv", body, 3)
+    assert np.array_equal(out, np.tile(np.array([[1, np.nan, 2]], dtype=np.float32), (out.shape[0], 1)), equal_nan=True)
+
+
 def test_csv_missing_values_at_the_edges():
     out = decode("text/csv", b",1,2\n3,4,\n,,\n")
     expected = np.array([[np.nan, 1, 2], [3, 4, np.nan], [np.nan] * 3], dtype=np.float32)
@@ -70,6 +77,8 @@ def test_csv_large_body_matches_a_reference_parser(sample_model_dir):
 
 @pytest.mark.parametrize("body, match", [
     (b"2,0,x,7", r"row 1, column 3: 'x' is not a number"),
+    (b"2,0 1,7", r"row 1, column 2: '0 1' is not a number"),
+    (b"2,0,1,7\n2,0 1,7,8", r"row 2, column 2: '0 1' is not a number"),
     (b"2,0,1,7\n1,2,3,4\n5,6,seven,8", r"row 3, column 3: 'seven' is not a number"),
     (b"1,2,3\n4,5\n6,7,8", r"row 2 has 2 values; row 1 has 3"),
     (b"1,2,3\n\n4,5,6", r"row 2 has 1 values; row 1 has 3"),
@@ -163,6 +172,9 @@ def test_libsvm_with_and_without_labels():
     (b"1 0:2 9:1", r"row 1: feature index 9 is out of range"),
     (b"1 0:2\n1 1:x", r"row 2: '1:x' has a value that is not a number"),
     (b"1 0:2\n1 a:1", r"row 2: 'a:1' has an index"),
+    (b"1 0:2\n1 99999999999999999999999:1", r"row 2: .* has an index"),
+    (b"1 -1:2", r"feature index -1 is out of range"),
+    (b"1 3:", r"row 1: '3:' has a value that is not a number"),
     (b"0:1 5 1:2", r"row 1: '5' is not an index:value pair"),
 ])
 def test_libsvm_errors(body, match):
@@ -230,3 +242,22 @@ def test_selected_outputs_in_csv_json_and_jsonlines():
 def test_json_writes_nan_as_null():
     body = codecs.encode_json({"score": np.array([np.nan, 0.5], dtype=np.float32)}, selected=False, batch=False)
     assert json.loads(body) == {"predictions": [{"score": None}, {"score": 0.5}]}
+
+
+@pytest.mark.parametrize("encode", [codecs.encode_csv, codecs.encode_json, codecs.encode_jsonlines])
+@pytest.mark.parametrize("selected", [False, True])
+def test_small_and_vectorised_response_paths_write_the_same_bytes(monkeypatch, encode, selected):
+    rng = np.random.default_rng(3)
+    probability = rng.random(40).astype(np.float32)
+    probability[[3, 17]] = np.nan
+    outputs = ({"predicted_label": (probability > 0.5).astype(np.int64), "probability": probability,
+                "probabilities": np.column_stack((1 - probability, probability))} if selected
+               else {"score": probability})
+    monkeypatch.setattr(codecs, "SMALL_RESPONSE_ROWS", 1000)
+    by_python = encode(outputs, selected=selected, batch=False)
+    monkeypatch.setattr(codecs, "SMALL_RESPONSE_ROWS", 0)
+    assert encode(outputs, selected=selected, batch=False) == by_python
+
+
+def test_libsvm_expansion_is_bounded():
+    refused(413, "text/libsvm", b"0 0:1" + b"\n0" * 3_000_000, "send fewer rows", num_feature=60)

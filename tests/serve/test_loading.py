@@ -11,15 +11,23 @@ import xgboost as xgb
 from model_compile.artifact import LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, sha256_file
 from serve.loading import ModelLoadError, load_model
 from serve.predictors import GtilPredictor, StockPredictor
-from tests.serve.conftest import sample_rows
+from tests.serve.conftest import REPO_ROOT, sample_rows
 
 
 @pytest.fixture()
 def artifact_copy(compiled_model_dir, tmp_path):
-    """A scratch copy of the compiled rtb-small artifact folder, to damage."""
+    """A scratch copy of the compiled rtb-small artifact folder, to damage. Its crossover is
+    set to 64 rows (the measured one varies from run to run), so that auto loads both the
+    library and XGBoost."""
     folder = tmp_path / "model"
     shutil.copytree(compiled_model_dir("rtb-small"), folder)
+    set_crossover(folder, 64)
     return folder
+
+
+def set_crossover(folder, rows):
+    path = folder / MANIFEST_NAME
+    path.write_text(json.dumps({**json.loads(path.read_text()), "crossover_batch_size": rows}))
 
 
 def edit_manifest(folder, **changes):
@@ -46,15 +54,13 @@ def assert_stock_fallback(folder, caplog, reason: str, library_unusable: bool = 
             load_model(folder, "compiled")
 
 
-def test_a_compiled_artifact_is_served_compiled(compiled_model_dir, sample_model_dir):
-    folder = compiled_model_dir("rtb-small")
-    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+def test_a_compiled_artifact_is_served_compiled(artifact_copy, sample_model_dir):
+    folder = artifact_copy
     loaded = load_model(folder)
     assert (loaded.objective, loaded.num_class, loaded.num_feature) == ("binary:logistic", 1, 7)
-    if manifest["crossover_batch_size"] is None:
-        assert loaded.predictor.name == "compiled"
-    else:
-        assert loaded.predictor.name.startswith("router(compiled below")
+    assert loaded.predictor.name == "router(compiled below 64 rows, stock from 64)"
+    set_crossover(folder, None)
+    assert load_model(folder).predictor.name == "compiled"
     rows, _ = sample_rows(sample_model_dir, "rtb-small")
     booster = xgb.Booster(model_file=str(folder / MODEL_NAME))
     assert np.max(np.abs(loaded.predictor.predict(rows) - booster.inplace_predict(rows))) < 1e-5
@@ -95,14 +101,20 @@ def test_a_library_for_another_runtime_falls_back(artifact_copy, caplog, change,
 
 def test_a_library_from_another_model_falls_back(artifact_copy, caplog):
     """model.ubj replaced by another 7-feature model: the probe rows expose the mismatch."""
-    if json.loads((artifact_copy / MANIFEST_NAME).read_text())["crossover_batch_size"] is None:
-        pytest.skip("compiled alone (no crossover): XGBoost is not loaded to compare with")
     rng = np.random.default_rng(5)
     X = rng.normal(size=(500, 7)).astype(np.float32)
     other = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
                       xgb.DMatrix(X, label=(X[:, 0] > 0).astype(np.float32)), num_boost_round=5)
     other.save_model(str(artifact_copy / MODEL_NAME))
     assert_stock_fallback(artifact_copy, caplog, "disagree", library_unusable=False)
+
+
+def test_a_library_for_another_feature_count_falls_back(artifact_copy, caplog, bare_model_dir):
+    shutil.copy(bare_model_dir("rtb-large") / "xgboost-model", artifact_copy / MODEL_NAME)
+    with caplog.at_level(logging.WARNING, logger="serve.loading"):
+        loaded = load_model(artifact_copy)
+    assert loaded.predictor.name == "stock" and loaded.num_feature == 60
+    assert "takes 7 features" in caplog.text
 
 
 def test_unusable_manifest_falls_back(artifact_copy, caplog):
@@ -134,3 +146,19 @@ def test_gtil_predictor_matches_xgboost(bare_model_dir, sample_model_dir):
     rows, _ = sample_rows(sample_model_dir, "rtb-small")
     assert np.max(np.abs(gtil.predict(rows) - source.to_booster().inplace_predict(rows))) < 1e-5
     assert _treelite_objective(source.to_treelite()) == ("binary:logistic", 1)
+
+
+@pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "binary-logistic-1.7.6.bin"])
+def test_xgboost_1x_models_are_served_as_xgboost_1x_predicted(tmp_path, name):
+    """SageMaker's XGBoost 1.x artifacts (a pickled Booster, a legacy binary), read safely by
+    model_compile: the stock predictor answers what XGBoost 1.x answered for the same rows."""
+    fixtures = REPO_ROOT / "tests" / "model_compile" / "fixtures"
+    shutil.copy(fixtures / name, tmp_path / "xgboost-model")
+    loaded = load_model(tmp_path)
+    assert loaded.objective == "binary:logistic"
+    rows = np.genfromtxt(fixtures / "rows.csv", delimiter=",", dtype=np.float32)
+    version = name.rsplit("-", 1)[1].rsplit(".", 1)[0]
+    outputs = json.loads((fixtures / f"expected-{version}.json").read_text())["models"]
+    expected = np.array(next(v["output"] for k, v in outputs.items() if k.startswith("binary-logistic")),
+                        dtype=np.float32)
+    assert np.max(np.abs(loaded.predictor.predict(rows) - expected)) < 1e-6

@@ -30,23 +30,32 @@ def small(compiled_model_dir, sample_model_dir):
 
 
 def test_compiled_server_with_threads(small, tmp_path):
-    """gthread workers: real threads share one compiled library per process."""
-    folder, lines, rows, expect = small
-    manifest = json.loads((folder / MANIFEST_NAME).read_text())
-    with running_server(folder, tmp_path / "server.log", SERVE_WORKER_CLASS="gthread", SERVE_THREADS="4") as server:
-        assert ("router(compiled below" if manifest["crossover_batch_size"] else "predictor compiled") in server.log()
+    """gthread workers: real threads share one compiled library per process. The crossover is
+    set to 3 rows (the measured one varies from run to run), so that the concurrent clients'
+    1-5 row requests go to both sides of the router."""
+    folder, lines, rows, _ = small
+    routed = tmp_path / "model"
+    shutil.copytree(folder, routed)
+    manifest = json.loads((routed / MANIFEST_NAME).read_text())
+    (routed / MANIFEST_NAME).write_text(json.dumps({**manifest, "crossover_batch_size": 3}))
+    predictor = load_model(routed).predictor
+
+    def expect(picked):
+        return predictor.predict(np.ascontiguousarray(rows[picked]))
+
+    with running_server(routed, tmp_path / "server.log", SERVE_WORKER_CLASS="gthread", SERVE_THREADS="4") as server:
+        assert "predictor router(compiled below 3 rows, stock from 3)" in server.log()
         assert "gthread worker(s) x 4 threads" in server.log()
         with requests.Session() as session:
             for i in range(30):
                 assert np.array_equal(numbers(server.invoke(lines[i], session=session)), expect([i]))
-        # A batch at least as large as the crossover goes to XGBoost, smaller ones to the library.
-        crossover = manifest["crossover_batch_size"] or 1024
-        for size in (crossover - 1, crossover, len(lines)):
+        for size in (2, 3, len(lines)):
             assert np.array_equal(numbers(server.invoke(csv_body(lines[:size]))), expect(np.arange(size)))
         assert check_concurrent_clients(server, lines, expect, seed=1) == 16 * 15
     reference = xgb.Booster(model_file=str(folder / MODEL_NAME)).inplace_predict(rows)
     one_by_one = np.concatenate([expect([i]) for i in range(len(rows))])
     assert np.max(np.abs(one_by_one - reference)) < 1e-5
+    assert not np.array_equal(one_by_one, reference)   # the library answered the one-row requests
 
 
 def test_selected_outputs_batch_mode_and_worker_count(small, tmp_path):

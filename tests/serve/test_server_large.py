@@ -2,6 +2,10 @@
 served for real: answers equal in-process predictions, missing values included."""
 import json
 import os
+import re
+import signal
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +46,17 @@ def test_bare_large_model_from_a_tarball_on_one_cpu(sample_model_dir, bare_model
         assert len(settled_worker_pids(server)) == 1
         assert "1 gevent worker(s) for 1 usable vCPU(s)" in server.log()
         check_answers(server, lines, rows, load_model(bare_model_dir("rtb-large")).predictor)
+        extracted = Path(re.search(r"bare model (\S+)/xgboost-model", server.log()).group(1))
+        # A worker that exits (and is replaced) leaves the master's extracted model alone.
+        (worker,) = settled_worker_pids(server)
+        os.kill(worker, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while settled_worker_pids(server) in ([], [worker]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert settled_worker_pids(server) not in ([], [worker])
+        assert extracted.is_dir()
+        assert np.array_equal(numbers(server.invoke(lines[0])), load_model(extracted).predictor.predict(rows[:1]))
+    assert not extracted.exists()   # the master removed its scratch copy on the way out
 
 
 def test_compiled_large_model(sample_model_dir, compiled_model_dir, tmp_path):

@@ -1,0 +1,151 @@
+"""Put a ``model.tar.gz`` in S3 for SageMaker, with its sha256 in the object metadata.
+
+The archive is checked first the way the server will read it
+(:func:`model_compile.artifact.safe_extract`; a compiled artifact's library
+must match the sha256 in its manifest), so a broken artifact is refused here
+rather than by a Failed endpoint twenty minutes later.
+
+The key holds the first 16 hex digits of the sha256, so uploads of the same
+archive land on the same object (and are skipped), and a new model never
+overwrites one that a running endpoint still reads.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from deploy.aws import Aws, DeployError, is_not_found
+from model_compile.artifact import (
+    ArtifactError,
+    LIBRARY_NAME,
+    read_manifest,
+    safe_extract,
+    sha256_file,
+)
+
+SHA256_METADATA_KEY = "sha256"          # stored as x-amz-meta-sha256
+
+
+@dataclass
+class Uploaded:
+    url: str                 # s3://bucket/key
+    sha256: str
+    size: int
+    skipped: bool            # True when the same object was already there
+
+
+def describe_artifact(archive: Path) -> str:
+    """Check ``archive`` as the server will and return a one-line summary of it.
+
+    Raises :class:`DeployError` when it is not a safe, readable tar archive, or
+    when a compiled artifact's library does not match its manifest.
+    """
+    if not archive.is_file():
+        raise DeployError(f"{archive}: no such file")
+    with tempfile.TemporaryDirectory(prefix="xgb-deploy-check-") as tmp:
+        try:
+            names = safe_extract(archive, Path(tmp))
+            manifest = read_manifest(Path(tmp))
+        except ArtifactError as exc:
+            raise DeployError(f"{archive}: {exc}") from None
+        if manifest is None:
+            if not names:
+                raise DeployError(f"{archive}: the archive holds no file")
+            return (f"no manifest.json: not compiled by model-compile (holds {', '.join(sorted(names))}); "
+                    f"the server will run it with stock XGBoost")
+        library = Path(tmp) / manifest.library.file
+        if not library.is_file():
+            raise DeployError(f"{archive}: manifest names {manifest.library.file}, which is missing")
+        if sha256_file(library) != manifest.library.sha256:
+            raise DeployError(f"{archive}: {manifest.library.file} does not match the sha256 in manifest.json")
+        m = manifest.model
+        return (f"compiled {m.objective} model, {m.num_feature} features, {m.num_tree} trees, "
+                f"{manifest.library.file or LIBRARY_NAME} for {manifest.library.platform} ({manifest.library.libc})")
+
+
+def default_bucket(aws: Aws) -> str:
+    """``sagemaker-<region>-<account>``, the SageMaker Python SDK's default bucket name."""
+    return f"sagemaker-{aws.region}-{aws.account_id()}"
+
+
+def ensure_default_bucket(aws: Aws, bucket: str) -> None:
+    """Create the default bucket if it is missing (as the SageMaker SDK does)."""
+    s3 = aws.client("s3")
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+    aws.say(f"creating bucket s3://{bucket}")
+    params: dict = {"Bucket": bucket}
+    if aws.region != "us-east-1":   # us-east-1 refuses an explicit LocationConstraint
+        params["CreateBucketConfiguration"] = {"LocationConstraint": aws.region}
+    s3.create_bucket(**params)
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+
+
+def object_key(prefix: str, archive: Path, sha256: str) -> str:
+    """``<prefix>/<name>/<sha256[:16]>/model.tar.gz``, the name being the archive's
+    (``rtb-small.tar.gz``), or its folder's for a ``model.tar.gz``."""
+    stem = archive.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
+    name = stem if stem != "model" else (archive.resolve().parent.name or "model")
+    parts = [p for p in (prefix.strip("/"), name, sha256[:16], "model.tar.gz") if p]
+    return "/".join(parts)
+
+
+def upload_model(aws: Aws, archive: Path, bucket: str | None, prefix: str) -> Uploaded:
+    """Check ``archive``, then upload it to ``s3://bucket/<key>`` unless that object
+    already has the same sha256. ``bucket`` None means the default bucket.
+
+    Returns where it is. An explicitly named bucket must exist: a missing one
+    is an error, not created, so that a typo does not make a new bucket.
+    """
+    aws.say(f"checking {archive}: {describe_artifact(archive)}")
+    sha256 = sha256_file(archive)
+    size = archive.stat().st_size
+    if bucket is None:
+        bucket = default_bucket(aws)
+        ensure_default_bucket(aws, bucket)
+    key = object_key(prefix, archive, sha256)
+    url = f"s3://{bucket}/{key}"
+    s3 = aws.client("s3")
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+        if head.get("Metadata", {}).get(SHA256_METADATA_KEY) == sha256 and head.get("ContentLength") == size:
+            aws.say(f"already uploaded: {url} (same sha256)")
+            return Uploaded(url, sha256, size, skipped=True)
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+        if not aws.dry_run and not bucket_exists(s3, bucket):
+            raise DeployError(f"bucket s3://{bucket} does not exist: create it, or leave out --bucket "
+                              f"to use the default bucket") from None
+    aws.say(f"uploading {size / 1e6:.2f} MB to {url}")
+    s3.upload_file(str(archive), bucket, key, ExtraArgs={
+        "Metadata": {SHA256_METADATA_KEY: sha256},
+        "ContentType": "application/gzip",
+    })
+    if not aws.dry_run:
+        head = s3.head_object(Bucket=bucket, Key=key)
+        if head.get("Metadata", {}).get(SHA256_METADATA_KEY) != sha256 or head.get("ContentLength") != size:
+            raise DeployError(f"{url}: the stored object does not match what was sent")
+    aws.say(f"uploaded {url} sha256={sha256}")
+    return Uploaded(url, sha256, size, skipped=False)
+
+
+def bucket_exists(s3, bucket: str) -> bool:
+    """HeadObject answers a bare 404 both for a missing key and a missing bucket;
+    HeadBucket tells them apart."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return True
+    except ClientError as exc:
+        if is_not_found(exc):
+            return False
+        raise
