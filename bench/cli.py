@@ -23,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")   # one thread per predictor, before XGBoost loads
-
 DEFAULT_MODELS = ("rtb-small", "rtb-large")
 PROFILES = {
     # kernel seconds per measurement, load seconds per run, bisection steps

@@ -6,7 +6,8 @@ measurement is made twice (``repeats``) so that the spread shows. Predictors tak
 at each batch size, so that outside load slows them alike. Per measurement:
 median and p99 seconds per call and rows per second at the median.
 
-Predictors (all single-threaded: ``OMP_NUM_THREADS=1`` and ``nthread=1``):
+Predictors (all single-threaded: ``nthread=1`` where there is such a setting; the compiled
+library runs on the calling thread):
 
 * ``compiled <variant>``: ``model_compile.runtime.CompiledModel`` on each compile variant;
 * ``router``: the server's predictor for the deployed artifact (``serve.loading.load_model``
@@ -21,7 +22,6 @@ Predictors (all single-threaded: ``OMP_NUM_THREADS=1`` and ``nthread=1``):
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -155,7 +155,6 @@ def run_kernel(model: ModelUnderTest, *, batch_sizes=BATCH_SIZES, repeats: int =
                progress: Callable[[str], None] = print) -> list[KernelTiming]:
     """Time every predictor and parser of ``model`` at ``batch_sizes``; returns one KernelTiming per
     (predictor, batch, repeat)."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")   # before XGBoost's OpenMP runtime starts
     predictors = predictors_for(model)
     lines = [line for line in model.sample_csv.read_text().splitlines() if line.strip()]
     num_feature = len(lines[0].split(","))
