@@ -94,13 +94,20 @@ def recommend(results: list[ServerResult], configs: list[WorkerConfig], cpus: in
         return None
     top = max(single.values())
     tied = [label for label, value in single.items() if value >= (1 - TIE_SHARE) * top]
-    best = max(tied, key=lambda label: (rate.get((label, 100), 0.0), single[label]))
-    config = by_label[best]
-    if len(tied) > 1:
+    smallest = min(tied, key=lambda label: (by_label[label].workers * by_label[label].threads, -single[label]))
+    at_100 = {label: rate.get((label, 100), 0.0) for label in tied}
+    leader = max(tied, key=lambda label: at_100[label])
+    if len(tied) == 1:
+        best, reason = tied[0], f"{tied[0]} held the highest single-row rate"
+    elif at_100[leader] > (1 + TIE_SHARE) * max(v for label, v in at_100.items() if label != leader):
+        best = leader
         reason = (f"{', '.join(tied)} held single-row rates within {TIE_SHARE:.0%} of each other; "
-                  f"{best} held the highest 100-row rate")
+                  f"{leader} held a 100-row rate more than {TIE_SHARE:.0%} above the others'")
     else:
-        reason = f"{best} held the highest single-row rate"
+        best = smallest
+        reason = (f"{', '.join(tied)} held single-row and 100-row rates within {TIE_SHARE:.0%} of each other; "
+                  f"{smallest} needs the fewest processes and threads")
+    config = by_label[best]
     rows_seen = sorted({r.rows for r in results})
     return Recommendation(config=best, worker_class=config.worker_class, workers_per_vcpu=config.workers / cpus,
                           threads=config.threads, rates={n: rate.get((best, n), 0.0) for n in rows_seen},

@@ -67,17 +67,23 @@ def test_report_folder_has_json_text_and_plots(tmp_path):
     assert "Other processes competed for the CPUs" in render_text(report)
 
 
-def test_recommendation_breaks_ties_on_100_rows():
-    configs = [WorkerConfig("sync", 2), WorkerConfig("gthread", 2, 4), WorkerConfig("gevent", 2)]
-    results = [ServerResult(**server("a", "m", rows, rate, config)) for rows, rate, config in [
-        (1, 3000, "sync w2"), (1, 2950, "gevent w2"), (1, 2000, "gthread w2 t4"),
-        (100, 400, "sync w2"), (100, 500, "gevent w2")]]
-    rec = recommend(results, configs, cpus=2)
-    assert rec.config == "gevent w2" and rec.workers_per_vcpu == 1.0
-    assert rec.rates == {1: 2950, 100: 500}
-    assert "within 5%" in rec.reason
-    clear = recommend(results[:3], configs, cpus=2)
-    assert clear.config == "sync w2"
+def test_recommendation_breaks_ties_on_100_rows_then_on_size():
+    configs = [WorkerConfig("sync", 2), WorkerConfig("gthread", 2, 4), WorkerConfig("gevent", 2),
+               WorkerConfig("gevent", 4)]
+
+    def results(*rows):
+        return [ServerResult(**server("a", "m", n, rate, config)) for n, rate, config in rows]
+
+    clear = recommend(results((1, 3000, "sync w2"), (1, 2000, "gthread w2 t4")), configs, cpus=2)
+    assert clear.config == "sync w2" and clear.reason == "sync w2 held the highest single-row rate"
+    # a single-row tie (within 5 %) broken by a 100-row rate well above
+    rec = recommend(results((1, 3000, "sync w2"), (1, 2950, "gevent w2"), (1, 2000, "gthread w2 t4"),
+                            (100, 400, "sync w2"), (100, 500, "gevent w2")), configs, cpus=2)
+    assert rec.config == "gevent w2" and rec.workers_per_vcpu == 1.0 and rec.rates == {1: 2950, 100: 500}
+    # tied at both sizes: the smaller configuration
+    rec = recommend(results((1, 5063, "gevent w2"), (1, 4928, "gevent w4"), (100, 830, "gevent w2"),
+                            (100, 841, "gevent w4")), configs, cpus=2)
+    assert rec.config == "gevent w2" and "fewest processes" in rec.reason
     assert recommend([], configs) is None
 
 
