@@ -248,12 +248,18 @@ def plot_http(http: list[dict], slo_ms: float, path: Path) -> Path | None:
     panels = sorted({(r["model"] if r["key"] != "d" else None, r["rows"]) for r in runs}, key=str)
     panels = [p for p in panels if p[0] is not None]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.5 * max(1, len(panels)), 4.8), squeeze=False)
+    colors = {"a": "C0", "b": "C1", "c": "C2", "d": "C3"}
     for ax, (model, rows) in zip(axes[0], panels):
         for r in runs:
             if r["rows"] != rows or (r["model"] != model and r["key"] != "d"):
                 continue
-            points = sorted((t["offered_rate"], t["latency_ms"]["p99"]) for t in r["search"]["trials"])
-            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", ms=3,
+            trials = [(t["offered_rate"], t["latency_ms"]["p99"]) for t in r["search"]["trials"]]
+            best = {}                       # a re-run rate: the line goes through its better run
+            for rate, p99 in trials:
+                best[rate] = min(p99, best.get(rate, p99))
+            color = colors.get(r["key"])
+            ax.scatter([x for x, _ in trials], [y for _, y in trials], s=10, color=color)
+            ax.plot(sorted(best), [best[x] for x in sorted(best)], color=color,
                     label=f"{r['label']} [{r['config']}]")
         ax.axhline(slo_ms, color="red", lw=0.8, ls=":", label=f"SLO {slo_ms:g} ms")
         ax.set(yscale="log", xlabel="offered load (req/s, open loop)", ylabel="p99 latency (ms, from intended send)",
