@@ -67,3 +67,12 @@ def test_a_server_that_answered_nothing_is_not_searched():
     bisection = Bisection(slo_ms=20, steps=4)
     bisection.start(closed(0))
     assert bisection.next_rate() is None
+
+
+def test_open_loop_connections_follow_the_rate():
+    from bench.search import open_loop_connections
+
+    assert open_loop_connections(46, 32) == 4          # never fewer than 4
+    assert open_loop_connections(1_000, 32) == 10      # one per 100 req/s
+    assert open_loop_connections(50_000, 32) == 32     # never more than asked
+    assert open_loop_connections(1_000, 2) == 2
