@@ -89,9 +89,13 @@ def _capacity(report: dict, args) -> None:
 
     prices = load_prices(args.prices) if args.prices else load_prices()
     cpus = report["machine"]["cpus"] or 1
-    best: dict[str, dict] = {}
-    for r in report.get("http", []) + report.get("sweep", {}).get("results", []):
-        if r["key"] == "a" and r["rows"] == 1 and r["max_rate"] > best.get(r["model"], {}).get("max_rate", 0):
+    # Per model: server (a) at 1 row as compared side by side (serve's configuration), or, where
+    # the sweep recommends another configuration for that model, the sweep's run of that one.
+    best: dict[str, dict] = {r["model"]: r for r in report.get("http", []) if r["key"] == "a" and r["rows"] == 1}
+    sweep = report.get("sweep") or {}
+    recommended = (sweep.get("recommendation") or {}).get("config")
+    for r in sweep.get("results", []):
+        if r["rows"] == 1 and r["config"] == recommended and best.get(r["model"], {}).get("config") != recommended:
             best[r["model"]] = r
     report["capacity"], report["capacity_text"] = {}, []
     for model, r in best.items():

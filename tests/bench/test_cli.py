@@ -37,3 +37,21 @@ def test_bad_arguments_get_a_clear_error():
     assert done.returncode == 2 and "CLASS:WORKERS" in done.stderr
     done = run_bench("capacity", "--rps-per-vcpu", "0")
     assert done.returncode == 1 and "rps_per_vcpu must be positive" in done.stderr
+
+
+def test_capacity_from_a_report_uses_server_a_as_compared(tmp_path):
+    def a(model, config, rate, cpu):
+        return {"key": "a", "model": model, "rows": 1, "config": config, "max_rate": rate, "cpu_us_per_request": cpu}
+    report = {"machine": {"cpus": 2},
+              "http": [a("m", "gevent w2", 4000.0, 250.0), dict(a("m", "gevent w2", 900.0, 900.0), key="c")],
+              "sweep": {"model": "m", "recommendation": {"config": "gevent w2"},
+                        "results": [a("m", "gevent w2", 6000.0, 240.0), a("m", "sync w2", 7000.0, 230.0)]}}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    done = run_bench("capacity", "--report", str(path), "--target-rps", "1000000")
+    assert done.returncode == 0, done.stderr
+    assert "2,000 req/s per vCPU" in done.stdout            # 4,000 on 2 vCPUs: the comparison, not the sweep's luck
+    assert "4,000 req/s per vCPU at 100 % CPU" in done.stdout     # 1e6 / 250 us
+    report["sweep"]["recommendation"]["config"] = "sync w2"       # the sweep recommends another plan: its run
+    path.write_text(json.dumps(report))
+    assert "3,500 req/s per vCPU" in run_bench("capacity", "--report", str(path)).stdout
