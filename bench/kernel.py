@@ -33,7 +33,7 @@ from bench.models import DEPLOYED_VARIANT, ModelUnderTest
 BATCH_SIZES = (1, 10, 100, 1_000, 10_000)
 # Calls cycle through different rows: a few rows repeated would let the CPU's branch
 # predictor learn their paths through the trees and flatter the compiled code (8 rows
-# cycled made a 1-row call look 10x faster than the sample's 2,000 rows do).
+# cycled made a 1-row rtb-large call look 3x faster than the sample's 2,000 rows do).
 MAX_DISTINCT_ROWS = 2_000
 MIN_DISTINCT_BATCHES = 4
 
