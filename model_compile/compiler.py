@@ -213,12 +213,22 @@ def _report_native(lines: list[str], progress: Progress | None) -> None:
             progress("  tl2cgen: " + re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", line))
 
 
+def native_threads() -> int:
+    """Threads for TL2cgen's native steps: every CPU, but never more than OMP_NUM_THREADS
+    allows (TL2cgen refuses an nthread above OpenMP's limit; servers set it to 1)."""
+    threads = os.cpu_count() or 1
+    try:
+        return max(1, min(threads, int(os.environ.get("OMP_NUM_THREADS", threads))))
+    except ValueError:
+        return threads
+
+
 def annotate_branches(model, rows: np.ndarray, path: Path) -> None:
     """Count how often each branch is taken on ``rows`` (float32, NaN = missing) into ``path``."""
     import tl2cgen
 
     dmat = tl2cgen.DMatrix(np.ascontiguousarray(rows, dtype=np.float32), dtype="float32")
-    tl2cgen.annotate_branch(model, dmat, str(path), nthread=os.cpu_count() or 1, verbose=False)
+    tl2cgen.annotate_branch(model, dmat, str(path), nthread=native_threads(), verbose=False)
 
 
 def build_library(model, libpath: Path, *, num_tree: int, quantize: bool = True,
@@ -271,7 +281,7 @@ def build_library(model, libpath: Path, *, num_tree: int, quantize: bool = True,
         beat = threading.Thread(target=_heartbeat, args=(progress, "compiling", stop), daemon=True)
         beat.start()
         try:
-            built = tl2cgen.create_shared(toolchain, str(src), nthread=os.cpu_count() or 1,
+            built = tl2cgen.create_shared(toolchain, str(src), nthread=native_threads(),
                                           options=OPTIONS or None, long_build_time_warning=False)
         except Exception as exc:
             raise CompileError(f"the C compiler failed: {exc}") from exc

@@ -136,3 +136,12 @@ def test_rtb_large_round_trip(tmp_path, sample_model_dir):
     assert np.array_equal(direct.predict(X, margin=True), stock.predict(X, margin=True))
     timings = __import__("model_compile.measure", fromlist=["measure"]).measure(x, X[:50], batches=(1, 10))
     assert [t["rows"] for t in timings] == [1, 10] and all(t["direct_us"] > 0 for t in timings)
+
+
+def test_annotation_under_a_server_style_thread_limit(tmp_path, small_model_file, monkeypatch):
+    """Servers and the image set OMP_NUM_THREADS=1; TL2cgen refuses an nthread above
+    OpenMP's limit, so branch annotation and the build must stay within it."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path, X = small_model_file("binary:logistic", n_trees=10)
+    m = compile_artifact(path, tmp_path / "a.tar.gz", annotate=True, sample_data=X, measure_speed=False)
+    assert m.library.params["annotate"] is True
