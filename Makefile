@@ -24,6 +24,7 @@ tools:
 
 # The whole chain: sample models -> compile -> serve -> benchmark against stock -> table + report folder.
 demo: venv tools
+	$(PY) -m sample_models
 	$(PY) -m bench all --quick
 
 test: venv tools
