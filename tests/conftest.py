@@ -22,3 +22,20 @@ def sample_model_dir():
         return REPO_ROOT / DEFAULT_OUT / name
 
     return get
+
+
+@pytest.fixture(scope="session")
+def bare_model_dir(sample_model_dir, tmp_path_factory):
+    """Returns name -> a folder as SageMaker extracts a training job's model.tar.gz (xgboost-model)."""
+    from model_compile.artifact import safe_extract
+
+    folders: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in folders:
+            folder = tmp_path_factory.mktemp(f"bare-{name}")
+            safe_extract(sample_model_dir(name) / "model.tar.gz", folder)
+            folders[name] = folder
+        return folders[name]
+
+    return get

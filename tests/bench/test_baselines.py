@@ -16,8 +16,8 @@ from bench.servers import WorkerConfig, free_port, gunicorn_argv, running_server
 
 
 @pytest.fixture(scope="module")
-def stock_server(stock_model_dir, tmp_path_factory):
-    model_dir = stock_model_dir("rtb-large")
+def stock_server(bare_model_dir, tmp_path_factory):
+    model_dir = bare_model_dir("rtb-large")
     port = free_port()
     argv = gunicorn_argv("bench.baselines:stock_app()", port, WorkerConfig("gevent", 1))
     with running_server("stock", argv, port, env={"BENCH_MODEL_DIR": str(model_dir), "OMP_NUM_THREADS": "1"},
