@@ -230,10 +230,17 @@ def plot_kernel(kernel: list[dict], path: Path) -> Path | None:
                title=f"{model}: in-process latency, one thread")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    _save(fig, path)
+    return path
+
+
+def _save(fig, path: Path) -> None:
+    """Write a figure as PNG and free it (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return path
 
 
 def plot_http(http: list[dict], slo_ms: float, path: Path) -> Path | None:
@@ -266,9 +273,7 @@ def plot_http(http: list[dict], slo_ms: float, path: Path) -> Path | None:
                title=f"{model}, {rows} row(s) per request")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -290,9 +295,7 @@ def plot_sweep(sweep: dict, path: Path) -> Path | None:
         ax.set_xticks(range(len(configs)), configs, rotation=30, ha="right", fontsize=8)
         ax.set(ylabel="max req/s with p99 under the SLO", title=f"{sweep['model']}, {rows} row(s) per request")
         ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
