@@ -32,9 +32,10 @@ RUN for cert in /tmp/build-ca/*.pem /tmp/build-ca/*.crt; do \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
         -c constraints.txt -r requirements.txt
 COPY README.md ./
+COPY model_core/ model_core/
 COPY model_compile/ model_compile/
 COPY serve/ serve/
-# The project itself (serve, model_compile and their console scripts), then the installer
+# The project itself (model_core, serve, model_compile and their console scripts), then the installer
 # goes: nothing in the serving image installs packages.
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . ; \
     /opt/venv/bin/pip uninstall --yes --quiet pip setuptools

@@ -9,7 +9,7 @@ median and p99 seconds per call and rows per second at the median.
 Predictors (all single-threaded: ``nthread=1`` where there is such a setting; the compiled
 library runs on the calling thread):
 
-* ``compiled <variant>``: ``model_compile.runtime.CompiledModel`` on each compile variant;
+* ``compiled <variant>``: ``model_core.runtime.CompiledModel`` on each compile variant;
 * ``router``: the server's predictor for the deployed artifact (``serve.loading.load_model``
   with ``auto``): compiled below the crossover batch size, stock XGBoost from it on;
 * ``inplace_predict``: ``Booster.inplace_predict`` (what ``serve`` uses for stock);
@@ -119,8 +119,8 @@ def predictors_for(model: ModelUnderTest) -> dict[str, Callable[[np.ndarray], ob
     import treelite
     import xgboost as xgb
 
-    from model_compile.artifact import read_manifest
-    from model_compile.runtime import CompiledModel
+    from model_core.artifact import read_manifest
+    from model_core.runtime import CompiledModel
     from serve.loading import load_model
 
     found: dict[str, Callable[[np.ndarray], object]] = {}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from model_compile.artifact import safe_extract, sha256_file
+from model_core.artifact import safe_extract, sha256_file
 
 VARIANTS: dict[str, dict] = {
     "plain": {"quantize": False, "annotate": False},
@@ -46,15 +46,17 @@ class ModelUnderTest:
 
 
 def _compiler_fingerprint() -> str:
-    """A digest of model_compile's own source: a changed compiler invalidates the cache."""
+    """A digest of the compiler's source (model_compile and the model_core it reads models
+    with): a changed compiler invalidates the cache."""
     import hashlib
 
     import model_compile
+    import model_core
 
     digest = hashlib.sha256()
-    package = Path(model_compile.__file__).parent
-    for path in sorted(package.glob("*.py")) + sorted(package.glob("*.c")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for package in (Path(model_compile.__file__).parent, Path(model_core.__file__).parent):
+        for path in sorted(package.glob("*.py")) + sorted(package.glob("*.c")):
+            digest.update(package.name.encode() + b"/" + path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

@@ -1,7 +1,7 @@
 """Put a ``model.tar.gz`` in S3 for SageMaker, with its sha256 in the object metadata.
 
 The archive is checked first the way the server will read it
-(:func:`model_compile.artifact.safe_extract`; a compiled artifact's library
+(:func:`model_core.artifact.safe_extract`; a compiled artifact's library
 must match the sha256 in its manifest), so a broken artifact is refused here
 rather than by a Failed endpoint twenty minutes later.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from deploy.aws import Aws, DeployError, is_not_found
-from model_compile.artifact import (
+from model_core.artifact import (
     ArtifactError,
     LIBRARY_NAME,
     read_manifest,

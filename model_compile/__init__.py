@@ -1,16 +1,15 @@
-"""Compile XGBoost models Neo-style with Treelite + TL2cgen, verified against XGBoost.
+"""Compile XGBoost models to native code (TL2cgen + gcc), verify them against XGBoost, measure them.
 
-Public API: :func:`compile_artifact` (also the ``model-compile`` command),
-:func:`model_compile.formats.load_source`, :class:`model_compile.runtime.CompiledModel`,
-:func:`model_compile.target.current_target`; the artifact contract is
-:mod:`model_compile.artifact`.
+One job: a user's model -> a verified, deployable ``model.tar.gz``. Public API:
+:func:`compile_artifact` (also the ``model-compile`` command). Reading models,
+the artifact contract and calling a library belong to :mod:`model_core`.
 """
 
 __all__ = ["compile_artifact"]
 
 
 def __getattr__(name):
-    # Lazy, so that `import model_compile.artifact` (the server) stays light.
+    # Lazy, so that importing a submodule (model_compile.verify, say) pulls in no compiler.
     if name == "compile_artifact":
         from model_compile.pipeline import compile_artifact
 

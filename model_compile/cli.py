@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from model_compile.artifact import ArtifactError
+    from model_core.artifact import ArtifactError
     from model_compile.compiler import CompileError
-    from model_compile.formats import FormatError
+    from model_core.formats import FormatError
     from model_compile.pipeline import compile_artifact
     from model_compile.verify import VerificationError
 

@@ -20,7 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from model_compile.target import DEFAULT_TOOLCHAIN, compiler_version
+from model_compile.toolchain import DEFAULT_TOOLCHAIN, compiler_version
+from model_core.description import ModelDescription
 
 Progress = Callable[[str], None]
 
@@ -117,16 +118,6 @@ def _add_batch_entry_point(src: Path) -> None:
     recipe_path.write_text(json.dumps(recipe, indent=2))
 
 
-def model_thresholds(model) -> dict[int, np.ndarray]:
-    """``{feature: sorted unique float32 thresholds}`` of a treelite model's numerical splits."""
-    found: dict[int, set] = {}
-    for tree in json.loads(model.dump_as_json(pretty_print=False))["trees"]:
-        for node in tree["nodes"]:
-            if node.get("node_type") == "numerical_test_node":
-                found.setdefault(int(node["split_feature_id"]), set()).add(np.float32(node["threshold"]))
-    return {f: np.array(sorted(v), dtype=np.float32) for f, v in found.items()}
-
-
 def _c_int_array(source: str, name: str) -> list[int]:
     match = re.search(rf"\b{name}\[\]\s*=\s*\{{(.*?)\}};", source, re.S)
     if not match:
@@ -134,13 +125,14 @@ def _c_int_array(source: str, name: str) -> list[int]:
     return [int(v) for v in match.group(1).replace("\n", " ").split(",") if v.strip()]
 
 
-def _exact_quantize_thresholds(src: Path, model) -> int:
+def _exact_quantize_thresholds(src: Path, thresholds: dict[int, np.ndarray]) -> int:
     """Rewrite quantize.c's threshold table with exact (hex) float32 literals.
 
     TL2cgen 1.0.0 prints that table with 8 significant digits; float32 needs 9,
     so a few thresholds land one step off and inputs exactly at or next to them
     fall into the wrong bin (measured: 67 of 6,651 thresholds of rtb-large, a
-    0.03 error on a probability). Returns how many literals were corrected.
+    0.03 error on a probability). ``thresholds``: the model's own
+    (``ModelDescription.split_thresholds``). Returns how many literals were corrected.
     """
     path = src / "quantize.c"
     code = path.read_text()
@@ -151,7 +143,6 @@ def _exact_quantize_thresholds(src: Path, model) -> int:
     printed = np.array([np.float32(float(v)) for v in match.group(2).split(",") if v.strip()],
                        dtype=np.float32)
     exact = printed.copy()
-    thresholds = model_thresholds(model)
     for feature, (start, n) in enumerate(zip(begin, length)):
         values = thresholds.get(feature, np.zeros(0, dtype=np.float32))
         if n != values.size:
@@ -231,12 +222,13 @@ def annotate_branches(model, rows: np.ndarray, path: Path) -> None:
     tl2cgen.annotate_branch(model, dmat, str(path), nthread=native_threads(), verbose=False)
 
 
-def build_library(model, libpath: Path, *, num_tree: int, quantize: bool = True,
+def build_library(model, libpath: Path, *, description: ModelDescription, quantize: bool = True,
                   parallel_comp: int | None = None, annotation: Path | None = None,
                   toolchain: str = DEFAULT_TOOLCHAIN, progress: Progress | None = None) -> LibraryBuild:
     """Generate C code for the treelite ``model`` and compile it into ``libpath``.
 
-    ``parallel_comp``: None chooses from ``num_tree``; 0 = one C file.
+    ``description``: the same model's (tree count, split thresholds).
+    ``parallel_comp``: None chooses from the tree count; 0 = one C file.
     ``annotation``: a file written by :func:`annotate_branches` (branch hints).
     Returns what was built and how. Raises CompileError.
     """
@@ -247,7 +239,7 @@ def build_library(model, libpath: Path, *, num_tree: int, quantize: bool = True,
     except FileNotFoundError as exc:
         raise CompileError(str(exc)) from exc
     if parallel_comp is None:
-        parallel_comp = choose_parallel_comp(num_tree)
+        parallel_comp = choose_parallel_comp(description.num_tree)
     params: dict = {"quantize": int(bool(quantize))}
     if parallel_comp:
         params["parallel_comp"] = int(parallel_comp)
@@ -270,7 +262,7 @@ def build_library(model, libpath: Path, *, num_tree: int, quantize: bool = True,
             if progress:
                 progress("  TL2cgen did not quantize this model (categorical splits?): compiled without")
         elif quantize:
-            fixed = _exact_quantize_thresholds(src, model)
+            fixed = _exact_quantize_thresholds(src, description.split_thresholds)
             if progress and fixed:
                 progress(f"  corrected {fixed} quantization thresholds TL2cgen printed with too few digits")
         _add_batch_entry_point(src)

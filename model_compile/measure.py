@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model_compile.artifact import read_manifest, safe_extract
-from model_compile.runtime import CompiledModel
+from model_core.artifact import read_manifest, safe_extract
+from model_core.runtime import CompiledModel
 from model_compile.verify import median_seconds
 
 BATCHES = (1, 10, 100, 1000)

@@ -8,7 +8,6 @@ unless every step passed.
 """
 from __future__ import annotations
 
-import json
 import platform
 import re
 import tempfile
@@ -19,15 +18,16 @@ from typing import Callable
 
 import numpy as np
 
-from model_compile.artifact import (LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, LibraryInfo, Manifest,
+from model_core.artifact import (LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, LibraryInfo, Manifest,
                                     ModelInfo, Verification, sha256_file, write_tar_atomically)
 from model_compile.compiler import annotate_branches, build_library
-from model_compile.formats import FormatError, SourceModel, load_source, model_json
-from model_compile.runtime import CompiledModel
-from model_compile.target import current_target
+from model_core.description import ModelDescription
+from model_core.formats import FormatError, SourceModel, load_source
+from model_core.runtime import CompiledModel
+from model_core.machine import current_machine
 from model_compile.verify import (DEFAULT_GENERATED_ROWS, DEFAULT_TOLERANCE, Comparison,
                                   VerificationError, compare, gtil_predict, measure_crossover,
-                                  split_thresholds, threshold_rows, xgboost_predict)
+                                  threshold_rows, xgboost_predict)
 
 Progress = Callable[[str], None]
 ENTRY_POINT = "mc_predict_dense"
@@ -64,25 +64,12 @@ def _rows(data, num_feature: int, what: str) -> np.ndarray:
     return X
 
 
-def _base_score(doc: dict) -> list[float] | None:
-    value = doc["learner"]["learner_model_param"].get("base_score")
-    if value is None:
-        return None
-    return [float(v) for v in str(value).strip("[]").split(",") if v.strip()]
-
-
-def describe_model(source: SourceModel, booster, doc: dict) -> ModelInfo:
-    """The manifest's model section, from the booster and its JSON document."""
-    config = json.loads(booster.save_config())
-    learner = config["learner"]
-    num_class = int(learner["learner_model_param"].get("num_class", "0") or 0)
-    gbm = doc["learner"]["gradient_booster"]
-    trees = (gbm.get("model") or gbm["gbtree"]["model"])["trees"]
+def describe_model(source: SourceModel, description: ModelDescription) -> ModelInfo:
+    """The manifest's model section: the source's description, and where it came from."""
     return ModelInfo(file=MODEL_NAME, source_format=source.format, source_sha256=source.sha256,
-                     objective=learner["objective"]["name"], num_feature=int(booster.num_features()),
-                     num_class=max(1, num_class), num_tree=len(trees),
-                     feature_names=list(booster.feature_names) if booster.feature_names else None,
-                     base_score=_base_score(doc))
+                     objective=description.objective, num_feature=description.num_feature,
+                     num_class=description.num_class, num_tree=description.num_tree,
+                     feature_names=description.feature_names, base_score=description.base_score)
 
 
 def _as_verification(comparison: Comparison, sample_rows: int, generated_rows: int) -> Verification:
@@ -137,18 +124,17 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     say(f"{source.origin}: {source.format} model, sha256 {source.sha256[:12]}")
 
     booster = source.to_booster()
-    doc = model_json(source)
-    kind = doc["learner"]["gradient_booster"]["name"]
-    if kind not in ("gbtree", "dart"):
-        raise FormatError(f"{source.origin}: a {kind} model is not a tree ensemble; only gbtree and "
-                          f"dart boosters can be compiled")
-    info = describe_model(source, booster, doc)
+    description = ModelDescription.from_booster(booster)
+    if not description.is_tree_ensemble:
+        raise FormatError(f"{source.origin}: a {description.booster} model is not a tree ensemble; "
+                          f"only gbtree and dart boosters can be compiled")
+    info = describe_model(source, description)
     say(f"objective {info.objective}, {info.num_tree} trees, {info.num_feature} features"
         + (f", {info.num_class} classes" if info.num_class > 1 else ""))
     tl_model = source.to_treelite()
 
     sample = None if sample_data is None else _rows(sample_data, info.num_feature, "sample data")
-    generated = threshold_rows(split_thresholds(doc), info.num_feature, generated_rows)
+    generated = threshold_rows(description.split_thresholds, info.num_feature, generated_rows)
     X = generated if sample is None else np.concatenate([sample, generated])
     n_sample = 0 if sample is None else sample.shape[0]
 
@@ -175,7 +161,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
 
         say(f"generating C code ({'quantized' if quantize else 'not quantized'})")
         libpath = tmp / LIBRARY_NAME
-        build = build_library(tl_model, libpath, num_tree=info.num_tree, quantize=quantize,
+        build = build_library(tl_model, libpath, description=description, quantize=quantize,
                               parallel_comp=parallel_comp, annotation=annotation, progress=say)
         say(f"compiled in {build.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
 
@@ -208,7 +194,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
 
         model_path = tmp / MODEL_NAME
         model_path.write_bytes(source.to_ubjson())
-        target = current_target()
+        machine = current_machine()
         import tl2cgen
         import treelite
         import xgboost
@@ -216,7 +202,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
         manifest = Manifest(
             model=info,
             library=LibraryInfo(file=LIBRARY_NAME, sha256=sha256_file(libpath),
-                                platform=target["platform"], libc=target["libc"],
+                                platform=machine["platform"], libc=machine["libc"],
                                 compiler=build.compiler, params=build.params, flags=build.flags,
                                 entry_point=ENTRY_POINT if compiled.backend == "direct" else None),
             verification=_as_verification(result, n_sample, generated.shape[0]),
@@ -228,7 +214,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             conversion=conversion,
             crossover_timings=timings,
-            compiled_on=target,
+            compiled_on=machine,
         )
         manifest_path = tmp / MANIFEST_NAME
         manifest_path.write_text(manifest.to_json())

@@ -29,23 +29,6 @@ class VerificationError(RuntimeError):
 
 # --- rows to verify on -------------------------------------------------------
 
-def split_thresholds(model_doc: dict) -> dict[int, np.ndarray]:
-    """``{feature index: sorted unique float32 thresholds}`` of numerical splits in an
-    XGBoost JSON model document (:func:`model_compile.formats.model_json`)."""
-    found: dict[int, list[np.ndarray]] = {}
-    gbm = model_doc["learner"]["gradient_booster"]
-    trees = (gbm.get("model") or gbm["gbtree"]["model"])["trees"]
-    for tree in trees:
-        left = np.asarray(tree["left_children"])
-        features = np.asarray(tree["split_indices"])
-        values = np.asarray(tree["split_conditions"], dtype=np.float32)
-        split_type = np.asarray(tree.get("split_type") or [0] * len(left))
-        is_split = (left != -1) & (split_type == 0)
-        for feature in np.unique(features[is_split]):
-            found.setdefault(int(feature), []).append(values[is_split & (features == feature)])
-    return {f: np.unique(np.concatenate(v)) for f, v in found.items()}
-
-
 def threshold_rows(thresholds: dict[int, np.ndarray], num_feature: int, n_rows: int,
                    seed: int = 0) -> np.ndarray:
     """``n_rows`` float32 rows whose values sit on, just below, just above and

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 def _model_folder(path: Path, scratch: Path) -> Path:
     """A folder as is; a model.tar.gz (a local run) extracted safely into ``scratch``."""
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
-        from model_compile.artifact import safe_extract
+        from model_core.artifact import safe_extract
 
         safe_extract(path, scratch)
         return scratch

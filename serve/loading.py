@@ -1,8 +1,8 @@
 """Load what SageMaker put in the model folder and choose the predictor.
 
-The folder holds either a compiled artifact from ``model_compile`` (manifest,
-library, UBJSON model) or a bare XGBoost model (SageMaker's ``xgboost-model``
-or any model file ``model_compile`` reads).
+The folder holds either a compiled artifact (manifest, library, UBJSON model;
+``model_core.artifact``) or a bare XGBoost model (SageMaker's ``xgboost-model``
+or any model file ``model_core.formats`` reads).
 
 For an artifact the library is checked against this runtime (file checksum,
 platform, libc, TL2cgen version), loaded, self-tested and compared with stock
@@ -13,7 +13,6 @@ ModelLoadError with a message that says what was found.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -21,23 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from model_compile.artifact import ArtifactError, Manifest, read_manifest, sha256_file
-from model_compile.formats import FormatError, load_source
-from model_compile.target import compatibility_problems
+from model_core.artifact import ArtifactError, Manifest, read_manifest, sha256_file
+from model_core.description import ModelDescription
+from model_core.formats import FormatError, load_source
+from model_core.machine import compatibility_problems
 from serve.predictors import CompiledPredictor, GtilPredictor, Predictor, RouterPredictor, StockPredictor
 
 log = logging.getLogger(__name__)
-
-# Treelite's task type and postprocessor -> the XGBoost objective they come from (GTIL only).
-_OBJECTIVE_OF_TREELITE = {
-    ("kBinaryClf", "sigmoid"): "binary:logistic",
-    ("kBinaryClf", "identity"): "binary:logitraw",
-    ("kMultiClf", "softmax"): "multi:softprob",
-    ("kMultiClf", "identity_multiclass"): "multi:softmax",
-    ("kRegressor", "identity"): "reg:squarederror",
-    ("kRegressor", "exponential"): "reg:gamma",
-}
-
 
 class ModelLoadError(RuntimeError):
     """No model can be served from the folder; the message says what was found and why."""
@@ -160,7 +149,7 @@ def _compiled_predictor(model_dir: Path, manifest: Manifest) -> CompiledPredicto
     problem = library_problem(model_dir, manifest)
     if problem:
         raise ModelLoadError(problem)
-    from model_compile.runtime import CompiledModel
+    from model_core.runtime import CompiledModel
 
     try:
         predictor = CompiledPredictor(CompiledModel(model_dir / manifest.library.file))
@@ -214,22 +203,12 @@ def _stock_predictor(path: Path) -> tuple[Predictor, str, int, str]:
         except FormatError as treelite_error:
             raise ModelLoadError(f"{xgboost_error}; {treelite_error}") from treelite_error
         predictor = GtilPredictor(model)
-        objective, num_class = _treelite_objective(model)
+        description = ModelDescription.from_treelite(model)
     else:
-        learner = json.loads(booster.save_config())["learner"]
-        objective = learner["objective"]["name"]
-        num_class = max(int(learner["learner_model_param"].get("num_class", "0") or 0), 1)
+        description = ModelDescription.from_booster(booster)
         predictor = StockPredictor(booster)
     self_test(predictor)
-    return predictor, objective, num_class, source.origin
-
-
-def _treelite_objective(model) -> tuple[str, int]:
-    """(objective, num_class) of a Treelite model, as far as its header tells."""
-    header = json.loads(model.dump_as_json())
-    header.pop("trees", None)
-    objective = _OBJECTIVE_OF_TREELITE.get((header.get("task_type"), header.get("postprocessor")), "unknown")
-    return objective, max(max(header.get("num_class") or [1]), 1)
+    return predictor, description.objective, description.num_class, source.origin
 
 
 # --- checks -----------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class GtilPredictor:
 
 
 class CompiledPredictor:
-    """The TL2cgen-compiled library through ``model_compile.runtime.CompiledModel``, the one
+    """The TL2cgen-compiled library through ``model_core.runtime.CompiledModel``, the one
     way the project calls a library. CompiledModel is safe for concurrent callers: its
     direct entry point is reentrant (and ctypes releases the GIL during the call), and
     it serializes calls itself for plain TL2cgen libraries."""

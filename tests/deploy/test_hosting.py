@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_compile.artifact import safe_extract
+from model_core.artifact import safe_extract
 from model_compile.pipeline import read_rows_csv
-from model_compile.runtime import CompiledModel
+from model_core.runtime import CompiledModel
 
 # The `serve` console script, in its own process: importing serve.cli here would
 # set OMP_NUM_THREADS=1 in the test process for every later test.

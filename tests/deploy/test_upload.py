@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import tarfile
 
-from model_compile.artifact import safe_extract, sha256_file, write_tar_atomically
+from model_core.artifact import safe_extract, sha256_file, write_tar_atomically
 from tests.deploy.conftest import ACCOUNT, REGION
 
 

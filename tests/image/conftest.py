@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from model_compile.artifact import safe_extract
+from model_core.artifact import safe_extract
 from tests.image import engine as eng
 
 # Figures measured during the session (sizes, build and start-up times), printed at its end.

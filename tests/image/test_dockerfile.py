@@ -12,7 +12,7 @@ from tests.conftest import REPO_ROOT
 
 # What the Dockerfile copies; anything else in the context only slows builds or leaks.
 CONTEXT_ALLOWED = {"Dockerfile", "pyproject.toml", "constraints.txt", "README.md",
-                   "model_compile", "serve", "container"}
+                   "model_core", "model_compile", "serve", "container"}
 
 
 VENV_BIN = str(Path(sys.executable).parent)

@@ -34,7 +34,7 @@ def test_runtime_image_holds_no_compiler_installer_or_build_ca(engine, runtime_i
              "python -c 'import setuptools' 2>/dev/null && exit 12; "
              "test -e /etc/pip.conf && exit 13; test -e /tmp/build-ca && exit 14; "
              "test -e /tmp/ca-bundle.pem && exit 15; test -e /root/.cache/pip && exit 16; "
-             "python -c 'import serve, model_compile, tl2cgen, treelite, xgboost, flask, gunicorn, gevent'")
+             "python -c 'import serve, model_core, model_compile, tl2cgen, treelite, xgboost, flask, gunicorn, gevent'")
     proc = engine.docker("run", "--rm", "--network", "host", "--entrypoint", "sh", runtime_image,
                          "-c", probe, check=False)
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from model_compile.artifact import read_manifest
+from model_core.artifact import read_manifest
 from tests.image import engine as eng
 from tests.image.conftest import FIGURES
 

@@ -7,7 +7,6 @@ import pytest
 
 import model_compile.pipeline as pipeline
 from model_compile.cli import build_parser, main
-from model_compile.compiler import model_thresholds
 
 
 def test_help_explains_every_option():
@@ -68,7 +67,7 @@ def test_corrupted_library_fails_verification_and_writes_nothing(tmp_path, sampl
 
     def build_then_corrupt(model, libpath, **kwargs):
         built = real_build(model, libpath, **kwargs)
-        table = model_thresholds(model)[0]                    # day_of_week: 1, 2, ..., 6
+        table = kwargs["description"].split_thresholds[0]   # day_of_week: 1, 2, ..., 6
         data = bytearray(libpath.read_bytes())
         at = bytes(data).find(table.tobytes())
         assert at >= 0, "threshold table not found in the library"

@@ -7,9 +7,9 @@ import pytest
 import xgboost as xgb
 
 from model_compile import compile_artifact
-from model_compile.artifact import read_manifest, safe_extract, sha256_file
-from model_compile.runtime import CompiledModel
-from model_compile.target import current_target
+from model_core.artifact import read_manifest, safe_extract, sha256_file
+from model_core.runtime import CompiledModel
+from model_core.machine import current_machine
 from model_compile.verify import xgboost_predict
 
 
@@ -32,7 +32,7 @@ def test_rtb_small_round_trip(compiled_small, sample_model_dir):
     import hashlib
     assert m.model.source_sha256 == hashlib.sha256(raw).hexdigest()
     assert m.library.sha256 == sha256_file(folder / "model.so")
-    assert m.library.platform == current_target()["platform"] and m.library.libc == current_target()["libc"]
+    assert m.library.platform == current_machine()["platform"] and m.library.libc == current_machine()["libc"]
     assert m.library.compiler.startswith("gcc ") and m.library.params["quantize"] == 1
     assert m.library.entry_point == "mc_predict_dense"
     assert m.verification.reference == "xgboost" and m.verification.rows == 4000

@@ -120,7 +120,7 @@ def compiled_model_dir(sample_model_dir, tmp_path_factory):
     """Returns name -> the sample model compiled by model_compile, extracted as SageMaker would
     (compiled once per test session; rtb-large takes about a minute on 2 cores)."""
     from model_compile import compile_artifact
-    from model_compile.artifact import safe_extract
+    from model_core.artifact import safe_extract
 
     folders: dict[str, Path] = {}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from model_compile.artifact import LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, sha256_file
+from model_core.artifact import LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, sha256_file
 from serve.loading import ModelLoadError, load_model
 from serve.predictors import GtilPredictor, StockPredictor
 from tests.serve.conftest import REPO_ROOT, sample_rows
@@ -138,21 +138,22 @@ def test_models_that_cannot_load_fail_with_a_clear_message(tmp_path, bare_model_
 
 def test_gtil_predictor_matches_xgboost(bare_model_dir, sample_model_dir):
     """GTIL serves models XGBoost cannot load; on one it can, both must agree."""
-    from model_compile.formats import load_source
-    from serve.loading import _treelite_objective
+    from model_core.description import ModelDescription
+    from model_core.formats import load_source
 
     source = load_source(bare_model_dir("rtb-small"))
     gtil = GtilPredictor(source.to_treelite())
     rows, _ = sample_rows(sample_model_dir, "rtb-small")
     assert np.max(np.abs(gtil.predict(rows) - source.to_booster().inplace_predict(rows))) < 1e-5
-    assert _treelite_objective(source.to_treelite()) == ("binary:logistic", 1)
+    description = ModelDescription.from_treelite(source.to_treelite())
+    assert (description.objective, description.num_class) == ("binary:logistic", 1)
 
 
 @pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "binary-logistic-1.7.6.bin"])
 def test_xgboost_1x_models_are_served_as_xgboost_1x_predicted(tmp_path, name):
     """SageMaker's XGBoost 1.x artifacts (a pickled Booster, a legacy binary), read safely by
     model_compile: the stock predictor answers what XGBoost 1.x answered for the same rows."""
-    fixtures = REPO_ROOT / "tests" / "model_compile" / "fixtures"
+    fixtures = REPO_ROOT / "tests" / "model_core" / "fixtures"
     shutil.copy(fixtures / name, tmp_path / "xgboost-model")
     loaded = load_model(tmp_path)
     assert loaded.objective == "binary:logistic"

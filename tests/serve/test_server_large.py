@@ -12,7 +12,7 @@ import pytest
 import requests
 import xgboost as xgb
 
-from model_compile.artifact import MODEL_NAME
+from model_core.artifact import MODEL_NAME
 from serve.loading import load_model
 from tests.serve.conftest import csv_body, numbers, running_server, sample_rows, settled_worker_pids
 

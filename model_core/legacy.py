@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model_compile import ubjson
+from model_core import ubjson
+from model_core.errors import FormatError
 
 CONFIG_HEADER = b"CONFIG-offset:"
 # sizeof() of XGBoost 1.x's on-disk structs (include/xgboost/*.h, checked by static_assert there).
@@ -44,12 +45,6 @@ MAX_TREES = 1_000_000
 MAX_NODES = 1 << 26
 NOT_A_NODE = 2147483647         # how XGBoost's JSON writes the root's parent
 DEFAULT_NAME = re.compile(r"f\d+")
-
-
-def _error(message: str):
-    from model_compile.formats import FormatError
-
-    return FormatError(message)
 
 
 # --- the restricted unpickler -----------------------------------------------
@@ -89,12 +84,12 @@ def unpickle_booster_state(raw: bytes, origin: str = "pickle") -> dict:
         obj = BoosterUnpickler(io.BytesIO(raw)).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             struct.error, MemoryError, RecursionError) as exc:
-        raise _error(f"{origin}: refused: {exc}") from exc
+        raise FormatError(f"{origin}: refused: {exc}") from exc
     if not isinstance(obj, _BoosterPlaceholder) or not isinstance(getattr(obj, "state", None), dict):
-        raise _error(f"{origin}: the pickle holds a {type(obj).__name__}, not an xgboost Booster")
+        raise FormatError(f"{origin}: the pickle holds a {type(obj).__name__}, not an xgboost Booster")
     handle = obj.state.get("handle")
     if not isinstance(handle, (bytes, bytearray)):
-        raise _error(f"{origin}: the pickled Booster holds no model bytes")
+        raise FormatError(f"{origin}: the pickled Booster holds no model bytes")
     return obj.state
 
 
@@ -121,7 +116,7 @@ class _Stream:
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.raw):
-            raise _error(f"{self.origin}: legacy binary model is truncated at byte {self.pos}")
+            raise FormatError(f"{self.origin}: legacy binary model is truncated at byte {self.pos}")
         chunk = self.raw[self.pos:self.pos + n]
         self.pos += n
         return chunk
@@ -135,7 +130,7 @@ class _Stream:
             self.take(4)
             n >>= 32
         if n > limit:
-            raise _error(f"{self.origin}: legacy binary model has a {n}-byte string; corrupt")
+            raise FormatError(f"{self.origin}: legacy binary model has a {n}-byte string; corrupt")
         return self.take(n).decode("utf-8", "replace")
 
 
@@ -184,11 +179,11 @@ def parse_legacy_binary(raw: bytes, origin: str = "model") -> LegacyModel:
     s.take(LEARNER_PARAM_BYTES - 28)
     objective, booster = s.string(), s.string()
     if booster != "gbtree":
-        raise _error(f"{origin}: {booster!r} boosters are not supported (only gbtree tree ensembles)")
+        raise FormatError(f"{origin}: {booster!r} boosters are not supported (only gbtree tree ensembles)")
     num_trees = s.unpack("i")[0]
     s.take(GBTREE_PARAM_BYTES - 4)
     if not 0 <= num_trees <= MAX_TREES:
-        raise _error(f"{origin}: legacy binary model claims {num_trees} trees; corrupt")
+        raise FormatError(f"{origin}: legacy binary model claims {num_trees} trees; corrupt")
     model = LegacyModel(base_score=float(base_score), num_feature=int(num_feature),
                         num_class=int(num_class), objective=objective, booster=booster,
                         version=(int(major), int(minor)))
@@ -196,20 +191,20 @@ def parse_legacy_binary(raw: bytes, origin: str = "model") -> LegacyModel:
         _, num_nodes, _, _, _, size_leaf_vector = s.unpack("iiiiii")
         s.take(TREE_PARAM_BYTES - 24)
         if not 0 < num_nodes <= MAX_NODES:
-            raise _error(f"{origin}: tree {tree_id} claims {num_nodes} nodes; corrupt")
+            raise FormatError(f"{origin}: tree {tree_id} claims {num_nodes} nodes; corrupt")
         nodes = np.frombuffer(s.take(NODE_DTYPE.itemsize * num_nodes), dtype=NODE_DTYPE)
         stats = np.frombuffer(s.take(STAT_DTYPE.itemsize * num_nodes), dtype=STAT_DTYPE)
         if size_leaf_vector != 0:
-            raise _error(f"{origin}: vector-leaf trees are not supported")
+            raise FormatError(f"{origin}: vector-leaf trees are not supported")
         try:
             model.trees.append(_tree_to_json(nodes, stats, tree_id, model.num_feature))
         except ValueError as exc:
-            raise _error(f"{origin}: {exc}; corrupt model") from exc
+            raise FormatError(f"{origin}: {exc}; corrupt model") from exc
     model.tree_info = list(s.unpack(f"{num_trees}i")) if num_trees else []
     if extra_attrs:
         (count,) = s.unpack("Q")
         if count > 10_000:
-            raise _error(f"{origin}: {count} attributes; corrupt")
+            raise FormatError(f"{origin}: {count} attributes; corrupt")
         for _ in range(count):
             key = s.string()
             model.attributes[key] = s.string()
@@ -228,7 +223,7 @@ def legacy_to_json_doc(model: LegacyModel, feature_names: list[str] | None = Non
 
     groups = max(1, model.num_class)
     if len(model.trees) % groups:
-        raise _error(f"{len(model.trees)} trees do not divide into {groups} classes")
+        raise FormatError(f"{len(model.trees)} trees do not divide into {groups} classes")
     params = {"objective": model.objective, "num_feature": model.num_feature,
               "base_score": model.base_score}
     if model.num_class > 1:
@@ -236,7 +231,7 @@ def legacy_to_json_doc(model: LegacyModel, feature_names: list[str] | None = Non
     try:
         template = json.loads(bytes(xgb.Booster(params).save_raw("json")))
     except xgb.core.XGBoostError as exc:
-        raise _error(f"objective {model.objective!r} is not known to XGBoost {xgb.__version__}: "
+        raise FormatError(f"objective {model.objective!r} is not known to XGBoost {xgb.__version__}: "
                      f"{str(exc).splitlines()[0]}") from exc
     learner = template["learner"]
     gbm = learner["gradient_booster"]["model"]
@@ -272,58 +267,50 @@ def _names(value) -> list[str] | None:
     return value
 
 
-def decode(source) -> Decoded:
-    """What a legacy_binary or pickle SourceModel holds (cached on the source)."""
-    if "decoded" in source._cache:
-        return source._cache["decoded"]
-    if source.format == "legacy_binary":
-        decoded = Decoded("legacy_binary", binary=source.raw)
-    elif source.format == "pickle":
-        state = unpickle_booster_state(source.raw, source.origin)
-        handle = bytes(state["handle"])
-        names = _names(state.get("feature_names"))
-        if handle.startswith(CONFIG_HEADER):
-            start = len(CONFIG_HEADER) + 8
-            (offset,) = struct.unpack("<q", handle[len(CONFIG_HEADER):start])
-            if not 0 < offset <= len(handle) - start:
-                raise _error(f"{source.origin}: the Booster's CONFIG-offset is out of range; corrupt")
-            decoded = Decoded("legacy_binary", binary=handle[start:start + offset], feature_names=names)
-        elif handle.startswith(b"binf"):
-            decoded = Decoded("legacy_binary", binary=handle, feature_names=names)
-        else:
-            try:
-                snapshot = (json.loads(handle) if handle.lstrip()[:2] in (b'{"', b"{ ", b"{\n")
-                            else ubjson.loads(handle))
-                document = snapshot["Model"]
-                document["learner"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise _error(f"{source.origin}: the pickled Booster's model bytes are not a format "
-                             f"this compiler knows ({handle[:16]!r}...)") from exc
-            decoded = Decoded("json_model", document=document, feature_names=names)
-    else:
-        raise _error(f"{source.origin}: {source.format} is not a legacy format")
-    source._cache["decoded"] = decoded
-    return decoded
+def decode(raw: bytes, fmt: str, origin: str) -> Decoded:
+    """What the bytes ``raw`` of a legacy_binary or pickle model hold; raises FormatError.
+    (The caller keeps the result: ``formats.SourceModel`` decodes once.)"""
+    if fmt == "legacy_binary":
+        return Decoded("legacy_binary", binary=raw)
+    if fmt != "pickle":
+        raise FormatError(f"{origin}: {fmt} is not a legacy format")
+    state = unpickle_booster_state(raw, origin)
+    handle = bytes(state["handle"])
+    names = _names(state.get("feature_names"))
+    if handle.startswith(CONFIG_HEADER):
+        start = len(CONFIG_HEADER) + 8
+        (offset,) = struct.unpack("<q", handle[len(CONFIG_HEADER):start])
+        if not 0 < offset <= len(handle) - start:
+            raise FormatError(f"{origin}: the Booster's CONFIG-offset is out of range; corrupt")
+        return Decoded("legacy_binary", binary=handle[start:start + offset], feature_names=names)
+    if handle.startswith(b"binf"):
+        return Decoded("legacy_binary", binary=handle, feature_names=names)
+    try:
+        snapshot = (json.loads(handle) if handle.lstrip()[:2] in (b'{"', b"{ ", b"{\n")
+                    else ubjson.loads(handle))
+        document = snapshot["Model"]
+        document["learner"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"{origin}: the pickled Booster's model bytes are not a format "
+                          f"this compiler knows ({handle[:16]!r}...)") from exc
+    return Decoded("json_model", document=document, feature_names=names)
 
 
-def to_xgboost_json(source) -> bytes:
-    """The model as XGBoost JSON text that current XGBoost loads; raises FormatError."""
-    decoded = decode(source)
+def to_xgboost_json(decoded: Decoded, origin: str) -> bytes:
+    """The decoded model as XGBoost JSON text that current XGBoost loads; raises FormatError."""
     if decoded.kind == "json_model":
         document = decoded.document
         if decoded.feature_names and not document["learner"].get("feature_names"):
             document["learner"]["feature_names"] = decoded.feature_names
     else:
-        document = legacy_to_json_doc(parse_legacy_binary(decoded.binary, source.origin),
-                                      decoded.feature_names)
+        document = legacy_to_json_doc(parse_legacy_binary(decoded.binary, origin), decoded.feature_names)
     return json.dumps(document).encode()
 
 
-def to_treelite(source):
+def to_treelite(decoded: Decoded):
     """A treelite.Model read by Treelite from the original model bytes."""
     import treelite
 
-    decoded = decode(source)
     if decoded.kind == "json_model":
         return treelite.frontend.from_xgboost_json(json.dumps(decoded.document))
     with tempfile.TemporaryDirectory(prefix="mc-legacy-") as tmp:

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from model_compile.runtime import CompiledModel
+from model_core.runtime import CompiledModel
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_concurrent_calls_from_threads_agree_with_serial(small_lib, sample_model
 
 def test_multiclass_output_is_rows_by_classes(tmp_path, small_model_file):
     from model_compile import compile_artifact
-    from model_compile.artifact import safe_extract
+    from model_core.artifact import safe_extract
 
     path, X = small_model_file("multi:softprob")
     compile_artifact(path, tmp_path / "m.tar.gz", measure_speed=False)
@@ -91,7 +91,7 @@ def test_blocked_batches_are_bit_identical_for_one_and_several_units(tmp_path, s
     """Batches run MC_BLOCK_ROWS (64) rows at a time, unit by unit: 150 rows = 2 full
     blocks and a partial one must give exactly what TL2cgen's row-by-row predict gives."""
     from model_compile import compile_artifact
-    from model_compile.artifact import safe_extract
+    from model_core.artifact import safe_extract
 
     path, X = small_model_file("multi:softprob", n_trees=12, depth=5)
     compile_artifact(path, tmp_path / "m.tar.gz", parallel_comp=parallel_comp, measure_speed=False)

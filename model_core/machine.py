@@ -1,23 +1,15 @@
 """The machine a library is compiled for and the machine that loads it.
 
-A TL2cgen library is native code: it runs only where the platform matches and
+A compiled library is native code: it runs only where the platform matches and
 the C library is at least as new as the one it was linked against. The
-compiler records :func:`current_target` in the manifest; the server calls
+compiler records :func:`current_machine` in the manifest; the server calls
 :func:`compatibility_problems` before loading a library.
 """
 from __future__ import annotations
 
-import functools
 import platform
 import re
-import shutil
-import subprocess
 import sysconfig
-
-# Only the compiler's version and the code generation flags travel with a
-# library; -march is deliberately absent so that the library runs on any
-# x86-64 instance, not just the CPU that compiled it.
-DEFAULT_TOOLCHAIN = "gcc"
 
 
 def current_platform() -> str:
@@ -29,17 +21,6 @@ def current_libc() -> str:
     """The C library this process runs on, e.g. ``glibc 2.36``, or ``unknown``."""
     name, version = platform.libc_ver()
     return f"{name} {version}" if name else "unknown"
-
-
-@functools.lru_cache(maxsize=None)
-def compiler_version(toolchain: str = DEFAULT_TOOLCHAIN) -> str:
-    """e.g. ``gcc 12.2.0``; raises FileNotFoundError when the compiler is not on PATH."""
-    exe = shutil.which(toolchain)
-    if exe is None:
-        raise FileNotFoundError(f"C compiler {toolchain!r} not found on PATH (compiling needs gcc)")
-    out = subprocess.run([exe, "-dumpfullversion", "-dumpversion"], capture_output=True,
-                         text=True, timeout=30, check=False)
-    return f"{toolchain} {out.stdout.strip() or 'unknown'}"
 
 
 def cpu_model() -> str:
@@ -54,7 +35,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def current_target() -> dict[str, str]:
+def current_machine() -> dict[str, str]:
     """``{"platform": "linux_x86_64", "libc": "glibc 2.36", "cpu": ...}`` for this machine."""
     return {"platform": current_platform(), "libc": current_libc(), "cpu": cpu_model()}
 
@@ -69,10 +50,10 @@ def _libc_tuple(libc: str) -> tuple[str, tuple[int, ...]] | None:
 def compatibility_problems(platform_tag: str, libc: str, runtime: dict[str, str] | None = None) -> list[str]:
     """Reasons a library built for ``platform_tag``/``libc`` cannot load here ([] = none).
 
-    ``runtime`` defaults to :func:`current_target`. A library linked against an
+    ``runtime`` defaults to :func:`current_machine`. A library linked against an
     older glibc runs on a newer one; the reverse may fail at load time.
     """
-    runtime = runtime or current_target()
+    runtime = runtime or current_machine()
     problems = []
     if platform_tag != runtime["platform"]:
         problems.append(f"library was compiled for {platform_tag}, this machine is {runtime['platform']}")

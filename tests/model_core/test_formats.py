@@ -5,7 +5,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from model_compile.formats import FormatError, detect_format, load_source
+from model_core.formats import FormatError, detect_format, load_source
 
 
 def write_tar(path, members):
@@ -109,7 +109,7 @@ def test_unsafe_members_are_refused(tmp_path, kind):
 
 
 def test_archive_that_expands_too_far_is_refused(tmp_path, monkeypatch):
-    import model_compile.artifact as artifact
+    import model_core.artifact as artifact
 
     archive = tmp_path / "big.tar.gz"
     write_tar(archive, [file_member("xgboost-model", b"\0" * 4096)])

@@ -1,4 +1,4 @@
-"""The deployable artifact: the only contract between `model_compile` and `serve`.
+"""The deployable artifact: the only contract between the compiler and the server.
 
 A deployable ``model.tar.gz`` holds, at its root (SageMaker extracts it into
 ``/opt/ml/model``):

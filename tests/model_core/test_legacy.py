@@ -11,12 +11,12 @@ import pytest
 import xgboost as xgb
 
 from model_compile import compile_artifact
-from model_compile.artifact import read_manifest, safe_extract
+from model_core.artifact import read_manifest, safe_extract
 from model_compile.cli import main as cli_main
-from model_compile.formats import FormatError, load_source
-from model_compile.legacy import CONFIG_HEADER, parse_legacy_binary
-from model_compile.runtime import CompiledModel
-from tests.model_compile.conftest import FIXTURES
+from model_core.formats import FormatError, load_source
+from model_core.legacy import CONFIG_HEADER, parse_legacy_binary
+from model_core.runtime import CompiledModel
+from tests.model_core.conftest import FIXTURES
 
 
 def fixture_rows():

@@ -9,7 +9,7 @@ Formats, detected from the bytes, never from the file name:
   XGBoost cannot read it, Treelite can;
 * ``pickle``        - the pickled ``xgboost.core.Booster`` SageMaker's XGBoost 1.x
   container wrote. Read with a restricted unpickler that executes nothing
-  (:mod:`model_compile.legacy`).
+  (:mod:`model_core.legacy`).
 
 A source is a SageMaker ``model.tar.gz`` (extracted safely), a folder, or a
 bare model file. Legacy formats are converted to UBJSON that current XGBoost loads.
@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from model_compile.artifact import MANIFEST_NAME, ArtifactError, safe_extract
+from model_core import legacy
+from model_core.artifact import MANIFEST_NAME, ArtifactError, safe_extract
+from model_core.errors import FormatError
 
 FORMATS = ("json", "ubjson", "legacy_binary", "pickle")
 # The file name SageMaker's built-in XGBoost gives its model inside model.tar.gz.
@@ -31,10 +33,6 @@ SAGEMAKER_MODEL_NAME = "xgboost-model"
 MAX_MODEL_BYTES = 2 * 1024**3
 _UBJSON_MARKERS = b"iUIlLdDSCTFZN$#"
 _JSON_SPACE = b" \t\r\n"
-
-
-class FormatError(ValueError):
-    """The input is not a model this compiler can read; the message says why."""
 
 
 def detect_format(head: bytes) -> str | None:
@@ -93,7 +91,6 @@ class SourceModel:
     format: str
     raw: bytes
     origin: str
-    _cache: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def sha256(self) -> str:
@@ -104,14 +101,18 @@ class SourceModel:
         """True when current XGBoost loads the bytes as they are (JSON/UBJSON)."""
         return self.format in ("json", "ubjson")
 
+    @cached_property
+    def _legacy(self) -> legacy.Decoded:
+        """What a legacy_binary or pickle model holds, decoded once."""
+        return legacy.decode(self.raw, self.format, self.origin)
+
+    @cached_property
+    def _ubjson(self) -> bytes:
+        return self.raw if self.format == "ubjson" else bytes(self.to_booster().save_raw("ubj"))
+
     def to_ubjson(self) -> bytes:
         """The model as UBJSON that current XGBoost loads (legacy formats converted)."""
-        if "ubjson" not in self._cache:
-            if self.format == "ubjson":
-                self._cache["ubjson"] = self.raw
-            else:
-                self._cache["ubjson"] = bytes(self.to_booster().save_raw("ubj"))
-        return self._cache["ubjson"]
+        return self._ubjson
 
     def to_booster(self):
         """A fresh ``xgboost.Booster``; raises FormatError when XGBoost cannot load the model."""
@@ -122,9 +123,7 @@ class SourceModel:
             if self.is_native:
                 booster.load_model(bytearray(self.raw))
             else:
-                from model_compile import legacy
-
-                booster.load_model(bytearray(legacy.to_xgboost_json(self)))
+                booster.load_model(bytearray(legacy.to_xgboost_json(self._legacy, self.origin)))
         except xgb.core.XGBoostError as exc:
             raise FormatError(f"{self.origin}: XGBoost cannot load this {self.format} model: "
                               f"{_first_line(exc)}") from exc
@@ -139,9 +138,7 @@ class SourceModel:
                 return treelite.frontend.from_xgboost_json(self.raw)
             if self.format == "ubjson":
                 return treelite.frontend.from_xgboost_ubjson(self.raw)
-            from model_compile import legacy
-
-            return legacy.to_treelite(self)
+            return legacy.to_treelite(self._legacy)
         except treelite.TreeliteError as exc:
             raise FormatError(f"{self.origin}: Treelite cannot read this {self.format} model: "
                               f"{_first_line(exc)}") from exc
@@ -186,10 +183,3 @@ def load_source(path: str | Path) -> SourceModel:
             model = find_model_file(Path(tmp))
             return _read_model_file(model, f"{path}:{model.relative_to(tmp)}")
     return _read_model_file(path, str(path))
-
-
-def model_json(source: SourceModel) -> dict:
-    """The model as XGBoost's JSON document (via current XGBoost for every format)."""
-    if source.format == "json":
-        return json.loads(source.raw)
-    return json.loads(bytes(source.to_booster().save_raw("json")))

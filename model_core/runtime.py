@@ -14,7 +14,7 @@ Two ways into the same generated ``predict()`` function:
   by plain TL2cgen. TL2cgen allows one caller at a time, so calls are
   serialized with a lock (safe, but threads wait for each other).
 
-Both give bit-identical results (``tests/model_compile/test_runtime.py``).
+Both give bit-identical results (``tests/model_core/test_runtime.py``).
 
 The library is loaded with dlopen, which returns the already-loaded copy for
 a path it has seen: load a new library from a new path, never by overwriting

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from model_compile import ubjson
+from model_core import ubjson
 
 
 def test_decodes_a_model_like_xgboost_reads_it(small_model_file):
