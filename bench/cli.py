@@ -56,17 +56,6 @@ def machine_info() -> dict:
             "python": platform.python_version(), "versions": versions}
 
 
-def _serve_default_config():
-    """The worker plan ``serve`` picks by default on this machine."""
-    from bench.servers import WorkerConfig
-    from serve.cpus import available_cpus
-    from serve.gunicorn_conf import plan_workers
-    from serve.settings import Settings
-
-    plan = plan_workers(Settings.from_env({}), available_cpus())
-    return WorkerConfig(plan.worker_class, plan.workers, plan.threads)
-
-
 def _config_arg(text: str):
     from bench.sweep import parse_config
 
@@ -120,6 +109,7 @@ def _capacity(report: dict, args) -> None:
 
 def cmd_all(args) -> int:
     from bench.compare import run_ceiling, run_compare
+    from bench.contenders import serve_default_plan
     from bench.kernel import run_kernel
     from bench.models import prepare_model
     from bench.payloads import make_bodies, read_sample_rows
@@ -146,7 +136,7 @@ def cmd_all(args) -> int:
         step("in-process timings (median ms per call at 1, 10, 100, 1,000, 10,000 rows)")
         report["kernel"] = [t.to_dict() for m in models
                             for t in run_kernel(m, min_time_s=profile["min_time_s"], progress=_say)]
-    config = args.config or _serve_default_config()
+    config = args.config or serve_default_plan()
     step(f"over HTTP, 1 row per request, p99 SLO {args.slo_ms:g} ms; serve's configuration: {config.label()}")
     bodies = make_bodies(read_sample_rows(models[0].sample_csv), 1)
     ceiling = run_ceiling(bodies, connections=args.connections, duration_s=duration, progress=_say)
@@ -155,7 +145,7 @@ def cmd_all(args) -> int:
                                              "open": ceiling.open.generator_cpu_s},
                          "duration_s": ceiling.closed.duration_s}
     report["http"] = [r.to_dict() for r in run_compare(
-        models, config=config, rows=1, slo_ms=args.slo_ms, duration_s=duration, steps=steps,
+        models, plan=config, rows=1, slo_ms=args.slo_ms, duration_s=duration, steps=steps,
         connections=args.connections, log_dir=logs, ceiling=ceiling, progress=_say)]
     if not args.skip_sweep:
         sweep_model = next((m for m in models if m.name == args.sweep_model), models[-1])
@@ -225,6 +215,7 @@ def cmd_load(args) -> int:
 
 def cmd_compare(args) -> int:
     from bench.compare import run_ceiling, run_compare
+    from bench.contenders import serve_default_plan
     from bench.models import prepare_model
     from bench.payloads import make_bodies, read_sample_rows
     from bench.report import http_table
@@ -232,7 +223,7 @@ def cmd_compare(args) -> int:
     models = [prepare_model(name, variants=("quantized",), progress=_say) for name in args.models]
     ceiling = run_ceiling(make_bodies(read_sample_rows(models[0].sample_csv), args.rows),
                           connections=args.connections, progress=_say)
-    results = run_compare(models, config=args.config or _serve_default_config(), rows=args.rows,
+    results = run_compare(models, plan=args.config or serve_default_plan(), rows=args.rows,
                           slo_ms=args.slo_ms, keys=tuple(args.keys), duration_s=args.duration, steps=args.steps,
                           connections=args.connections, log_dir=Path(args.logs), ceiling=ceiling, progress=_say)
     _say(http_table([r.to_dict() for r in results], ceiling.__dict__, args.slo_ms))

@@ -18,9 +18,10 @@ from typing import Callable
 from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
-from bench.search import DEFAULT_CONNECTIONS, SearchTarget, find_max_rates
-from bench.servers import RunningServer, WorkerConfig, free_port, running_server
-from bench.targets import ServerCommand, hello_command, serve_command, stock_command
+from bench.contenders import Contender, hello_command, serve_command, stock_command
+from bench.search import DEFAULT_CONNECTIONS, SearchedServer, find_max_rates
+from bench.servers import RunningServer, free_port, running_server
+from serve.gunicorn_conf import WorkerPlan
 
 
 @dataclass
@@ -62,34 +63,24 @@ def describe_run(result: LoadResult) -> str:
             f"p99 {result.latency_ms['p99']:8.2f} ms{flags}")
 
 
-@dataclass
-class Contender:
-    """A server to start and search: its command, its port, what to send it and its labels."""
-    command: ServerCommand
-    port: int
-    bodies: list[bytes]
-    model: str
-    rows: int
-
-
 def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ceiling | None, log_dir: Path,
                       duration_s: int = 3, steps: int = 4, connections: int = DEFAULT_CONNECTIONS,
                       progress: Callable[[str], None] = print) -> list[ServerResult]:
     """Start every contender, search their max rates under ``slo_ms`` taking turns (see
     ``bench.search``), stop them; one ServerResult each, in order."""
     for c in contenders:
-        progress(f"  {c.command.label} [{c.command.config.label()}] on {c.model}, {c.rows} row(s) per request")
+        progress(f"  {c.command.label} [{c.command.plan.label()}] on {c.model}, {c.rows} row(s) per request")
     load_before = os.getloadavg()[0]
     with ExitStack() as stack:
-        targets = []
+        searched = []
         for c in contenders:
-            name = f"{c.command.key}-{c.model}-{c.rows}-{c.command.config.label()}"
+            name = f"{c.command.key}-{c.model}-{c.rows}-{c.command.plan.label()}"
             server = stack.enter_context(running_server(name, c.command.argv, c.port, env=c.command.env,
                                                         log_dir=log_dir))
-            tag = f"{c.command.key} {c.command.config.label()}"
-            targets.append(SearchTarget(server.url, c.bodies, _with_server_cpu(server),
+            tag = f"{c.command.key} {c.command.plan.label()}"
+            searched.append(SearchedServer(server.url, c.bodies, _with_server_cpu(server),
                                         lambda r, tag=tag: progress(f"    {tag:<16}" + describe_run(r).strip())))
-        searches = find_max_rates(targets, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
+        searches = find_max_rates(searched, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                                   steps=steps)
     load_after = os.getloadavg()[0]
     results = []
@@ -99,11 +90,11 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             if ceiling is not None:
                 flag_near_ceiling(result, ceiling)
         cpu_us = best.labels["server_cpu_s"] / best.requests * 1e6 if best is not None and best.requests else None
-        progress(f"    -> {c.command.label} [{c.command.config.label()}] {c.model}, {c.rows} row(s): "
+        progress(f"    -> {c.command.label} [{c.command.plan.label()}] {c.model}, {c.rows} row(s): "
                  f"max {search.max_rate:,.0f} req/s with p99 under {slo_ms:g} ms"
                  + (f" (p99 {best.latency_ms['p99']:.2f} ms, {cpu_us:.0f} CPU us/request)" if best else ""))
         results.append(ServerResult(
-            key=c.command.key, label=c.command.label, model=c.model, rows=c.rows, config=c.command.config.label(),
+            key=c.command.key, label=c.command.label, model=c.model, rows=c.rows, config=c.command.plan.label(),
             max_rate=search.max_rate, p50_ms=best.latency_ms["p50"] if best else None,
             p99_ms=best.latency_ms["p99"] if best else None, closed_rate=search.closed.achieved_rate,
             closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
@@ -122,7 +113,7 @@ def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, dur
     return ceiling
 
 
-def run_compare(models: list[ModelUnderTest], *, config: WorkerConfig, rows: int = 1, slo_ms: float = 20.0,
+def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1, slo_ms: float = 20.0,
                 keys: tuple[str, ...] = ("a", "b", "c", "d"), duration_s: int = 3, steps: int = 4,
                 connections: int = DEFAULT_CONNECTIONS, log_dir: Path = Path("."),
                 ceiling: Ceiling | None = None, progress: Callable[[str], None] = print) -> list[ServerResult]:
@@ -137,11 +128,11 @@ def run_compare(models: list[ModelUnderTest], *, config: WorkerConfig, rows: int
                 continue
             port = free_port()
             if key in ("a", "b"):
-                command = serve_command(key, model.deployed, port, config)
+                command = serve_command(key, model.deployed, port, plan)
             elif key == "c":
                 command = stock_command(model.stock_dir, port, cpus=os.cpu_count())
             else:
-                command = hello_command(port, config)
+                command = hello_command(port, plan)
             contenders.append(Contender(command, port, bodies, model.name if key != "d" else "-", rows))
         results += benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
                                      duration_s=duration_s, steps=steps, connections=connections, progress=progress)

@@ -110,7 +110,7 @@ class Bisection:
 
 
 @dataclass
-class SearchTarget:
+class SearchedServer:
     """A server to search: where it is, what to send, and how to wrap each run (CPU accounting)."""
     url: str
     bodies: list[bytes]
@@ -118,32 +118,32 @@ class SearchTarget:
     on_trial: Callable[[LoadResult], None] | None = None
 
 
-def find_max_rates(targets: list[SearchTarget], *, slo_ms: float = DEFAULT_SLO_MS,
+def find_max_rates(servers: list[SearchedServer], *, slo_ms: float = DEFAULT_SLO_MS,
                    connections: int = DEFAULT_CONNECTIONS, duration_s: int = 3, steps: int = 4,
                    retry_close_misses: bool = True) -> list[RateSearch]:
-    """Search every target's highest open-loop rate under ``slo_ms``, taking turns run by run.
+    """Search every server's highest open-loop rate under ``slo_ms``, taking turns run by run.
 
-    Per target: a closed-loop probe on ``connections`` connections (after a 1 s warm-up),
+    Per server: a closed-loop probe on ``connections`` connections (after a 1 s warm-up),
     then ``steps + 1`` open-loop runs of ``duration_s`` seconds on at most ``connections``
     (:func:`open_loop_connections`), plus re-runs of close misses.
     """
-    searches = [Bisection(slo_ms, steps, retry_close_misses) for _ in targets]
+    searches = [Bisection(slo_ms, steps, retry_close_misses) for _ in servers]
 
-    def run(target: SearchTarget, rate: float | None, warmup_s: int) -> LoadResult:
+    def run(server: SearchedServer, rate: float | None, warmup_s: int) -> LoadResult:
         used = connections if rate is None else open_loop_connections(rate, connections)
-        result = target.measure(lambda: run_load(target.url, target.bodies, rate=rate, connections=used,
+        result = server.measure(lambda: run_load(server.url, server.bodies, rate=rate, connections=used,
                                                  duration_s=duration_s, warmup_s=warmup_s))
-        if target.on_trial:
-            target.on_trial(result)
+        if server.on_trial:
+            server.on_trial(result)
         return result
 
-    for target, search in zip(targets, searches):
-        search.start(run(target, None, 1))
+    for server, search in zip(servers, searches):
+        search.start(run(server, None, 1))
     while any(s.next_rate() is not None for s in searches):
-        for target, search in zip(targets, searches):
+        for server, search in zip(servers, searches):
             rate = search.next_rate()
             if rate is not None:
-                search.record(run(target, rate, 0))
+                search.record(run(server, rate, 0))
     return [s.search for s in searches]
 
 
@@ -153,6 +153,6 @@ def find_max_rate(url: str, bodies: list[bytes], *, slo_ms: float = DEFAULT_SLO_
                   measure: Callable[[Callable[[], LoadResult]], LoadResult] | None = None,
                   retry_close_misses: bool = True) -> RateSearch:
     """:func:`find_max_rates` for one server at ``url``."""
-    target = SearchTarget(url, bodies, measure or (lambda run: run()), on_trial)
-    return find_max_rates([target], slo_ms=slo_ms, connections=connections, duration_s=duration_s,
+    server = SearchedServer(url, bodies, measure or (lambda run: run()), on_trial)
+    return find_max_rates([server], slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                           steps=steps, retry_close_misses=retry_close_misses)[0]

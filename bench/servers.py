@@ -10,27 +10,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """A gunicorn configuration: worker class, worker processes, threads per worker."""
-    worker_class: str = "gevent"   # sync | gthread | gevent
-    workers: int = 2
-    threads: int = 1
-
-    def label(self) -> str:
-        text = f"{self.worker_class} w{self.workers}"
-        return text + (f" t{self.threads}" if self.worker_class == "gthread" else "")
 
 
 def free_port() -> int:
@@ -71,20 +57,6 @@ def _log_tail(log: Path | None, chars: int = 1500) -> str:
     if log is None or not Path(log).exists():
         return ""
     return "\n--- server log (tail) ---\n" + Path(log).read_text(errors="replace")[-chars:]
-
-
-def gunicorn_argv(app: str, port: int, config: WorkerConfig, *, keepalive_s: int = 60,
-                  timeout_s: int = 60) -> list[str]:
-    """The command line that serves WSGI ``app`` ("module:callable") under ``config``."""
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-            "--worker-class", config.worker_class, "--workers", str(config.workers),
-            "--keep-alive", str(keepalive_s), "--timeout", str(timeout_s),
-            "--backlog", "2048", "--log-level", "warning"]
-    if config.worker_class == "gthread":
-        argv += ["--threads", str(config.threads)]
-    if config.worker_class == "gevent":
-        argv += ["--worker-connections", "1000"]
-    return argv + [app]
 
 
 class RunningServer:

@@ -15,36 +15,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.compare import Contender, ServerResult, benchmark_servers
+from bench.compare import ServerResult, benchmark_servers
+from bench.contenders import Contender, serve_command
 from bench.load import Ceiling
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
 from bench.search import DEFAULT_CONNECTIONS
-from bench.servers import WorkerConfig, free_port
-from bench.targets import serve_command
+from bench.servers import free_port
+from serve.gunicorn_conf import WorkerPlan
+from serve.settings import WORKER_CLASSES
 
 TIE_SHARE = 0.05
 
 
-def default_grid(cpus: int | None = None) -> list[WorkerConfig]:
+def default_grid(cpus: int | None = None) -> list[WorkerPlan]:
     """The full grid for a machine of ``cpus`` vCPUs: each class at 1x and 2x workers per
     vCPU, gthread with 2 and 4 threads."""
     c = cpus or os.cpu_count() or 1
-    return [WorkerConfig("sync", c, 1), WorkerConfig("sync", 2 * c, 1),
-            WorkerConfig("gthread", c, 2), WorkerConfig("gthread", c, 4), WorkerConfig("gthread", 2 * c, 2),
-            WorkerConfig("gevent", c, 1), WorkerConfig("gevent", 2 * c, 1)]
+    return [WorkerPlan("sync", c, 1), WorkerPlan("sync", 2 * c, 1),
+            WorkerPlan("gthread", c, 2), WorkerPlan("gthread", c, 4), WorkerPlan("gthread", 2 * c, 2),
+            WorkerPlan("gevent", c, 1), WorkerPlan("gevent", 2 * c, 1)]
 
 
-def quick_grid(cpus: int | None = None) -> list[WorkerConfig]:
+def quick_grid(cpus: int | None = None) -> list[WorkerPlan]:
     """One configuration per worker class, one worker per vCPU (the demo's sweep)."""
     c = cpus or os.cpu_count() or 1
-    return [WorkerConfig("sync", c, 1), WorkerConfig("gthread", c, 4), WorkerConfig("gevent", c, 1)]
+    return [WorkerPlan("sync", c, 1), WorkerPlan("gthread", c, 4), WorkerPlan("gevent", c, 1)]
 
 
-def parse_config(text: str) -> WorkerConfig:
-    """A WorkerConfig from ``CLASS:WORKERS[:THREADS]``, e.g. ``gthread:2:4``; ValueError otherwise."""
+def parse_config(text: str) -> WorkerPlan:
+    """A WorkerPlan from ``CLASS:WORKERS[:THREADS]``, e.g. ``gthread:2:4``; ValueError otherwise."""
     parts = text.split(":")
-    if len(parts) not in (2, 3) or parts[0] not in ("sync", "gthread", "gevent"):
+    if len(parts) not in (2, 3) or parts[0] not in WORKER_CLASSES:
         raise ValueError(f"{text!r}: expected CLASS:WORKERS[:THREADS] with CLASS sync, gthread or gevent")
     try:
         workers, threads = int(parts[1]), int(parts[2]) if len(parts) == 3 else 1
@@ -52,10 +54,10 @@ def parse_config(text: str) -> WorkerConfig:
         raise ValueError(f"{text!r}: WORKERS and THREADS must be whole numbers") from None
     if workers < 1 or threads < 1:
         raise ValueError(f"{text!r}: WORKERS and THREADS must be at least 1")
-    return WorkerConfig(parts[0], workers, threads)
+    return WorkerPlan(parts[0], workers, threads)
 
 
-def run_sweep(model: ModelUnderTest, configs: list[WorkerConfig], *, rows_list=(1, 100), slo_ms: float = 20.0,
+def run_sweep(model: ModelUnderTest, configs: list[WorkerPlan], *, rows_list=(1, 100), slo_ms: float = 20.0,
               duration_s: int = 3, steps: int = 4, connections: int = DEFAULT_CONNECTIONS,
               ceiling: Ceiling | None = None, log_dir: Path = Path("."),
               progress: Callable[[str], None] = print) -> list[ServerResult]:
@@ -65,9 +67,9 @@ def run_sweep(model: ModelUnderTest, configs: list[WorkerConfig], *, rows_list=(
     for rows in rows_list:
         bodies = make_bodies(sample, rows)
         contenders = []
-        for config in configs:
+        for plan in configs:
             port = free_port()
-            contenders.append(Contender(serve_command("a", model.deployed, port, config), port, bodies,
+            contenders.append(Contender(serve_command("a", model.deployed, port, plan), port, bodies,
                                         model.name, rows))
         results += benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
                                      duration_s=duration_s, steps=steps, connections=connections, progress=progress)
@@ -76,7 +78,7 @@ def run_sweep(model: ModelUnderTest, configs: list[WorkerConfig], *, rows_list=(
 
 @dataclass
 class Recommendation:
-    config: str                        # WorkerConfig.label()
+    config: str                        # WorkerPlan.label()
     worker_class: str
     workers_per_vcpu: float
     threads: int
@@ -84,7 +86,7 @@ class Recommendation:
     reason: str
 
 
-def recommend(results: list[ServerResult], configs: list[WorkerConfig], cpus: int | None = None) -> Recommendation | None:
+def recommend(results: list[ServerResult], configs: list[WorkerPlan], cpus: int | None = None) -> Recommendation | None:
     """The configuration the sweep supports (see the module docstring); None without results."""
     cpus = cpus or os.cpu_count() or 1
     by_label = {c.label(): c for c in configs}

@@ -16,8 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gunicorn.app.base import BaseApplication
-
 log = logging.getLogger("serve")
 
 
@@ -89,8 +87,9 @@ def run(settings) -> int:
     """Load, build and serve until gunicorn stops; returns the exit code."""
     from serve.app import create_app
     from serve.cpus import available_cpus
-    from serve.gunicorn_conf import gunicorn_options, plan_workers
+    from serve.gunicorn_conf import GunicornServer, gunicorn_options, plan_workers
     from serve.loading import ModelLoadError, load_model
+    from serve.outputs import OutputError
 
     plan = plan_workers(settings, available_cpus())
     try:
@@ -101,27 +100,12 @@ def run(settings) -> int:
     try:
         app = create_app(loaded, settings, max_concurrent_transforms=plan.workers,
                          offload_large=plan.worker_class == "gevent")
-    except ValueError as exc:   # OutputError: selected outputs that do not fit the model
+    except OutputError as exc:   # selected outputs that do not fit the model
         log.error("cannot serve: %s", exc)
         return 2
     log.info("serving %s. gunicorn: %s, on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
-    GunicornServer(app, gunicorn_options(settings, plan, loaded.describe())).run()
+    GunicornServer(lambda: app, gunicorn_options(settings, plan, loaded.describe())).run()
     return 0
-
-
-class GunicornServer(BaseApplication):
-    """gunicorn with the options given in code, not read from the command line or a file."""
-
-    def __init__(self, app, options: dict):
-        self.app, self.options = app, options
-        super().__init__()
-
-    def load_config(self):
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self):
-        return self.app
 
 
 if __name__ == "__main__":

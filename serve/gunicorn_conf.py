@@ -10,13 +10,18 @@ The worker class (default ``gevent``, as the stock container) serves keep-alive
 connections, so SageMaker's front end does not open a TCP connection per
 request, and a greenlet per connection keeps a slow client from holding a
 worker. ``gthread`` and ``sync`` are there for comparison (``SERVE_WORKER_CLASS``).
+
+:class:`GunicornServer` runs a WSGI app under these settings: ``serve`` runs its app
+with it, and the benchmark its baseline apps, so that both are served alike.
 """
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+from gunicorn.app.base import BaseApplication
 
 from serve.cpus import usable_cpu_count
 from serve.settings import Settings
@@ -26,22 +31,28 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKER_CLASS = "gevent"
 DEFAULT_GTHREAD_THREADS = 4
 GEVENT_CONNECTIONS = 1000
-_GUNICORN_CLASSES = {"sync": "sync", "gthread": "gthread", "gevent": "gevent"}
 
 
 @dataclass(frozen=True)
 class WorkerPlan:
     """How gunicorn runs the app: ``workers`` processes of ``worker_class``, each with
-    ``threads`` threads (gthread only); ``cpus`` is the usable vCPU count it came from."""
+    ``threads`` threads (gthread only); ``cpus`` is the usable vCPU count it was planned
+    for (None for a plan given as such, as the benchmark's sweep gives them)."""
 
-    workers: int
-    worker_class: str
-    threads: int
-    cpus: float
+    worker_class: str = DEFAULT_WORKER_CLASS     # sync | gthread | gevent (serve.settings.WORKER_CLASSES)
+    workers: int = 1
+    threads: int = 1
+    cpus: float | None = None
+
+    def label(self) -> str:
+        """Short, for tables: ``gevent w2``, ``gthread w2 t4``."""
+        text = f"{self.worker_class} w{self.workers}"
+        return text + (f" t{self.threads}" if self.worker_class == "gthread" else "")
 
     def describe(self) -> str:
         threads = f" x {self.threads} threads" if self.worker_class == "gthread" else ""
-        return f"{self.workers} {self.worker_class} worker(s){threads} for {self.cpus:g} usable vCPU(s)"
+        cpus = f" for {self.cpus:g} usable vCPU(s)" if self.cpus is not None else ""
+        return f"{self.workers} {self.worker_class} worker(s){threads}{cpus}"
 
 
 def plan_workers(settings: Settings, cpus: float) -> WorkerPlan:
@@ -64,7 +75,7 @@ def gunicorn_options(settings: Settings, plan: WorkerPlan, worker_started_note: 
     return {
         "bind": [_bind_address(settings.host, settings.port)],
         "workers": plan.workers,
-        "worker_class": _GUNICORN_CLASSES[plan.worker_class],
+        "worker_class": plan.worker_class,
         "threads": plan.threads,
         "worker_connections": GEVENT_CONNECTIONS,
         # The app (and the model) is built in the master before forking: the workers share
@@ -97,3 +108,24 @@ def _gunicorn_log_level(level: int) -> str:
     names = [(logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
              (logging.INFO, "info")]
     return next((name for number, name in names if level >= number), "debug")
+
+
+class GunicornServer(BaseApplication):
+    """gunicorn with the options given in code, not read from the command line or a file.
+
+    ``load`` returns the WSGI app; gunicorn calls it in the master when ``preload_app``
+    is set (serve's options), else in each worker after the fork. Options set to None
+    are left at gunicorn's defaults.
+    """
+
+    def __init__(self, load: Callable[[], Callable], options: dict[str, Any]):
+        self._load, self.options = load, options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            if value is not None:
+                self.cfg.set(key, value)
+
+    def load(self):
+        return self._load()

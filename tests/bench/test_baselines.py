@@ -12,15 +12,17 @@ import requests
 import xgboost as xgb
 
 from bench.baselines import stock_csv_to_dmatrix
-from bench.servers import WorkerConfig, free_port, gunicorn_argv, running_server
+from bench.contenders import hello_command, stock_command
+from bench.servers import free_port, running_server
+from serve.gunicorn_conf import WorkerPlan
 
 
 @pytest.fixture(scope="module")
 def stock_server(bare_model_dir, tmp_path_factory):
     model_dir = bare_model_dir("rtb-large")
     port = free_port()
-    argv = gunicorn_argv("bench.baselines:stock_app()", port, WorkerConfig("gevent", 1))
-    with running_server("stock", argv, port, env={"BENCH_MODEL_DIR": str(model_dir), "OMP_NUM_THREADS": "1"},
+    command = stock_command(model_dir, port, cpus=1)
+    with running_server("stock", command.argv, port, env=command.env,
                         log_dir=tmp_path_factory.mktemp("logs")) as server:
         yield server, model_dir
 
@@ -69,7 +71,8 @@ def test_stock_equivalent_refuses_unknown_accept(stock_server, sample_model_dir)
 @pytest.mark.parametrize("app", ["bench.baselines:hello_app", "bench.baselines:flask_hello_app()"])
 def test_hello_world_answers_a_constant(app, tmp_path):
     port = free_port()
-    with running_server("hello", gunicorn_argv(app, port, WorkerConfig("sync", 1)), port, log_dir=tmp_path) as server:
+    command = hello_command(port, WorkerPlan("sync", 1), app=app)
+    with running_server("hello", command.argv, port, env=command.env, log_dir=tmp_path) as server:
         response = requests.post(server.url + "/invocations", data=b"1,2,3\n",
                                  headers={"Content-Type": "text/csv"}, timeout=10)
     assert (response.status_code, response.text) == (200, "0.5\n")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import requests
 
 from bench.compare import run_compare
-from bench.servers import WorkerConfig, free_port, running_server
-from bench.targets import hello_command, serve_command
+from bench.contenders import hello_command, serve_command
+from bench.servers import free_port, running_server
+from serve.gunicorn_conf import WorkerPlan
 
 
 def test_serve_and_hello_world_run_under_the_same_gunicorn_plan(deployed_model, tmp_path):
     model = deployed_model("rtb-small")
-    config = WorkerConfig("gthread", 1, 2)
+    plan = WorkerPlan("gthread", 1, 2)
     line = model.sample_csv.read_text().splitlines()[0]
     port = free_port()
-    command = serve_command("a", model.deployed, port, config)
+    command = serve_command("a", model.deployed, port, plan)
     with running_server("a", command.argv, port, env=command.env, log_dir=tmp_path) as server:
         answer = requests.post(server.url + "/invocations", data=line, headers={"Content-Type": "text/csv"},
                                timeout=10)
@@ -27,8 +28,8 @@ def test_serve_and_hello_world_run_under_the_same_gunicorn_plan(deployed_model, 
     assert answer.status_code == 200 and 0 < float(answer.text) < 1
     assert len(workers) == 1                     # --workers reached gunicorn
     port = free_port()
-    command = hello_command(port, config)
-    with running_server("d", command.argv, port, log_dir=tmp_path) as server:
+    command = hello_command(port, plan)
+    with running_server("d", command.argv, port, env=command.env, log_dir=tmp_path) as server:
         answer = requests.post(server.url + "/invocations", data=line, timeout=10)
         workers = [p for p in __import__("psutil").Process(server.proc.pid).children(recursive=True)]
     assert (answer.status_code, answer.text) == (200, "0.5\n") and len(workers) == 1
@@ -37,7 +38,7 @@ def test_serve_and_hello_world_run_under_the_same_gunicorn_plan(deployed_model, 
 def test_compare_finds_a_held_rate_for_each_server(deployed_model, tmp_path):
     model = deployed_model("rtb-small")
     # a loose SLO: this checks the chain, not the speed (other jobs share this machine's 2 cores)
-    results = run_compare([model], config=WorkerConfig("gevent", 1), keys=("a", "b"), slo_ms=500,
+    results = run_compare([model], plan=WorkerPlan("gevent", 1), keys=("a", "b"), slo_ms=500,
                           duration_s=1, steps=2, connections=4, log_dir=tmp_path, progress=lambda line: None)
     assert [r.key for r in results] == ["a", "b"]
     for r in results:

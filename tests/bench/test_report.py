@@ -7,8 +7,8 @@ import pytest
 
 from bench.compare import ServerResult
 from bench.report import compute_figures, render_text, write_report
-from bench.servers import WorkerConfig
 from bench.sweep import parse_config, recommend
+from serve.gunicorn_conf import WorkerPlan
 
 
 def timing(model, predictor, batch, ms, repeat=1):
@@ -68,8 +68,8 @@ def test_report_folder_has_json_text_and_plots(tmp_path):
 
 
 def test_recommendation_breaks_ties_on_100_rows_then_on_size():
-    configs = [WorkerConfig("sync", 2), WorkerConfig("gthread", 2, 4), WorkerConfig("gevent", 2),
-               WorkerConfig("gevent", 4)]
+    configs = [WorkerPlan("sync", 2), WorkerPlan("gthread", 2, 4), WorkerPlan("gevent", 2),
+               WorkerPlan("gevent", 4)]
 
     def results(*rows):
         return [ServerResult(**server("a", "m", n, rate, config)) for n, rate, config in rows]
@@ -87,8 +87,8 @@ def test_recommendation_breaks_ties_on_100_rows_then_on_size():
     assert recommend([], configs) is None
 
 
-@pytest.mark.parametrize("text, expected", [("sync:2", WorkerConfig("sync", 2, 1)),
-                                            ("gthread:2:4", WorkerConfig("gthread", 2, 4))])
+@pytest.mark.parametrize("text, expected", [("sync:2", WorkerPlan("sync", 2, 1)),
+                                            ("gthread:2:4", WorkerPlan("gthread", 2, 4))])
 def test_parse_config(text, expected):
     assert parse_config(text) == expected
 

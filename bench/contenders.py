@@ -1,0 +1,89 @@
+"""The servers compared over HTTP (the contenders), as commands that serve on a given loopback port.
+
+* (a) ``serve`` with its default predictor choice (``auto``: the router);
+* (b) ``serve`` forced to stock XGBoost (``--predictor stock``);
+* (c) the stock-container equivalent (``bench.baselines.stock_app``) under the stock
+      container's own gunicorn settings (gevent, one worker per CPU);
+* (d) the hello-world WSGI app under ``serve``'s gunicorn settings: Python's floor.
+
+(a), (b) and (d) run with the same WorkerPlan, handed over the way ``serve`` reads it
+(its environment and ``--workers``); (c) keeps the stock container's.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from serve.gunicorn_conf import WorkerPlan
+
+SERVER_LABELS = {
+    "a": "(a) serve, router",
+    "b": "(b) serve, stock XGBoost",
+    "c": "(c) stock-container equivalent",
+    "d": "(d) hello-world WSGI",
+}
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    key: str                    # a, b, c or d
+    label: str
+    plan: WorkerPlan
+    argv: list[str]
+    env: dict[str, str]
+
+
+@dataclass
+class Contender:
+    """A server to start and search: its command, its port, what to send it and its labels."""
+    command: ServerCommand
+    port: int
+    bodies: list[bytes]
+    model: str
+    rows: int
+
+
+def serve_default_plan() -> WorkerPlan:
+    """The worker plan ``serve`` picks by default on this machine."""
+    from serve.cpus import available_cpus
+    from serve.gunicorn_conf import plan_workers
+    from serve.settings import Settings
+
+    return plan_workers(Settings.from_env({}), available_cpus())
+
+
+def stock_plan(cpus: int | None = None) -> WorkerPlan:
+    """The stock container's worker plan: gevent, one worker per CPU."""
+    return WorkerPlan("gevent", cpus or os.cpu_count() or 1, 1)
+
+
+def _serve_env(plan: WorkerPlan) -> dict[str, str]:
+    """The environment that gives ``serve``'s gunicorn ``plan`` (with ``--workers``), quiet."""
+    return {"SERVE_WORKER_CLASS": plan.worker_class, "SERVE_THREADS": str(plan.threads),
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "WARNING", "SERVE_ACCESS_LOG": "false"}
+
+
+def serve_command(key: str, artifact_dir: Path, port: int, plan: WorkerPlan) -> ServerCommand:
+    """(a) or (b): this project's ``serve`` on ``artifact_dir`` (an extracted model.tar.gz)."""
+    predictor = {"a": "auto", "b": "stock"}[key]
+    argv = [sys.executable, "-m", "serve.cli", "--model", str(artifact_dir), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(plan.workers), "--predictor", predictor]
+    return ServerCommand(key, SERVER_LABELS[key], plan, argv, _serve_env(plan))
+
+
+def stock_command(stock_dir: Path, port: int, cpus: int | None = None) -> ServerCommand:
+    """(c): the stock-container equivalent on ``stock_dir`` (holding ``xgboost-model``)."""
+    plan = stock_plan(cpus)
+    argv = [sys.executable, "-m", "bench.gunicorn_app", "bench.baselines:stock_app()", "--options", "stock",
+            "--port", str(port), "--workers", str(plan.workers)]
+    return ServerCommand("c", SERVER_LABELS["c"], plan, argv,
+                         {"BENCH_MODEL_DIR": str(stock_dir), "OMP_NUM_THREADS": "1"})
+
+
+def hello_command(port: int, plan: WorkerPlan, app: str = "bench.baselines:hello_app") -> ServerCommand:
+    """(d): the hello-world app (or another WSGI ``app``) under serve's gunicorn settings for ``plan``."""
+    argv = [sys.executable, "-m", "bench.gunicorn_app", app, "--options", "serve", "--port", str(port),
+            "--workers", str(plan.workers)]
+    return ServerCommand("d", SERVER_LABELS["d"], plan, argv, _serve_env(plan))
