@@ -65,7 +65,7 @@ def _config_arg(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
+def _at_least_one(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
@@ -278,10 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def http_options(p, duration=3, steps=4):
         p.add_argument("--slo-ms", type=float, default=20.0, help="p99 latency objective (default 20)")
-        p.add_argument("--connections", type=_positive_int, default=32,
+        p.add_argument("--connections", type=_at_least_one, default=32,
                        help="keep-alive connections (open loop: one wrk thread each; default 32)")
-        p.add_argument("--duration", type=_positive_int, default=duration, help="seconds per load run")
-        p.add_argument("--steps", type=_positive_int, default=steps, help="bisection steps of the rate search")
+        p.add_argument("--duration", type=_at_least_one, default=duration, help="seconds per load run")
+        p.add_argument("--steps", type=_at_least_one, default=steps, help="bisection steps of the rate search")
 
     def capacity_options(p):
         p.add_argument("--target-rps", type=float, default=DEFAULT_TARGET_RPS, help="load to plan for (req/s)")
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=_config_arg, help="worker plan for (a), (b), (d) as CLASS:WORKERS[:THREADS] "
                                                       "(default: serve's own default)")
     p.add_argument("--sweep-model", default="rtb-large", choices=DEFAULT_MODELS)
-    p.add_argument("--sweep-rows", type=_positive_int, nargs="+", default=[1, 100])
+    p.add_argument("--sweep-rows", type=_at_least_one, nargs="+", default=[1, 100])
     p.add_argument("--configs", type=_config_arg, nargs="+", help="sweep grid (default: full, or quick)")
     p.add_argument("--skip-kernel", action="store_true")
     p.add_argument("--skip-sweep", action="store_true")
@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("kernel", help="in-process timings")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=DEFAULT_MODELS)
-    p.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=[1, 10, 100, 1000, 10000])
+    p.add_argument("--batch-sizes", type=_at_least_one, nargs="+", default=[1, 10, 100, 1000, 10000])
     p.add_argument("--min-time", type=float, default=0.25, help="seconds per measurement")
     p.add_argument("--json", type=Path, help="also write the timings here")
     p.set_defaults(func=cmd_kernel)
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--sample", type=Path, help="CSV of request rows (no header)")
     source.add_argument("--model", default="rtb-small", choices=DEFAULT_MODELS,
                         help="take rows from this sample model (default rtb-small)")
-    p.add_argument("--rows", type=_positive_int, default=1, help="rows per request")
+    p.add_argument("--rows", type=_at_least_one, default=1, help="rows per request")
     p.add_argument("--rate", type=float, help="open loop at this many req/s (default: closed loop)")
     p.add_argument("--find-max", action="store_true", help="search the max rate with p99 under --slo-ms")
     p.add_argument("--warmup", type=int, default=1, help="seconds of closed-loop warm-up first")
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="servers (a)-(d) side by side")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=DEFAULT_MODELS)
-    p.add_argument("--rows", type=_positive_int, default=1)
+    p.add_argument("--rows", type=_at_least_one, default=1)
     p.add_argument("--keys", nargs="+", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d"])
     p.add_argument("--config", type=_config_arg, help="CLASS:WORKERS[:THREADS] for (a), (b), (d)")
     p.add_argument("--logs", default="reports/logs", help="server logs folder")
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="gunicorn tuning sweep of server (a)")
     p.add_argument("--model", default="rtb-large", choices=DEFAULT_MODELS)
-    p.add_argument("--rows", type=_positive_int, nargs="+", default=[1, 100])
+    p.add_argument("--rows", type=_at_least_one, nargs="+", default=[1, 100])
     p.add_argument("--configs", type=_config_arg, nargs="+", help="CLASS:WORKERS[:THREADS] ... (default: full grid)")
     p.add_argument("--quick", action="store_true", help="one configuration per worker class")
     p.add_argument("--logs", default="reports/logs", help="server logs folder")

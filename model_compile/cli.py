@@ -13,7 +13,7 @@ from pathlib import Path
 EXIT_OK, EXIT_VERIFY, EXIT_INPUT, EXIT_COMPILER = 0, 1, 2, 3
 
 
-def _positive_int(text: str) -> int:
+def _zero_or_more(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
@@ -47,13 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-quantize", dest="quantize", action="store_false",
                         help="compare raw float thresholds instead of quantized bin indices "
                              "(quantized is smaller and faster; both are verified)")
-    parser.add_argument("--parallel-comp", type=_positive_int, metavar="N",
+    parser.add_argument("--parallel-comp", type=_zero_or_more, metavar="N",
                         help="split the trees into N C files compiled in parallel (0 = one file; "
                              "default: one file per 16 trees, at most 64)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="ABS",
                         help=f"largest absolute difference allowed on the transformed output "
                              f"(default {DEFAULT_TOLERANCE:g})")
-    parser.add_argument("--verify-rows", type=_positive_int, default=DEFAULT_GENERATED_ROWS, metavar="N",
+    parser.add_argument("--verify-rows", type=_zero_or_more, default=DEFAULT_GENERATED_ROWS, metavar="N",
                         help=f"rows to generate around the split thresholds (default {DEFAULT_GENERATED_ROWS})")
     parser.add_argument("--no-crossover", dest="measure_speed", action="store_false",
                         help="skip measuring the batch size from which stock XGBoost is faster "
