@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from bench.models import DEPLOYED_VARIANT, ModelUnderTest
+from bench.payloads import cycled_bodies, read_sample_rows, rows_matrix
 
 BATCH_SIZES = (1, 10, 100, 1_000, 10_000)
 # Calls cycle through different rows: a few rows repeated would let the CPU's branch
@@ -82,18 +83,6 @@ def time_calls(fn: Callable[[int], object], *, min_time_s: float, min_calls: int
     return np.asarray(times, dtype=np.float64) / 1e9
 
 
-def read_rows(csv_path, num_feature: int) -> np.ndarray:
-    """The sample rows as float32 (empty field = NaN)."""
-    rows = []
-    for line in open(csv_path):
-        if line.strip():
-            rows.append([float(v) if v else np.nan for v in line.rstrip("\n").split(",")])
-    X = np.asarray(rows, dtype=np.float32)
-    if X.ndim != 2 or X.shape[1] != num_feature:
-        raise ValueError(f"{csv_path}: rows of {X.shape[1:]} features, model takes {num_feature}")
-    return X
-
-
 def batches_of(X: np.ndarray, size: int) -> list[np.ndarray]:
     """Different C-contiguous float32 batches of ``size`` rows (see distinct_batches; rows
     repeat when the sample has fewer)."""
@@ -103,15 +92,6 @@ def batches_of(X: np.ndarray, size: int) -> list[np.ndarray]:
     step = max(1, (len(X) - size) // count)
     return [np.ascontiguousarray(X[i * step: i * step + size]) for i in range(count)
             if i * step + size <= len(X)] or [np.ascontiguousarray(X[:size])]
-
-
-def csv_bodies(lines: list[str], size: int) -> list[bytes]:
-    """CSV bodies of ``size`` sample lines, as a client sends them (see distinct_batches)."""
-    out = []
-    for k in range(distinct_batches(len(lines), size)):
-        picked = [lines[(k * size + j) % len(lines)] for j in range(size)]
-        out.append(("\n".join(picked) + "\n").encode())
-    return out
 
 
 def predictors_for(model: ModelUnderTest) -> dict[str, Callable[[np.ndarray], object]]:
@@ -156,9 +136,9 @@ def run_kernel(model: ModelUnderTest, *, batch_sizes=BATCH_SIZES, repeats: int =
     """Time every predictor and parser of ``model`` at ``batch_sizes``; returns one KernelTiming per
     (predictor, batch, repeat)."""
     predictors = predictors_for(model)
-    lines = [line for line in model.sample_csv.read_text().splitlines() if line.strip()]
+    lines = read_sample_rows(model.sample_csv)
     num_feature = len(lines[0].split(","))
-    X = read_rows(model.sample_csv, num_feature)
+    X = rows_matrix(lines, num_feature, model.sample_csv)
     calls: dict[str, Callable[[int, int], Callable[[int], object]]] = {}
     for name, predict in predictors.items():
         def make(size, predict=predict):
@@ -167,7 +147,7 @@ def run_kernel(model: ModelUnderTest, *, batch_sizes=BATCH_SIZES, repeats: int =
         calls[name] = make
     for name, parse in parsers_for(num_feature).items():
         def make(size, parse=parse):
-            data = csv_bodies(lines, size)
+            data = cycled_bodies(lines, size, distinct_batches(len(lines), size))
             return lambda i: parse(data[i % len(data)])
         calls[name] = make
 

@@ -13,6 +13,7 @@ import xgboost as xgb
 
 from bench.baselines import stock_csv_to_dmatrix
 from bench.contenders import hello_command, stock_command
+from bench.payloads import csv_body, read_sample_rows, rows_matrix
 from bench.servers import free_port, running_server
 from serve.gunicorn_conf import WorkerPlan
 
@@ -34,15 +35,14 @@ def test_stock_parser_reads_missing_values_as_nan():
 
 def test_stock_equivalent_predicts_what_xgboost_predicts(stock_server, sample_model_dir):
     server, model_dir = stock_server
-    lines = (sample_model_dir("rtb-large") / "sample.csv").read_text().splitlines()[:20]
-    response = requests.post(server.url + "/invocations", data="\n".join(lines) + "\n",
+    lines = read_sample_rows(sample_model_dir("rtb-large") / "sample.csv")[:20]
+    response = requests.post(server.url + "/invocations", data=csv_body(lines),
                              headers={"Content-Type": "text/csv"}, timeout=10)
     assert response.status_code == 200, response.text
     got = np.array([float(v) for v in response.text.split()])
     booster = xgb.Booster()
     booster.load_model(bytearray((model_dir / "xgboost-model").read_bytes()))
-    rows = np.array([[float(f) if f else np.nan for f in line.split(",")] for line in lines], dtype=np.float32)
-    np.testing.assert_allclose(got, booster.inplace_predict(rows), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got, booster.inplace_predict(rows_matrix(lines, 60)), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("body, headers, status", [
@@ -62,7 +62,7 @@ def test_stock_equivalent_status_codes(stock_server, body, headers, status):
 
 def test_stock_equivalent_refuses_unknown_accept(stock_server, sample_model_dir):
     server, _ = stock_server
-    line = (sample_model_dir("rtb-large") / "sample.csv").read_text().splitlines()[0]
+    line = read_sample_rows(sample_model_dir("rtb-large") / "sample.csv")[0]
     response = requests.post(server.url + "/invocations", data=line,
                              headers={"Content-Type": "text/csv", "Accept": "image/png"}, timeout=10)
     assert response.status_code == 406

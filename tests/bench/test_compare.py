@@ -11,6 +11,7 @@ import requests
 
 from bench.compare import run_compare
 from bench.contenders import hello_command, serve_command
+from bench.payloads import read_sample_rows
 from bench.servers import free_port, running_server
 from serve.gunicorn_conf import WorkerPlan
 
@@ -18,7 +19,7 @@ from serve.gunicorn_conf import WorkerPlan
 def test_serve_and_hello_world_run_under_the_same_gunicorn_plan(deployed_model, tmp_path):
     model = deployed_model("rtb-small")
     plan = WorkerPlan("gthread", 1, 2)
-    line = model.sample_csv.read_text().splitlines()[0]
+    line = read_sample_rows(model.sample_csv)[0]
     port = free_port()
     command = serve_command("a", model.deployed, port, plan)
     with running_server("a", command.argv, port, env=command.env, log_dir=tmp_path) as server:

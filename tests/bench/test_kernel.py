@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from bench.kernel import batches_of, csv_bodies, predictors_for, read_rows, run_kernel, time_calls
+from bench.kernel import batches_of, distinct_batches, predictors_for, run_kernel, time_calls
+from bench.payloads import cycled_bodies, read_sample_rows, rows_matrix
 
 
 def test_single_row_batches_cycle_through_every_sample_row():
@@ -15,7 +16,7 @@ def test_single_row_batches_cycle_through_every_sample_row():
     assert len({b.tobytes() for b in singles}) == 2000        # no few rows for the branch predictor to learn
     big = batches_of(X, 10_000)
     assert all(b.shape == (10_000, 3) and b.flags.c_contiguous for b in big)
-    bodies = csv_bodies([f"{i},1" for i in range(2000)], 10)
+    bodies = cycled_bodies([f"{i},1" for i in range(2000)], 10, distinct_batches(2000, 10))
     assert len(set(bodies)) == len(bodies) == 200 and bodies[0].count(b"\n") == 10
 
 
@@ -32,7 +33,7 @@ def test_time_calls_measures_each_call_after_warmup():
 
 def test_every_predictor_predicts_the_same(deployed_model):
     model = deployed_model("rtb-small")
-    X = read_rows(model.sample_csv, 7)[:200]
+    X = rows_matrix(read_sample_rows(model.sample_csv), 7)[:200]
     predictors = predictors_for(model)
     assert {"compiled quantized", "router", "inplace_predict", "DMatrix + predict", "GTIL"} <= set(predictors)
     reference = np.asarray(predictors["inplace_predict"](X)).reshape(-1)
