@@ -16,6 +16,9 @@ The arithmetic, for each instance type of the price table:
   the autoscaling target.
 
 Prices come from a user-editable, dated TOML file (``sagemaker_prices.toml``).
+
+:func:`plan_from_results` picks the measured rate to plan from out of a benchmark run
+(server (a), one row per request) and makes one :class:`CapacityEstimate` per model.
 """
 from __future__ import annotations
 
@@ -23,6 +26,11 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.compare import ServerResult
+    from bench.sweep import SweepReport
 
 PRICES_FILE = Path(__file__).with_name("sagemaker_prices.toml")
 HOURS_PER_MONTH = 730            # AWS's convention for a month of on-demand hours
@@ -129,3 +137,54 @@ def format_plan(plans: list[FleetPlan], prices: PriceTable, *, target_rps: float
                      f"{p.invocations_per_instance_per_minute:>15,} {p.instances:>9,} "
                      f"{p.monthly_usd:>12,.0f} {p.usd_per_million:>10.4f}")
     return head + "\n".join(lines)
+
+
+@dataclass
+class CapacityEstimate:
+    """One model's plan, from the rate server (a) held per vCPU: every instance type, cheapest first."""
+    rps_per_vcpu: float
+    basis: str                                # which run the rate comes from
+    cpu_bound_rps_per_vcpu: float | None      # 1e6 / server CPU us per request: the rate at 100 % CPU
+    target_rps: float
+    safety: float
+    prices: dict                              # region, as_of, verified, source of the price table
+    plans: list[FleetPlan]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CapacityEstimate":
+        return cls(**{**data, "plans": [FleetPlan(**p) for p in data["plans"]]})
+
+
+def plan_from_results(http: list["ServerResult"], sweep: "SweepReport | None", cpus: int, prices: PriceTable, *,
+                      target_rps: float = DEFAULT_TARGET_RPS,
+                      safety: float = DEFAULT_SAFETY) -> tuple[dict[str, CapacityEstimate], list[str]]:
+    """Per model, a CapacityEstimate and its text, from the best single-row rate of server (a)."""
+    # Per model: server (a) at 1 row as compared side by side (serve's configuration), or, where
+    # the sweep recommends another configuration for that model, the sweep's run of that one.
+    best: dict[str, "ServerResult"] = {r.model: r for r in http if r.key == "a" and r.rows == 1}
+    recommended = sweep.recommendation.config if sweep and sweep.recommendation else None
+    for r in sweep.results if sweep else []:
+        if r.rows == 1 and r.config == recommended and (best[r.model].config if r.model in best else None) != recommended:
+            best[r.model] = r
+    estimates, texts = {}, []
+    for model, r in best.items():
+        per_vcpu = r.max_rate / cpus
+        plans = plan_fleet(per_vcpu, prices, target_rps=target_rps, safety=safety)
+        cpu_bound = 1e6 / r.cpu_us_per_request if r.cpu_us_per_request else None
+        estimates[model] = CapacityEstimate(
+            rps_per_vcpu=per_vcpu, basis=f"(a) {r.config}: {r.max_rate:,.0f} req/s on {cpus} vCPU(s), "
+                                         f"shared with the load generator",
+            cpu_bound_rps_per_vcpu=cpu_bound, target_rps=target_rps, safety=safety,
+            prices={"region": prices.region, "as_of": prices.as_of, "verified": prices.verified,
+                    "source": prices.source},
+            plans=plans)
+        text = format_plan(plans[:6], prices, target_rps=target_rps, safety=safety, rps_per_vcpu=per_vcpu,
+                           label=f"{model}, 1 row per request, from (a) {r.config}; 6 cheapest shown")
+        if cpu_bound:
+            text += (f"\nUpper bound from the server's CPU cost ({r.cpu_us_per_request:.0f} us per request): "
+                     f"{cpu_bound:,.0f} req/s per vCPU at 100 % CPU; a machine of its own lands between the two.")
+        texts.append(text)
+    return estimates, texts

@@ -11,49 +11,23 @@ Subcommands:
 * ``compare``, ``sweep``: the HTTP parts alone;
 * ``capacity``: fleet size and cost from a req/s-per-vCPU figure or a saved report;
 * ``report``: tables and plots again from a saved ``report.json``.
+
+This module parses and dispatches; the chain of ``all`` is ``bench.chain``, the capacity
+plan ``bench.capacity``, the report's types ``bench.results``.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
-DEFAULT_MODELS = ("rtb-small", "rtb-large")
-PROFILES = {
-    # kernel seconds per measurement, load seconds per run, bisection steps
-    "quick": {"min_time_s": 0.1, "duration_s": 2, "steps": 3},
-    "full": {"min_time_s": 0.25, "duration_s": 3, "steps": 4},
-}
+from bench.chain import DEFAULT_MODELS
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def machine_info() -> dict:
-    """What the figures were measured on."""
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for name in ("numpy", "xgboost", "treelite", "tl2cgen", "gunicorn", "gevent", "flask"):
-        try:
-            from importlib.metadata import version
-            versions[name] = version(name if name != "xgboost" else "xgboost-cpu")
-        except Exception:  # noqa: BLE001 - a missing package is only left out of the report
-            pass
-    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "platform": platform.platform(),
-            "python": platform.python_version(), "versions": versions}
 
 
 def _config_arg(text: str):
@@ -72,97 +46,28 @@ def _at_least_one(text: str) -> int:
     return value
 
 
-def _capacity(report: dict, args) -> None:
-    """Fill report['capacity'] (and its text) from the best single-row rate of server (a) per model."""
-    from bench.capacity import format_plan, load_prices, plan_fleet
+def _prices(args):
+    from bench.capacity import PRICES_FILE, load_prices
 
-    prices = load_prices(args.prices) if args.prices else load_prices()
-    cpus = report["machine"]["cpus"] or 1
-    # Per model: server (a) at 1 row as compared side by side (serve's configuration), or, where
-    # the sweep recommends another configuration for that model, the sweep's run of that one.
-    best: dict[str, dict] = {r["model"]: r for r in report.get("http", []) if r["key"] == "a" and r["rows"] == 1}
-    sweep = report.get("sweep") or {}
-    recommended = (sweep.get("recommendation") or {}).get("config")
-    for r in sweep.get("results", []):
-        if r["rows"] == 1 and r["config"] == recommended and best.get(r["model"], {}).get("config") != recommended:
-            best[r["model"]] = r
-    report["capacity"], report["capacity_text"] = {}, []
-    for model, r in best.items():
-        per_vcpu = r["max_rate"] / cpus
-        plans = plan_fleet(per_vcpu, prices, target_rps=args.target_rps, safety=args.safety)
-        cpu_bound = 1e6 / r["cpu_us_per_request"] if r.get("cpu_us_per_request") else None
-        report["capacity"][model] = {
-            "rps_per_vcpu": per_vcpu, "basis": f"(a) {r['config']}: {r['max_rate']:,.0f} req/s on {cpus} vCPU(s), "
-                                              f"shared with the load generator",
-            "cpu_bound_rps_per_vcpu": cpu_bound,
-            "target_rps": args.target_rps, "safety": args.safety,
-            "prices": {"region": prices.region, "as_of": prices.as_of, "verified": prices.verified,
-                       "source": prices.source},
-            "plans": [p.to_dict() for p in plans]}
-        text = format_plan(plans[:6], prices, target_rps=args.target_rps, safety=args.safety, rps_per_vcpu=per_vcpu,
-                           label=f"{model}, 1 row per request, from (a) {r['config']}; 6 cheapest shown")
-        if cpu_bound:
-            text += (f"\nUpper bound from the server's CPU cost ({r['cpu_us_per_request']:.0f} us per request): "
-                     f"{cpu_bound:,.0f} req/s per vCPU at 100 % CPU; a machine of its own lands between the two.")
-        report["capacity_text"].append(text)
+    return load_prices(args.prices or PRICES_FILE)
 
 
 def cmd_all(args) -> int:
-    from bench.compare import run_ceiling, run_compare
-    from bench.contenders import serve_default_plan
-    from bench.kernel import run_kernel
-    from bench.models import prepare_model
-    from bench.payloads import make_bodies, read_sample_rows
-    from bench.report import compute_figures, render_text, write_report
-    from bench.sweep import default_grid, quick_grid, recommend, run_sweep
+    from bench.chain import ChainOptions, run_chain
+    from bench.report import render_text, write_report
 
-    profile = PROFILES["quick" if args.quick else "full"]
-    duration = args.duration or profile["duration_s"]
-    steps = args.steps or profile["steps"]
+    options = ChainOptions(
+        models=tuple(args.models), quick=args.quick, plan=args.config, sweep_model=args.sweep_model,
+        sweep_rows=tuple(args.sweep_rows), sweep_plans=tuple(args.configs) if args.configs else None,
+        skip_kernel=args.skip_kernel, skip_sweep=args.skip_sweep, slo_ms=args.slo_ms, connections=args.connections,
+        duration_s=args.duration, steps=args.steps, target_rps=args.target_rps, safety=args.safety,
+        prices=args.prices)
     out = Path(args.out or f"reports/{dt.datetime.now():%Y%m%d-%H%M%S}")
-    logs = out / "logs"
-    started = time.monotonic()
-    report = {"created_at": dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-              "machine": machine_info(),
-              "settings": {"slo_ms": args.slo_ms, "duration_s": duration, "steps": steps,
-                           "connections": args.connections, "profile": "quick" if args.quick else "full"}}
-
-    def step(text: str) -> None:
-        _say(f"[{time.monotonic() - started:6.0f} s] {text}")
-
-    step(f"models {', '.join(args.models)}: build the samples, compile plain / annotated / quantized")
-    models = [prepare_model(name, progress=_say) for name in args.models]
-    if not args.skip_kernel:
-        step("in-process timings (median ms per call at 1, 10, 100, 1,000, 10,000 rows)")
-        report["kernel"] = [t.to_dict() for m in models
-                            for t in run_kernel(m, min_time_s=profile["min_time_s"], progress=_say)]
-    config = args.config or serve_default_plan()
-    step(f"over HTTP, 1 row per request, p99 SLO {args.slo_ms:g} ms; serve's configuration: {config.label()}")
-    bodies = make_bodies(read_sample_rows(models[0].sample_csv), 1)
-    ceiling = run_ceiling(bodies, connections=args.connections, duration_s=duration, progress=_say)
-    report["ceiling"] = {"closed_rate": ceiling.closed_rate, "open_rate": ceiling.open_rate,
-                         "generator_cpu_s": {"closed": ceiling.closed.generator_cpu_s,
-                                             "open": ceiling.open.generator_cpu_s},
-                         "duration_s": ceiling.closed.duration_s}
-    report["http"] = [r.to_dict() for r in run_compare(
-        models, plan=config, rows=1, slo_ms=args.slo_ms, duration_s=duration, steps=steps,
-        connections=args.connections, log_dir=logs, ceiling=ceiling, progress=_say)]
-    if not args.skip_sweep:
-        sweep_model = next((m for m in models if m.name == args.sweep_model), models[-1])
-        grid = args.configs or (quick_grid() if args.quick else default_grid())
-        step(f"tuning sweep on {sweep_model.name}: {', '.join(c.label() for c in grid)} x rows {args.sweep_rows}")
-        results = run_sweep(sweep_model, grid, rows_list=args.sweep_rows, slo_ms=args.slo_ms, duration_s=duration,
-                            steps=steps, connections=args.connections, ceiling=ceiling, log_dir=logs, progress=_say)
-        rec = recommend(results, grid)
-        report["sweep"] = {"model": sweep_model.name, "results": [r.to_dict() for r in results],
-                           "recommendation": rec.__dict__ if rec else None}
-    _capacity(report, args)
-    report["figures"] = compute_figures(report.get("kernel", []), report["http"])
-    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    report = run_chain(options, command=" ".join(sys.argv), logs=out / "logs", progress=_say)
     written = write_report(report, out)
     _say("")
     _say(render_text(report))
-    _say(f"report: {', '.join(str(p) for p in written)} (benchmark took {report['elapsed_s']:.0f} s)")
+    _say(f"report: {', '.join(str(p) for p in written)} (benchmark took {report.elapsed_s:.0f} s)")
     return 0
 
 
@@ -174,11 +79,10 @@ def cmd_kernel(args) -> int:
     timings = []
     for name in args.models:
         model = prepare_model(name, progress=_say)
-        timings += [t.to_dict() for t in run_kernel(model, batch_sizes=args.batch_sizes, min_time_s=args.min_time,
-                                                    progress=_say)]
+        timings += run_kernel(model, batch_sizes=args.batch_sizes, min_time_s=args.min_time, progress=_say)
     _say(kernel_table(timings))
     if args.json:
-        Path(args.json).write_text(json.dumps(timings, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps([t.to_dict() for t in timings], indent=1) + "\n")
     return 0
 
 
@@ -219,6 +123,7 @@ def cmd_compare(args) -> int:
     from bench.models import prepare_model
     from bench.payloads import make_bodies, read_sample_rows
     from bench.report import http_table
+    from bench.results import CeilingSummary
 
     models = [prepare_model(name, variants=("quantized",), progress=_say) for name in args.models]
     ceiling = run_ceiling(make_bodies(read_sample_rows(models[0].sample_csv), args.rows),
@@ -226,35 +131,36 @@ def cmd_compare(args) -> int:
     results = run_compare(models, plan=args.config or serve_default_plan(), rows=args.rows,
                           slo_ms=args.slo_ms, keys=tuple(args.keys), duration_s=args.duration, steps=args.steps,
                           connections=args.connections, log_dir=Path(args.logs), ceiling=ceiling, progress=_say)
-    _say(http_table([r.to_dict() for r in results], ceiling.__dict__, args.slo_ms))
+    _say(http_table(results, CeilingSummary.of(ceiling), args.slo_ms))
     return 0
 
 
 def cmd_sweep(args) -> int:
     from bench.models import prepare_model
     from bench.report import sweep_table
-    from bench.sweep import default_grid, quick_grid, recommend, run_sweep
+    from bench.sweep import SweepReport, default_grid, quick_grid, recommend, run_sweep
 
     model = prepare_model(args.model, variants=("quantized",), progress=_say)
     grid = args.configs or (quick_grid() if args.quick else default_grid())
     results = run_sweep(model, grid, rows_list=args.rows, slo_ms=args.slo_ms, duration_s=args.duration,
                         steps=args.steps, connections=args.connections, log_dir=Path(args.logs), progress=_say)
-    rec = recommend(results, grid)
-    _say(sweep_table({"model": model.name, "results": [r.to_dict() for r in results],
-                      "recommendation": rec.__dict__ if rec else None}))
+    _say(sweep_table(SweepReport(model=model.name, results=results, recommendation=recommend(results, grid))))
     return 0
 
 
 def cmd_capacity(args) -> int:
-    from bench.capacity import format_plan, load_prices, plan_fleet
+    from bench.capacity import format_plan, plan_fleet, plan_from_results
 
+    prices = _prices(args)
     if args.report:
-        report = json.loads(Path(args.report).read_text())
-        _capacity(report, args)
-        for text in report["capacity_text"]:
+        from bench.results import Report
+
+        report = Report.from_dict(json.loads(Path(args.report).read_text()))
+        _, texts = plan_from_results(report.http or [], report.sweep, report.machine.cpus or 1, prices,
+                                     target_rps=args.target_rps, safety=args.safety)
+        for text in texts:
             _say(text + "\n")
         return 0
-    prices = load_prices(args.prices) if args.prices else load_prices()
     plans = plan_fleet(args.rps_per_vcpu, prices, target_rps=args.target_rps, safety=args.safety)
     _say(format_plan(plans, prices, target_rps=args.target_rps, safety=args.safety, rps_per_vcpu=args.rps_per_vcpu))
     return 0
@@ -262,8 +168,9 @@ def cmd_capacity(args) -> int:
 
 def cmd_report(args) -> int:
     from bench.report import render_text, write_report
+    from bench.results import Report
 
-    report = json.loads(Path(args.report_json).read_text())
+    report = Report.from_dict(json.loads(Path(args.report_json).read_text()))
     written = write_report(report, Path(args.out or Path(args.report_json).parent))
     _say(render_text(report))
     _say(f"wrote {', '.join(str(p) for p in written)}")

@@ -1,9 +1,8 @@
 """The benchmark's output: terminal tables, the figures to reach, JSON and PNG plots in one folder.
 
-A report is a plain dict (see ``bench.cli``): ``kernel`` (KernelTiming dicts), ``ceiling``,
-``http`` and ``sweep`` (ServerResult dicts), ``capacity`` and ``figures``. Everything
-here reads that dict, so a saved ``report.json`` can be turned into tables and plots
-again (``python -m bench report reports/<run>/report.json``).
+Everything here reads a ``bench.results.Report`` (or its parts), which a saved
+``report.json`` turns back into, so a run can be turned into tables and plots again
+(``python -m bench report reports/<run>/report.json``).
 """
 from __future__ import annotations
 
@@ -11,7 +10,11 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from bench.compare import ServerResult
+from bench.kernel import KernelTiming
 from bench.models import DEPLOYED_VARIANT
+from bench.results import CeilingSummary, Figure, Report
+from bench.sweep import SweepReport
 
 DEPLOYED = f"compiled {DEPLOYED_VARIANT}"
 STOCK = "inplace_predict"
@@ -25,7 +28,7 @@ def _ms(value: float | None) -> str:
     return f"{value:.3g}ms" if value < 100 else f"{value:.0f}ms"
 
 
-def _best_of_repeats(kernel: list[dict]) -> dict[tuple[str, str, int], float]:
+def _best_of_repeats(kernel: list[KernelTiming]) -> dict[tuple[str, str, int], float]:
     """(model, predictor, batch) -> the lower of the repeats' median ms per call.
 
     Other processes on the machine can only add time to a measurement, never take it
@@ -33,16 +36,16 @@ def _best_of_repeats(kernel: list[dict]) -> dict[tuple[str, str, int], float]:
     """
     values = defaultdict(list)
     for t in kernel:
-        values[(t["model"], t["predictor"], t["batch"])].append(t["median_ms"])
+        values[(t.model, t.predictor, t.batch)].append(t.median_ms)
     return {key: min(v) for key, v in values.items()}
 
 
-def kernel_table(kernel: list[dict]) -> str:
+def kernel_table(kernel: list[KernelTiming]) -> str:
     """Per model: median time per call of each predictor at each batch size, both repeats."""
     by_model = defaultdict(lambda: defaultdict(dict))
-    batches = sorted({t["batch"] for t in kernel})
+    batches = sorted({t.batch for t in kernel})
     for t in kernel:
-        by_model[t["model"]][t["predictor"]].setdefault(t["batch"], []).append(t["median_ms"])
+        by_model[t.model][t.predictor].setdefault(t.batch, []).append(t.median_ms)
     out = []
     for model, predictors in by_model.items():
         out.append(f"In-process, {model}: median per call, one thread (repeat 1 / repeat 2)")
@@ -57,26 +60,26 @@ def kernel_table(kernel: list[dict]) -> str:
     return "\n".join(out)
 
 
-def http_table(http: list[dict], ceiling: dict | None, slo_ms: float) -> str:
+def http_table(http: list[ServerResult], ceiling: CeilingSummary | None, slo_ms: float) -> str:
     """One line per server run: max rate under the SLO and what it cost."""
     out = []
     if ceiling:
         out.append(f"Load generator ceiling on this machine (wrk vs a trivial endpoint): closed loop "
-                   f"{ceiling['closed_rate']:,.0f} req/s, open loop {ceiling['open_rate']:,.0f} req/s")
+                   f"{ceiling.closed_rate:,.0f} req/s, open loop {ceiling.open_rate:,.0f} req/s")
     out.append(f"{'server':<34}{'model':<11}{'rows':>5}  {'config':<14}{'max req/s':>10}{'p50':>9}{'p99':>9}"
                f"{'closed max':>11}{'CPU us/req':>11}  flags")
     out.append(f"{'':<34}{'':<11}{'':>5}  {'':<14}{f'p99<{slo_ms:g}ms':>10}")
     for r in http:
-        cpu = f"{r['cpu_us_per_request']:.0f}" if r.get("cpu_us_per_request") else "-"
-        flags = "NEAR GENERATOR CEILING" if r.get("near_ceiling") else ""
-        out.append(f"{r['label']:<34}{r['model']:<11}{r['rows']:>5}  {r['config']:<14}{r['max_rate']:>10,.0f}"
-                   f"{_ms(r['p50_ms']):>9}{_ms(r['p99_ms']):>9}{r['closed_rate']:>11,.0f}{cpu:>11}  {flags}")
+        cpu = f"{r.cpu_us_per_request:.0f}" if r.cpu_us_per_request else "-"
+        flags = "NEAR GENERATOR CEILING" if r.near_ceiling else ""
+        out.append(f"{r.label:<34}{r.model:<11}{r.rows:>5}  {r.config:<14}{r.max_rate:>10,.0f}"
+                   f"{_ms(r.p50_ms):>9}{_ms(r.p99_ms):>9}{r.closed_rate:>11,.0f}{cpu:>11}  {flags}")
     return "\n".join(out)
 
 
-def contention_note(results: list[dict], cpus: int) -> str:
+def contention_note(results: list[ServerResult], cpus: int) -> str:
     """A line on how busy the machine was during the HTTP runs (1-minute load average)."""
-    loads = [value for r in results for value in r.get("loadavg", [])]
+    loads = [value for r in results for value in r.loadavg]
     if not loads:
         return ""
     text = (f"1-minute load average during these runs: {min(loads):.1f} to {max(loads):.1f} "
@@ -87,15 +90,15 @@ def contention_note(results: list[dict], cpus: int) -> str:
     return text
 
 
-def sweep_table(sweep: dict) -> str:
+def sweep_table(sweep: SweepReport) -> str:
     """Max rate under the SLO per configuration and rows per request, and the recommendation."""
-    results = sweep.get("results", [])
+    results = sweep.results
     if not results:
         return ""
-    rows_list = sorted({r["rows"] for r in results})
-    configs = list(dict.fromkeys(r["config"] for r in results))
-    rate = {(r["config"], r["rows"]): r for r in results}
-    out = [f"Tuning sweep, server (a) on {sweep['model']}: max req/s with p99 under the SLO (p99 at that rate)"]
+    rows_list = sorted({r.rows for r in results})
+    configs = list(dict.fromkeys(r.config for r in results))
+    rate = {(r.config, r.rows): r for r in results}
+    out = [f"Tuning sweep, server (a) on {sweep.model}: max req/s with p99 under the SLO (p99 at that rate)"]
     out.append(f"{'config':<16}" + "".join(f"{str(n) + ' row(s)':>24}" for n in rows_list))
     for config in configs:
         cells = ""
@@ -103,40 +106,40 @@ def sweep_table(sweep: dict) -> str:
             r = rate.get((config, n))
             if r is None:
                 cell = "-"
-            elif r["max_rate"] > 0:
-                cell = f"{r['max_rate']:,.0f} ({_ms(r['p99_ms'])})"
+            elif r.max_rate > 0:
+                cell = f"{r.max_rate:,.0f} ({_ms(r.p99_ms)})"
             else:
                 cell = "none held"
             cells += f"{cell:>24}"
         out.append(f"{config:<16}{cells}")
-    rec = sweep.get("recommendation")
+    rec = sweep.recommendation
     if rec:
-        out.append(f"Recommended: {rec['config']} ({rec['workers_per_vcpu']:g} worker(s) per vCPU"
-                   + (f", {rec['threads']} threads" if rec["worker_class"] == "gthread" else "")
-                   + f"): {rec['reason']}")
+        out.append(f"Recommended: {rec.config} ({rec.workers_per_vcpu:g} worker(s) per vCPU"
+                   + (f", {rec.threads} threads" if rec.worker_class == "gthread" else "")
+                   + f"): {rec.reason}")
     return "\n".join(out)
 
 
-def compute_figures(kernel: list[dict], http: list[dict]) -> list[dict]:
+def compute_figures(kernel: list[KernelTiming], http: list[ServerResult]) -> list[Figure]:
     """The issue's figures to reach, as ratios from this run: name, target, measured, met, detail."""
     figures = []
     med = _best_of_repeats(kernel)
-    models = sorted({t["model"] for t in kernel})
+    models = sorted({t.model for t in kernel})
     for model in models:
         compiled, stock = med.get((model, DEPLOYED, 1)), med.get((model, STOCK, 1))
         if compiled and stock:
             ratio = stock / compiled
-            figures.append(dict(name=f"{model}, 1 row, in-process: compiled vs inplace_predict",
+            figures.append(Figure(name=f"{model}, 1 row, in-process: compiled vs inplace_predict",
                                 target=">= 6x" if model == "rtb-large" else "(reported)", measured=f"{ratio:.1f}x",
                                 met=ratio >= 6 if model == "rtb-large" else None,
                                 detail=f"{_ms(compiled)} vs {_ms(stock)} per call"))
         # Per repeat (the predictors of one batch size and repeat ran back to back), then the
         # better repeat: noise between repeats cannot pair one repeat's luck with another's.
-        by_repeat = {(t["predictor"], t["batch"], t["repeat"]): t["median_ms"] for t in kernel if t["model"] == model}
+        by_repeat = {(t.predictor, t.batch, t.repeat): t.median_ms for t in kernel if t.model == model}
         worst, worst_batch = 0.0, None
-        for batch in sorted({t["batch"] for t in kernel if t["model"] == model}):
+        for batch in sorted({t.batch for t in kernel if t.model == model}):
             ratios = []
-            for repeat in sorted({t["repeat"] for t in kernel}):
+            for repeat in sorted({t.repeat for t in kernel}):
                 router = by_repeat.get(("router", batch, repeat))
                 others = [v for v in (by_repeat.get((DEPLOYED, batch, repeat)), by_repeat.get((STOCK, batch, repeat)))
                           if v]
@@ -145,12 +148,12 @@ def compute_figures(kernel: list[dict], http: list[dict]) -> list[dict]:
             if ratios and min(ratios) > worst:
                 worst, worst_batch = min(ratios), batch
         if worst_batch is not None:
-            figures.append(dict(name=f"{model}: router within 10 % of the better of compiled and stock, every batch",
+            figures.append(Figure(name=f"{model}: router within 10 % of the better of compiled and stock, every batch",
                                 target="<= 1.10x", measured=f"{worst:.2f}x (worst, at {worst_batch:,} rows)",
                                 met=worst <= 1.10,
                                 detail="router / min(compiled quantized, inplace_predict), better repeat"))
-    rates = {(r["key"], r["model"], r["rows"]): r["max_rate"] for r in http}
-    cpu = {(r["key"], r["model"], r["rows"]): r.get("cpu_us_per_request") for r in http}
+    rates = {(r.key, r.model, r.rows): r.max_rate for r in http}
+    cpu = {(r.key, r.model, r.rows): r.cpu_us_per_request for r in http}
 
     def cpu_note(key_a, model_a, key_b, model_b, as_share=False) -> str:
         # The same comparison by server CPU per request: what the rates would be with the
@@ -161,56 +164,56 @@ def compute_figures(kernel: list[dict], http: list[dict]) -> list[dict]:
         ratio = other / mine
         return f"; by server CPU per request {ratio:.0%}" if as_share else f"; by server CPU per request {ratio:.2f}x"
 
-    for model in sorted({r["model"] for r in http if r["key"] == "a"}):
+    for model in sorted({r.model for r in http if r.key == "a"}):
         a = rates.get(("a", model, 1))
         for key, target in (("c", 3.0), ("b", 1.5)):
             other = rates.get((key, model, 1))
             if a is not None and other is not None:
                 ratio = a / other if other else float("inf")
-                figures.append(dict(name=f"{model}, 1 row, HTTP: max rate under the SLO, (a) vs ({key})",
+                figures.append(Figure(name=f"{model}, 1 row, HTTP: max rate under the SLO, (a) vs ({key})",
                                     target=f">= {target:g}x", measured=f"{ratio:.2f}x", met=ratio >= target,
                                     detail=f"{a:,.0f} vs {other:,.0f} req/s" + cpu_note("a", model, key, model)))
     a, d = rates.get(("a", "rtb-small", 1)), rates.get(("d", "-", 1))
     if a is not None and d:
         share = a / d
-        figures.append(dict(name="rtb-small, 1 row, HTTP: (a) vs hello world (d)", target=">= 60 %",
+        figures.append(Figure(name="rtb-small, 1 row, HTTP: (a) vs hello world (d)", target=">= 60 %",
                             measured=f"{share:.0%}", met=share >= 0.6,
                             detail=f"{a:,.0f} vs {d:,.0f} req/s" + cpu_note("a", "rtb-small", "d", "-", True)))
     return figures
 
 
-def figures_table(figures: list[dict]) -> str:
+def figures_table(figures: list[Figure]) -> str:
     out = ["Figures to reach (ratios from this run)"]
     for f in figures:
-        verdict = {True: "MET", False: "MISSED", None: ""}[f["met"]]
-        out.append(f"  {verdict:<7}{f['name']}: {f['measured']} (target {f['target']}; {f['detail']})")
+        verdict = {True: "MET", False: "MISSED", None: ""}[f.met]
+        out.append(f"  {verdict:<7}{f.name}: {f.measured} (target {f.target}; {f.detail})")
     return "\n".join(out)
 
 
-def render_text(report: dict) -> str:
+def render_text(report: Report) -> str:
     """The whole report as terminal text."""
-    machine = report.get("machine", {})
-    parts = [f"Benchmark {report.get('created_at', '')} on {machine.get('cpus', '?')} vCPU(s), "
-             f"{machine.get('cpu_model', '')}; SLO p99 <= {report['settings']['slo_ms']:g} ms",
-             f"command: {report.get('command', '')}", ""]
-    if report.get("kernel"):
-        parts.append(kernel_table(report["kernel"]))
-    if report.get("http"):
-        parts += [http_table(report["http"], report.get("ceiling"), report["settings"]["slo_ms"]), ""]
-    if report.get("sweep"):
-        parts += [sweep_table(report["sweep"]), ""]
-    note = contention_note(report.get("http", []) + report.get("sweep", {}).get("results", []),
-                           machine.get("cpus") or 1)
+    machine = report.machine
+    parts = [f"Benchmark {report.created_at} on {machine.cpus if machine.cpus is not None else '?'} vCPU(s), "
+             f"{machine.cpu_model}; SLO p99 <= {report.settings.slo_ms:g} ms",
+             f"command: {report.command}", ""]
+    if report.kernel:
+        parts.append(kernel_table(report.kernel))
+    if report.http:
+        parts += [http_table(report.http, report.ceiling, report.settings.slo_ms), ""]
+    if report.sweep:
+        parts += [sweep_table(report.sweep), ""]
+    note = contention_note((report.http or []) + (report.sweep.results if report.sweep else []),
+                           machine.cpus or 1)
     if note:
         parts += [note, ""]
-    for text in report.get("capacity_text", []):
+    for text in report.capacity_text or []:
         parts += [text, ""]
-    if report.get("figures"):
-        parts.append(figures_table(report["figures"]))
+    if report.figures:
+        parts.append(figures_table(report.figures))
     return "\n".join(parts).rstrip() + "\n"
 
 
-def plot_kernel(kernel: list[dict], path: Path) -> Path | None:
+def plot_kernel(kernel: list[KernelTiming], path: Path) -> Path | None:
     """Median latency per call vs rows per call, one line per predictor, one panel per model."""
     if not kernel:
         return None
@@ -243,31 +246,31 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_http(http: list[dict], slo_ms: float, path: Path) -> Path | None:
+def plot_http(http: list[ServerResult], slo_ms: float, path: Path) -> Path | None:
     """p99 latency vs offered load for each server run (open-loop trials), one panel per rows count."""
-    runs = [r for r in http if r.get("search", {}).get("trials")]
+    runs = [r for r in http if r.search.get("trials")]
     if not runs:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["model"] if r["key"] != "d" else None, r["rows"]) for r in runs}, key=str)
+    panels = sorted({(r.model if r.key != "d" else None, r.rows) for r in runs}, key=str)
     panels = [p for p in panels if p[0] is not None]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.5 * max(1, len(panels)), 4.8), squeeze=False)
     colors = {"a": "C0", "b": "C1", "c": "C2", "d": "C3"}
     for ax, (model, rows) in zip(axes[0], panels):
         for r in runs:
-            if r["rows"] != rows or (r["model"] != model and r["key"] != "d"):
+            if r.rows != rows or (r.model != model and r.key != "d"):
                 continue
-            trials = [(t["offered_rate"], t["latency_ms"]["p99"]) for t in r["search"]["trials"]]
+            trials = [(t["offered_rate"], t["latency_ms"]["p99"]) for t in r.search["trials"]]
             best = {}                       # a re-run rate: the line goes through its better run
             for rate, p99 in trials:
                 best[rate] = min(p99, best.get(rate, p99))
-            color = colors.get(r["key"])
+            color = colors.get(r.key)
             ax.scatter([x for x, _ in trials], [y for _, y in trials], s=10, color=color)
             ax.plot(sorted(best), [best[x] for x in sorted(best)], color=color,
-                    label=f"{r['label']} [{r['config']}]")
+                    label=f"{r.label} [{r.config}]")
         ax.axhline(slo_ms, color="red", lw=0.8, ls=":", label=f"SLO {slo_ms:g} ms")
         ax.set(yscale="log", xlabel="offered load (req/s, open loop)", ylabel="p99 latency (ms, from intended send)",
                title=f"{model}, {rows} row(s) per request")
@@ -277,43 +280,43 @@ def plot_http(http: list[dict], slo_ms: float, path: Path) -> Path | None:
     return path
 
 
-def plot_sweep(sweep: dict, path: Path) -> Path | None:
+def plot_sweep(sweep: SweepReport | None, path: Path) -> Path | None:
     """Max rate under the SLO per configuration, one bar group per rows-per-request count."""
-    results = sweep.get("results") if sweep else None
+    results = sweep.results if sweep else None
     if not results:
         return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows_list = sorted({r["rows"] for r in results})
-    configs = list(dict.fromkeys(r["config"] for r in results))
+    rows_list = sorted({r.rows for r in results})
+    configs = list(dict.fromkeys(r.config for r in results))
     fig, axes = plt.subplots(1, len(rows_list), figsize=(5.5 * len(rows_list), 4.2), squeeze=False)
     for ax, rows in zip(axes[0], rows_list):
-        values = [next((r["max_rate"] for r in results if r["config"] == c and r["rows"] == rows), 0) for c in configs]
+        values = [next((r.max_rate for r in results if r.config == c and r.rows == rows), 0) for c in configs]
         ax.bar(range(len(configs)), values)
         ax.set_xticks(range(len(configs)), configs, rotation=30, ha="right", fontsize=8)
-        ax.set(ylabel="max req/s with p99 under the SLO", title=f"{sweep['model']}, {rows} row(s) per request")
+        ax.set(ylabel="max req/s with p99 under the SLO", title=f"{sweep.model}, {rows} row(s) per request")
         ax.grid(True, axis="y", alpha=0.3)
     _save(fig, path)
     return path
 
 
-def write_report(report: dict, folder: Path) -> list[Path]:
+def write_report(report: Report, folder: Path) -> list[Path]:
     """Write report.json, report.txt and the plots into ``folder``; returns the paths written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     json_path = folder / "report.json"
-    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    json_path.write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
     written.append(json_path)
     text_path = folder / "report.txt"
     text_path.write_text(render_text(report))
     written.append(text_path)
-    slo = report["settings"]["slo_ms"]
-    for made in (plot_kernel(report.get("kernel", []), folder / "kernel_latency.png"),
-                 plot_http(report.get("http", []), slo, folder / "http_p99_vs_load.png"),
-                 plot_sweep(report.get("sweep", {}), folder / "sweep.png")):
+    slo = report.settings.slo_ms
+    for made in (plot_kernel(report.kernel or [], folder / "kernel_latency.png"),
+                 plot_http(report.http or [], slo, folder / "http_p99_vs_load.png"),
+                 plot_sweep(report.sweep, folder / "sweep.png")):
         if made:
             written.append(made)
     return written

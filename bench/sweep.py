@@ -11,7 +11,7 @@ run the sweep on a machine with more cores to check that it does.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -114,3 +114,23 @@ def recommend(results: list[ServerResult], configs: list[WorkerPlan], cpus: int 
     return Recommendation(config=best, worker_class=config.worker_class, workers_per_vcpu=config.workers / cpus,
                           threads=config.threads, rates={n: rate.get((best, n), 0.0) for n in rows_seen},
                           reason=reason)
+
+
+@dataclass
+class SweepReport:
+    """The sweep of one model: every run, and the configuration they support."""
+    model: str
+    results: list[ServerResult]
+    recommendation: Recommendation | None
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "results": [r.to_dict() for r in self.results],
+                "recommendation": asdict(self.recommendation) if self.recommendation else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SweepReport":
+        rec = data.get("recommendation")
+        if rec is not None:     # JSON made the rows-per-request keys strings
+            rec = Recommendation(**{**rec, "rates": {int(n): rate for n, rate in rec.get("rates", {}).items()}})
+        return cls(model=data["model"], results=[ServerResult(**r) for r in data.get("results", [])],
+                   recommendation=rec)

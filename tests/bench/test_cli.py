@@ -41,10 +41,13 @@ def test_bad_arguments_get_a_clear_error():
 
 def test_capacity_from_a_report_uses_server_a_as_compared(tmp_path):
     def a(model, config, rate, cpu):
-        return {"key": "a", "model": model, "rows": 1, "config": config, "max_rate": rate, "cpu_us_per_request": cpu}
+        return {"key": "a", "label": "(a)", "model": model, "rows": 1, "config": config, "max_rate": rate,
+                "p50_ms": 1.0, "p99_ms": 5.0, "closed_rate": rate, "closed_p99_ms": 9.0, "cpu_us_per_request": cpu,
+                "near_ceiling": False, "loadavg": [], "search": {}}
+    recommended = {"worker_class": "gevent", "workers_per_vcpu": 1.0, "threads": 1, "rates": {}, "reason": "r"}
     report = {"machine": {"cpus": 2},
               "http": [a("m", "gevent w2", 4000.0, 250.0), dict(a("m", "gevent w2", 900.0, 900.0), key="c")],
-              "sweep": {"model": "m", "recommendation": {"config": "gevent w2"},
+              "sweep": {"model": "m", "recommendation": dict(recommended, config="gevent w2"),
                         "results": [a("m", "gevent w2", 6000.0, 240.0), a("m", "sync w2", 7000.0, 230.0)]}}
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))

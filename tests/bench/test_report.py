@@ -6,7 +6,9 @@ import json
 import pytest
 
 from bench.compare import ServerResult
+from bench.kernel import KernelTiming
 from bench.report import compute_figures, render_text, write_report
+from bench.results import Report
 from bench.sweep import parse_config, recommend
 from serve.gunicorn_conf import WorkerPlan
 
@@ -33,8 +35,12 @@ HTTP = [server("a", "rtb-small", 1, 3000), server("b", "rtb-small", 1, 2100), se
         server("d", "-", 1, 4000)]
 
 
+def typed(kernel, http):
+    return [KernelTiming(**t) for t in kernel], [ServerResult(**r) for r in http]
+
+
 def test_figures_are_ratios_of_the_run():
-    figures = {f["name"]: f for f in compute_figures(KERNEL, HTTP)}
+    figures = {f.name: f.__dict__ for f in compute_figures(*typed(KERNEL, HTTP))}
     speed = figures["rtb-large, 1 row, in-process: compiled vs inplace_predict"]
     assert speed["measured"] == "30.0x" and speed["met"] is True        # 0.6 / best of (0.02, 0.03)
     router = figures["rtb-large: router within 10 % of the better of compiled and stock, every batch"]
@@ -54,7 +60,8 @@ def test_report_folder_has_json_text_and_plots(tmp_path):
     report = {"created_at": "now", "command": "test", "machine": {"cpus": 2}, "settings": {"slo_ms": 20.0},
               "kernel": KERNEL, "http": http, "ceiling": {"closed_rate": 90000.0, "open_rate": 70000.0},
               "sweep": {"model": "rtb-small", "results": [server("a", "rtb-small", 1, 3000)], "recommendation": None},
-              "figures": compute_figures(KERNEL, http)}
+              "figures": [f.__dict__ for f in compute_figures(*typed(KERNEL, http))]}
+    report = Report.from_dict(report)
     written = {p.name for p in write_report(report, tmp_path)}
     assert written == {"report.json", "report.txt", "kernel_latency.png", "http_p99_vs_load.png", "sweep.png"}
     assert json.loads((tmp_path / "report.json").read_text())["settings"]["slo_ms"] == 20.0
@@ -63,7 +70,7 @@ def test_report_folder_has_json_text_and_plots(tmp_path):
     assert (tmp_path / "kernel_latency.png").read_bytes()[:4] == b"\x89PNG"
     assert "load average during these runs: 1.0 to 1.5 on 2 vCPU(s)" in text
     assert "competed" not in text
-    report["http"][0]["loadavg"] = [5.0, 6.0]
+    report.http[0].loadavg = [5.0, 6.0]
     assert "Other processes competed for the CPUs" in render_text(report)
 
 
