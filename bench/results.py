@@ -126,7 +126,17 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Report":
-        """A Report from report.json's content (parts it lacks stay None)."""
+        """A Report from report.json's content (parts it lacks stay None); ValueError naming
+        the fault when it is not a report."""
+        if not isinstance(data, dict):
+            raise ValueError("not a report of `bench all`: not a JSON object")
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a report of `bench all`: {exc.__class__.__name__}: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> "Report":
         def listed(key, kind):
             return [kind(**item) for item in data[key]] if key in data else None
 

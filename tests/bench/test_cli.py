@@ -58,3 +58,12 @@ def test_capacity_from_a_report_uses_server_a_as_compared(tmp_path):
     report["sweep"]["recommendation"]["config"] = "sync w2"       # the sweep recommends another plan: its run
     path.write_text(json.dumps(report))
     assert "3,500 req/s per vCPU" in run_bench("capacity", "--report", str(path)).stdout
+
+
+def test_a_file_that_is_no_report_gets_a_clear_error(tmp_path):
+    path = tmp_path / "report.json"
+    for content in ('[1]', '{"settings": {"slo_ms": 20}, "http": [{"key": "a"}]}', '{"surprise": 1}'):
+        path.write_text(content)
+        done = run_bench("report", str(path), "--out", str(tmp_path / "out"))
+        assert done.returncode == 1 and done.stderr.startswith("bench: ") and "Traceback" not in done.stderr
+        assert "report" in done.stderr
