@@ -101,26 +101,20 @@ class _Env:
         return default if value is None else value
 
     def integer(self, name: str, default: int | None, *, low: int, high: int) -> int | None:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise SettingsError(f"{name}={value!r}: must be a whole number") from None
-        if not low <= number <= high:
-            raise SettingsError(f"{name}={value!r}: must be between {low} and {high}")
-        return number
+        return self._bounded(name, default, int, "a whole number", low, high)
 
     def number(self, name: str, default: float, *, low: float | None = None,
                high: float | None = None) -> float:
+        return self._bounded(name, default, float, "a number", low, high)
+
+    def _bounded(self, name: str, default, convert, kind: str, low, high):
         value = self.raw(name)
         if value is None:
             return default
         try:
-            number = float(value)
+            number = convert(value)
         except ValueError:
-            raise SettingsError(f"{name}={value!r}: must be a number") from None
+            raise SettingsError(f"{name}={value!r}: must be {kind}") from None
         if (low is not None and number < low) or (high is not None and number > high):
             raise SettingsError(f"{name}={value!r}: must be between {low} and {high}")
         return number
