@@ -16,16 +16,16 @@ from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploy import autoscaling, endpoint, invoke, settings, teardown, upload
+from deploy import autoscaling, endpoint, invoke, registry, settings, teardown, upload
 from deploy.aws import Aws, DeployError, explain
 from deploy.settings import UsageError, require
 
 PROG = "xgb-deploy"
 COMMON = ["region", "profile", "max_attempts"]
 WAITING = ["wait_timeout", "poll_seconds"]
-ENDPOINT = ["endpoint_name", "image_uri", "model_data", "role_arn", "instance_type", "instance_count",
+ENDPOINT = ["endpoint_name", "image_uri", "model_data", "model_package", "role_arn", "instance_type", "instance_count",
             "variant_name", "env", "workers", "outputs", "startup_health_timeout", "model_download_timeout"]
-AUTOSCALE = ["endpoint_name", "variant_name", "min_instances", "max_instances", "target", "capacity_key",
+AUTOSCALE = ["endpoint_name", "variant_name", "min_instances", "max_instances", "invocations_target", "capacity_key",
              "scale_in_cooldown", "scale_out_cooldown"]
 
 
@@ -34,13 +34,32 @@ def cmd_upload(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
     print(done.url)
 
 
+def cmd_register(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
+    require(s, "image_uri", "sample_payload")
+    group = s["model_package_group"] or s["endpoint_name"]
+    if not group:
+        require(s, "model_package_group")
+    done = registry.register(aws, Path(args.archive), s["image_uri"], endpoint.check_endpoint_name(group),
+                             s["bucket"], s["prefix"], Path(s["sample_payload"]), s["sample_rows"],
+                             s["instance_types"], args.approve)
+    print(done.arn)
+
+
 def cmd_endpoint(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
-    require(s, "endpoint_name", "image_uri", "model_data", "role_arn")
-    if not s["model_data"].startswith("s3://"):
-        raise UsageError(f"--model-data {s['model_data']}: must be an s3:// URL (what `upload` prints)")
+    require(s, "endpoint_name", "role_arn")
+    if s["model_package"]:
+        if args.model_data or args.image_uri:
+            raise UsageError("give --model-package, or --image-uri with --model-data, not both")
+        s["image_uri"] = s["model_data"] = None     # the version holds them
+        registry.check_deployable(aws, s["model_package"])
+    else:
+        require(s, "image_uri", "model_data")
+        if not s["model_data"].startswith("s3://"):
+            raise UsageError(f"--model-data {s['model_data']}: must be an s3:// URL (what `upload` prints)")
     spec = endpoint.EndpointSpec(
         endpoint_name=endpoint.check_endpoint_name(s["endpoint_name"]), image_uri=s["image_uri"],
-        model_data=s["model_data"], role_arn=s["role_arn"], instance_type=s["instance_type"],
+        model_data=s["model_data"], model_package=s["model_package"], role_arn=s["role_arn"],
+        instance_type=s["instance_type"],
         instance_count=s["instance_count"], variant_name=s["variant_name"],
         environment=endpoint.container_environment(s["workers"], s["outputs"], s["env"]),
         startup_health_timeout=s["startup_health_timeout"], model_download_timeout=s["model_download_timeout"])
@@ -51,11 +70,11 @@ def cmd_endpoint(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def cmd_autoscale(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
-    require(s, "endpoint_name", "min_instances", "max_instances", "target")
+    require(s, "endpoint_name", "min_instances", "max_instances", "invocations_target")
     # A capacity plan may hold one target per instance type: the endpoint's is needed then.
-    instance_type = None if _is_number(s["target"]) else \
+    instance_type = None if _is_number(s["invocations_target"]) else \
         autoscaling.variant_instance_type(aws, s["endpoint_name"], s["variant_name"])
-    target, source = autoscaling.resolve_target(s["target"], s["capacity_key"], instance_type)
+    target, source = autoscaling.resolve_target(s["invocations_target"], s["capacity_key"], instance_type)
     arn = autoscaling.apply(aws, s["endpoint_name"], s["variant_name"], s["min_instances"], s["max_instances"],
                             target, s["scale_in_cooldown"], s["scale_out_cooldown"])
     aws.say(f"autoscaling set on {autoscaling.resource_id(s['endpoint_name'], s['variant_name'])}:\n"
@@ -108,6 +127,10 @@ def _waiting(s: dict[str, Any], args: argparse.Namespace) -> endpoint.Waiting | 
 COMMANDS: dict[str, tuple[Callable[..., None], str, list[str]]] = {
     "upload": (cmd_upload, "put model.tar.gz in S3 with its sha256 in the metadata; prints the s3:// URL",
                ["bucket", "prefix"]),
+    "register": (cmd_register, "a new version of the model in the Model Registry (the group created if "
+                               "missing); prints its ARN",
+                 ["endpoint_name", "model_package_group", "image_uri", "bucket", "prefix", "sample_payload",
+                  "sample_rows", "instance_types"]),
     "endpoint": (cmd_endpoint, "create the endpoint, or update it to a new configuration; wait for InService",
                  ENDPOINT + WAITING),
     "autoscale": (cmd_autoscale, "target-tracking autoscaling on invocations per instance", AUTOSCALE),
@@ -136,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         settings.add_options(p, COMMON + names)
         if name == "upload":
             p.add_argument("archive", help="model.tar.gz (from model-compile, or a SageMaker XGBoost model)")
+        if name == "register":
+            p.add_argument("archive", help="model.tar.gz from model-compile")
+            p.add_argument("--approve", action="store_true",
+                           help="register the version Approved (default: PendingManualApproval)")
         if name == "invoke":
             p.add_argument("--body", help="request body, e.g. '2,0,0.0,7.0,3.0,20.0,2'")
             p.add_argument("--payload", help="file of request rows, e.g. artifacts/sample-models/rtb-small/sample.csv")

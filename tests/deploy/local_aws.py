@@ -207,7 +207,7 @@ def _start_container(backend, endpoint) -> str | None:
     config = backend.describe_endpoint_config(endpoint.endpoint_config_name)
     variant = config["ProductionVariants"][0]
     model = backend._models[variant["ModelName"]]
-    container = model.primary_container
+    container = _resolved_container(backend, model.primary_container)
     url = container.get("ModelDataUrl", "")
     work = tempfile.mkdtemp(prefix="local-sagemaker-")
     model_dir = os.path.join(work, "model")
@@ -234,6 +234,16 @@ def _start_container(backend, endpoint) -> str | None:
     return None
 
 
+def _resolved_container(backend, container: dict) -> dict:
+    """A model's container; one made from a model package takes the package's
+    image and model data, with the model's own environment on top."""
+    package = container.get("ModelPackageName")
+    if not package:
+        return container
+    spec = backend.describe_model_package(package).inference_specification["Containers"][0]
+    return {**spec, "Environment": {**(spec.get("Environment") or {}), **(container.get("Environment") or {})}}
+
+
 def create_model(self, model_name, execution_role_arn, primary_container, vpc_config, containers, tags):
     message = (f"Could not assume role {execution_role_arn}. Please ensure that the role exists and allows "
                f"principal 'sagemaker.amazonaws.com' to assume the role.")
@@ -243,6 +253,8 @@ def create_model(self, model_name, execution_role_arn, primary_container, vpc_co
         raise ValidationError(message=message) from None
     if "sagemaker.amazonaws.com" not in json.dumps(role.assume_role_policy_document):
         raise ValidationError(message=message)
+    if (primary_container or {}).get("ModelPackageName"):
+        self.describe_model_package(primary_container["ModelPackageName"])    # raises when missing
     return _moto_create_model(self, model_name, execution_role_arn, primary_container, vpc_config,
                               containers, tags)
 
