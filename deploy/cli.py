@@ -9,15 +9,18 @@ ended Failed or rolled back, a wait that timed out); 2 bad usage or settings;
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploy import autoscaling, endpoint, invoke, registry, settings, teardown, upload
+from deploy import autoscaling, endpoint, invoke, loadtest, registry, settings, teardown, upload
 from deploy.aws import Aws, DeployError, explain
+from deploy.client import encode_row
 from deploy.settings import UsageError, require
 
 PROG = "xgb-deploy"
@@ -96,6 +99,54 @@ def cmd_invoke(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
         sys.stdout.write("\n")
 
 
+def cmd_loadtest(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
+    require(s, "endpoint_name")
+    if not 0 < s["safety"] <= 1:
+        raise UsageError(f"--safety {s['safety']}: must be in (0, 1]")
+    rows = loadtest.read_rows(Path(args.payload))
+    name, variant = s["endpoint_name"], s["variant_name"]
+    if aws.dry_run:         # the call it would repeat, validated; nothing is sent
+        aws.client("sagemaker-runtime").invoke_endpoint(EndpointName=name, ContentType="text/csv", Accept="text/csv",
+                                                        Body=encode_row(rows[0]) + b"\n")
+        return
+    instances, instance_type = loadtest.fleet(aws, name, variant)
+    price = loadtest.usd_per_hour(instance_type)
+    ways = {"single": [1], "batched": [args.batch_rows], "both": [1, args.batch_rows]}[args.ways]
+    results = []
+    for batch_rows in ways:
+        plan = loadtest.LoadPlan(concurrency=args.concurrency, duration_s=args.duration, rate=args.rate,
+                                 timeout_ms=args.timeout_ms, batch_rows=batch_rows, batch_wait_ms=args.batch_wait_ms)
+        kind = f"micro-batched (up to {batch_rows} rows, {args.batch_wait_ms:g} ms)" if batch_rows > 1 \
+            else "one row per request"
+        pace = f"{args.rate:g} calls/s" if args.rate else "closed loop"
+        aws.say(f"load test of {name} ({instances} x {instance_type}): {kind}, {args.concurrency} callers, "
+                f"{pace}, {args.duration:g} s")
+        began = datetime.now(timezone.utc)
+        result = loadtest.run_way(aws, name, rows, plan)
+        ended = datetime.now(timezone.utc)
+        result.cloudwatch_ms = loadtest.cloudwatch_latency(aws, name, variant, began, ended, result.invocations,
+                                                           args.metrics_wait, s["poll_seconds"])
+        loadtest.judge(result, s["latency_budget_ms"], s["safety"], instances, price)
+        results.append(result)
+    held = next((r for r in results if r.held_budget), None)
+    target = loadtest.autoscaling_target(held, instances, s["safety"]) if held else None
+    print(loadtest.table(results, s["latency_budget_ms"]))
+    if price is None:
+        print(f"($/1M pred: {instance_type} is not in the price table bench/sagemaker_prices.toml)")
+    if held:
+        print(f"autoscaling target: {target} invocations per instance per minute "
+              f"({held.invocations_per_s:,.0f} invocations/s on {instances} instance(s), {held.way}, "
+              f"x safety {s['safety']:g})")
+    if args.out:
+        data = loadtest.to_json(name, instance_type, instances, s["latency_budget_ms"], s["safety"], plan, results,
+                                target, held.way if held else None)
+        Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
+        aws.say(f"wrote {args.out}" + (f"; use it with `autoscale --target {args.out}`" if held else ""))
+    if not held:
+        raise DeployError(f"no way of calling held the p99 budget of {s['latency_budget_ms']:g} ms without errors at "
+                          f"this load: no autoscaling target (lower --concurrency or --rate, or raise the budget)")
+
+
 def cmd_rollback(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
     require(s, "endpoint_name")
     name = endpoint.rollback(aws, s["endpoint_name"], args.to, _waiting(s, args))
@@ -136,6 +187,9 @@ COMMANDS: dict[str, tuple[Callable[..., None], str, list[str]]] = {
     "autoscale": (cmd_autoscale, "target-tracking autoscaling on invocations per instance", AUTOSCALE),
     "invoke": (cmd_invoke, "smoke test: send a payload, print the answer and the round-trip time",
                ["endpoint_name"]),
+    "loadtest": (cmd_loadtest, "many concurrent InvokeEndpoint calls: client latency, errors, CloudWatch latency, "
+                               "the autoscaling target", ["endpoint_name", "variant_name", "latency_budget_ms",
+                                                          "safety", "poll_seconds"]),
     "rollback": (cmd_rollback, "move the endpoint back to an older configuration",
                  ["endpoint_name"] + WAITING),
     "teardown": (cmd_teardown, "delete the endpoint, its configurations, models and scaling policy",
@@ -172,6 +226,26 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--accept", help="Accept header (default: the server's)")
             p.add_argument("--repeat", type=settings.positive_int, default=1,
                            help="send it this many times and summarize the round trips (default 1)")
+        if name == "loadtest":
+            p.add_argument("--payload", required=True,
+                           help="CSV of request rows, e.g. artifacts/sample-models/rtb-small/sample.csv")
+            p.add_argument("--concurrency", type=settings.positive_int, default=16,
+                           help="concurrent callers (threads) sharing one pooled client (default 16)")
+            p.add_argument("--duration", type=settings.positive_float, default=10.0,
+                           help="seconds per way of calling (default 10)")
+            p.add_argument("--rate", type=settings.positive_float,
+                           help="fixed total calls per second (default: closed loop)")
+            p.add_argument("--ways", choices=["single", "batched", "both"], default="single",
+                           help="one row per request, micro-batched, or both side by side (default single)")
+            p.add_argument("--batch-rows", type=settings.positive_int, default=32,
+                           help="micro-batching: most rows in one request (default 32)")
+            p.add_argument("--batch-wait-ms", type=settings.positive_float, default=1.0,
+                           help="micro-batching: longest wait for more rows (default 1 ms)")
+            p.add_argument("--timeout-ms", type=settings.positive_float, default=1000.0,
+                           help="client timeout per call (default 1000; the ad server's own is lower)")
+            p.add_argument("--metrics-wait", type=float, default=240.0,
+                           help="seconds to wait for CloudWatch to count the run (default 240; it lags 1-2 min)")
+            p.add_argument("--out", help="write the results and the autoscaling target as JSON (for autoscale --target)")
         if name == "rollback":
             p.add_argument("--to", help="configuration name (default: the one before the running one)")
     return parser

@@ -121,6 +121,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            positive_int, default=100),
     Option("instance_types", "real-time instance types (repeatable, or comma-separated in env and file): "
            "what a model package supports, what `recommend` tries", many=True),
+    Option("latency_budget_ms", "p99 model latency budget in ms (load test, recommendation job, alarm)",
+           positive_float, default=20.0),
+    Option("safety", "share of the measured per-instance rate used as the autoscaling target (0-1]",
+           positive_float, default=0.5),
     Option("min_instances", "autoscaling: minimum instance count", positive_int),
     Option("max_instances", "autoscaling: maximum instance count", positive_int),
     Option("invocations_target", "autoscaling: invocations per instance per minute, a number or a capacity-plan "

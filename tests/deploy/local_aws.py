@@ -30,6 +30,14 @@ and developer guide describe it):
   forwards the request to its container (``POST <url>/invocations``), or to a
   URL registered for the endpoint; a container error becomes ``ModelError``.
   With neither, moto's canned answer.
+* CloudWatch endpoint metrics from the requests the local endpoint really
+  served, as SageMaker publishes them (namespace ``AWS/SageMaker``, dimensions
+  ``EndpointName`` and ``VariantName``): ``Invocations``,
+  ``InvocationsPerInstance``, ``Invocation4XXErrors``, ``Invocation5XXErrors``,
+  ``ModelLatency`` (the container's round trip, microseconds) and
+  ``OverheadLatency`` (the rest of the time spent here, microseconds); and
+  ``GetMetricStatistics`` with ``ExtendedStatistics`` (percentiles such as
+  ``p99``), which moto accepts but does not compute.
 * Fault injection: the next N calls of an operation answer with a given error
   (throttling, quota), as AWS would.
 
@@ -65,7 +73,10 @@ from typing import Any
 import botocore.session
 
 from moto.applicationautoscaling.models import applicationautoscaling_backends
+from moto.cloudwatch.models import MetricDatum, cloudwatch_backends
+from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult
+from moto.core.utils import utcnow
 from moto.iam.models import iam_backends
 from moto.s3.models import s3_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -325,6 +336,59 @@ SageMakerModelBackend.create_model = create_model
 SageMakerResponse.update_endpoint = update_endpoint
 
 
+# --- CloudWatch: the endpoint's metrics, percentiles ------------------------------
+def record_invocation(region: str, endpoint, started: float, model_seconds: float | None, status: int) -> None:
+    """Publish one served request's metrics as SageMaker does (per endpoint and variant)."""
+    variant = endpoint.production_variants[0]
+    dims = [{"Name": "EndpointName", "Value": endpoint.endpoint_name},
+            {"Name": "VariantName", "Value": variant["VariantName"]}]
+    instances = max(1, int(variant.get("CurrentInstanceCount") or 1))
+    now = utcnow()          # naive UTC, as moto keeps its timestamps
+    values = {"Invocations": (1.0, "None"), "InvocationsPerInstance": (1.0 / instances, "None"),
+              "Invocation4XXErrors": (float(400 <= status < 500), "None"),
+              "Invocation5XXErrors": (float(status >= 500), "None")}
+    if model_seconds is not None:
+        total = time.perf_counter() - started
+        values["ModelLatency"] = (model_seconds * 1e6, "Microseconds")
+        values["OverheadLatency"] = (max(0.0, total - model_seconds) * 1e6, "Microseconds")
+    backend = cloudwatch_backends[DEFAULT_ACCOUNT][region]
+    with _lock:
+        backend.metric_data += [MetricDatum("AWS/SageMaker", name, value, dims, now, unit)
+                                for name, (value, unit) in values.items()]
+
+
+def _percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile, as CloudWatch's pNN."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+def get_metric_statistics(self) -> ActionResult:
+    """GetMetricStatistics with ExtendedStatistics computed over the data points' values."""
+    extended = self._get_param("ExtendedStatistics") or []
+    statistics = self._get_param("Statistics") or []
+    if not extended:
+        return _moto_get_metric_statistics(self)
+    buckets = self.cloudwatch_backend.get_metric_statistics(
+        self._get_param("Namespace"), self._get_param("MetricName"), self._get_param("StartTime"),
+        self._get_param("EndTime"), self._get_int_param("Period"), statistics + ["SampleCount"],
+        unit=self._get_param("Unit"), dimensions=self._get_param("Dimensions", []))
+    points = []
+    for bucket in buckets:
+        values = bucket.metric_single_values_list
+        point = {"Timestamp": bucket.timestamp, "Unit": bucket.unit or "None",
+                 "ExtendedStatistics": {p: _percentile(values, float(p[1:])) for p in extended}}
+        for stat in statistics:
+            point[stat] = bucket.get_statistics_for_type(stat)
+        points.append(point)
+    return ActionResult({"Label": self._get_param("MetricName"), "Datapoints": points})
+
+
+_moto_get_metric_statistics = CloudWatchResponse.get_metric_statistics
+CloudWatchResponse.get_metric_statistics = get_metric_statistics
+
+
 # --- HTTP: control routes, faults, InvokeEndpoint -------------------------------
 INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 REGION_IN_AUTH = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
@@ -379,6 +443,7 @@ class LocalAws:
         return _json(start_response, 200, {"ok": True})
 
     def _invoke(self, name, environ, start_response):
+        started = time.perf_counter()
         region_match = REGION_IN_AUTH.search(environ.get("HTTP_AUTHORIZATION", ""))
         region = region_match.group(1) if region_match else "us-east-1"
         backend = sagemaker_backends[DEFAULT_ACCOUNT][region]
@@ -400,11 +465,13 @@ class LocalAws:
             headers["Accept"] = environ["HTTP_ACCEPT"]
         variant = endpoint.production_variants[0]["VariantName"]
         request = urllib.request.Request(f"{url}/invocations", data=body, headers=headers, method="POST")
+        sent = time.perf_counter()
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:
                 payload, content_type, status = answer.read(), answer.headers.get("Content-Type", ""), answer.status
         except urllib.error.HTTPError as exc:
             payload, content_type, status = exc.read(), exc.headers.get("Content-Type", ""), exc.code
+        record_invocation(region, endpoint, started, time.perf_counter() - sent, status)
         if not 200 <= status < 300:
             message = payload.decode(errors="replace")
             return _json(start_response, 424, {
