@@ -46,6 +46,7 @@ _DRY_RUN_READS: dict[str, dict[str, Any]] = {
     "ListModels": {"Models": []},
     "DescribeScalableTargets": {"ScalableTargets": []},
     "DescribeScalingPolicies": {"ScalingPolicies": []},
+    "DescribeAlarms": {"MetricAlarms": [], "CompositeAlarms": []},
 }
 _DRY_RUN_WRITES: dict[str, dict[str, Any]] = {
     # s3transfer reads these fields back from the multipart calls of a large upload.

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploy import autoscaling, endpoint, invoke, loadtest, registry, settings, teardown, upload
+from deploy import autoscaling, endpoint, invoke, loadtest, monitor, registry, settings, teardown, upload
 from deploy.aws import Aws, DeployError, explain
 from deploy.client import encode_row
 from deploy.settings import UsageError, require
@@ -147,6 +147,15 @@ def cmd_loadtest(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
                           f"this load: no autoscaling target (lower --concurrency or --rate, or raise the budget)")
 
 
+def cmd_monitor(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
+    require(s, "endpoint_name")
+    done = monitor.apply(aws, endpoint.check_endpoint_name(s["endpoint_name"]), s["variant_name"],
+                         s["latency_budget_ms"], s["min_instances"], s["alarm_topic"], args.replace)
+    aws.say("\n".join(done))
+    print(f"https://{aws.region}.console.aws.amazon.com/cloudwatch/home?region={aws.region}"
+          f"#dashboards:name={monitor.dashboard_name(s['endpoint_name'])}")
+
+
 def cmd_rollback(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
     require(s, "endpoint_name")
     name = endpoint.rollback(aws, s["endpoint_name"], args.to, _waiting(s, args))
@@ -190,9 +199,13 @@ COMMANDS: dict[str, tuple[Callable[..., None], str, list[str]]] = {
     "loadtest": (cmd_loadtest, "many concurrent InvokeEndpoint calls: client latency, errors, CloudWatch latency, "
                                "the autoscaling target", ["endpoint_name", "variant_name", "latency_budget_ms",
                                                           "safety", "poll_seconds"]),
+    "monitor": (cmd_monitor, "CloudWatch dashboard and alarms (p99 latency, 5XX, CPU, healthy instances); "
+                             "prints the dashboard's URL",
+                ["endpoint_name", "variant_name", "latency_budget_ms", "min_instances", "alarm_topic"]),
     "rollback": (cmd_rollback, "move the endpoint back to an older configuration",
                  ["endpoint_name"] + WAITING),
-    "teardown": (cmd_teardown, "delete the endpoint, its configurations, models and scaling policy",
+    "teardown": (cmd_teardown, "delete the endpoint, its configurations, models, scaling policy, dashboard "
+                               "and alarms",
                  ["endpoint_name"] + WAITING),
 }
 
@@ -246,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--metrics-wait", type=float, default=240.0,
                            help="seconds to wait for CloudWatch to count the run (default 240; it lags 1-2 min)")
             p.add_argument("--out", help="write the results and the autoscaling target as JSON (for autoscale --target)")
+        if name == "monitor":
+            p.add_argument("--replace", action="store_true",
+                           help="overwrite a dashboard or alarm of the same name that xgb-deploy did not make")
         if name == "rollback":
             p.add_argument("--to", help="configuration name (default: the one before the running one)")
     return parser

@@ -125,7 +125,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            positive_float, default=20.0),
     Option("safety", "share of the measured per-instance rate used as the autoscaling target (0-1]",
            positive_float, default=0.5),
-    Option("min_instances", "autoscaling: minimum instance count", positive_int),
+    Option("alarm_topic", "SNS topic ARN the alarms notify (on ALARM and on OK)"),
+    Option("min_instances", "autoscaling: minimum instance count; monitor: fewest healthy instances before "
+           "the alarm (default there: the current count)", positive_int),
     Option("max_instances", "autoscaling: maximum instance count", positive_int),
     Option("invocations_target", "autoscaling: invocations per instance per minute, a number or a capacity-plan "
            "JSON path (what `loadtest --out` or `bench all` wrote)", public="target"),

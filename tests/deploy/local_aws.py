@@ -391,6 +391,7 @@ CloudWatchResponse.get_metric_statistics = get_metric_statistics
 
 # --- HTTP: control routes, faults, InvokeEndpoint -------------------------------
 INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+RPC_V2_PATH = re.compile(r"^/service/[^/]+/operation/([^/]+)$")        # CloudWatch's CBOR protocol
 REGION_IN_AUTH = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
 
 
@@ -408,7 +409,9 @@ class LocalAws:
         if path == "/moto-api/reset":
             _reset()
         invoke = INVOKE_PATH.match(path) if method == "POST" else None
-        operation = "InvokeEndpoint" if invoke else environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
+        rpc = RPC_V2_PATH.match(path)
+        operation = "InvokeEndpoint" if invoke else rpc.group(1) if rpc else \
+            environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
         if operation:
             with _lock:
                 _state["calls"].append(operation)
