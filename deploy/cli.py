@@ -26,8 +26,8 @@ from deploy.settings import UsageError, require
 PROG = "xgb-deploy"
 COMMON = ["region", "profile", "max_attempts"]
 WAITING = ["wait_timeout", "poll_seconds"]
-ENDPOINT = ["endpoint_name", "image_uri", "model_data", "model_package", "role_arn", "instance_type", "instance_count",
-            "variant_name", "env", "workers", "outputs", "startup_health_timeout", "model_download_timeout"]
+ENDPOINT = ["endpoint_name", "image_uri", "model_data", "model_package", "role_arn", "instance_type",
+            "instance_count", "subnets", "security_groups", "variant_name", "env", "workers", "outputs", "startup_health_timeout", "model_download_timeout"]
 AUTOSCALE = ["endpoint_name", "variant_name", "min_instances", "max_instances", "invocations_target", "capacity_key",
              "scale_in_cooldown", "scale_out_cooldown"]
 
@@ -59,9 +59,12 @@ def cmd_endpoint(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
         require(s, "image_uri", "model_data")
         if not s["model_data"].startswith("s3://"):
             raise UsageError(f"--model-data {s['model_data']}: must be an s3:// URL (what `upload` prints)")
+    if bool(s["subnets"]) != bool(s["security_groups"]):
+        raise UsageError("a VPC needs both --subnets and --security-groups")
     spec = endpoint.EndpointSpec(
         endpoint_name=endpoint.check_endpoint_name(s["endpoint_name"]), image_uri=s["image_uri"],
         model_data=s["model_data"], model_package=s["model_package"], role_arn=s["role_arn"],
+        subnets=s["subnets"], security_groups=s["security_groups"], network_isolation=not args.no_network_isolation,
         instance_type=s["instance_type"],
         instance_count=s["instance_count"], variant_name=s["variant_name"],
         environment=endpoint.container_environment(s["workers"], s["outputs"], s["env"]),
@@ -259,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--metrics-wait", type=float, default=240.0,
                            help="seconds to wait for CloudWatch to count the run (default 240; it lags 1-2 min)")
             p.add_argument("--out", help="write the results and the autoscaling target as JSON (for autoscale --target)")
+        if name == "endpoint":
+            p.add_argument("--no-network-isolation", action="store_true",
+                           help="let the container reach the network (default: isolated; it needs none)")
         if name == "monitor":
             p.add_argument("--replace", action="store_true",
                            help="overwrite a dashboard or alarm of the same name that xgb-deploy did not make")

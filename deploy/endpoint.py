@@ -50,6 +50,9 @@ class EndpointSpec:
     variant_name: str
     environment: dict[str, str] = field(default_factory=dict)
     model_package: str | None = None     # a registered version's ARN, instead of image and data
+    subnets: list[str] = field(default_factory=list)
+    security_groups: list[str] = field(default_factory=list)
+    network_isolation: bool = True
     startup_health_timeout: int | None = None
     model_download_timeout: int | None = None
 
@@ -124,8 +127,10 @@ def create_model_and_config(aws: Aws, spec: EndpointSpec, name: str) -> None:
         PrimaryContainer=container,
         # The server needs no network at run time: SageMaker still downloads the
         # model, but the container can reach nothing.
-        EnableNetworkIsolation=True,
+        EnableNetworkIsolation=spec.network_isolation,
         Tags=tags,
+        **({"VpcConfig": {"Subnets": spec.subnets, "SecurityGroupIds": spec.security_groups}}
+           if spec.subnets else {}),
     )
     aws.say(f"created model {name} ({what})")
     variant: dict[str, Any] = {

@@ -107,6 +107,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("outputs", "selected outputs, e.g. probability,predicted_label (SAGEMAKER_INFERENCE_OUTPUT)"),
     Option("startup_health_timeout", "ContainerStartupHealthCheckTimeoutInSeconds (60-3600)", seconds_in(60, 3600)),
     Option("model_download_timeout", "ModelDataDownloadTimeoutInSeconds (60-3600)", seconds_in(60, 3600)),
+    Option("subnets", "VPC subnet IDs of the model (repeatable; with --security-groups): the "
+           "container's network interfaces go there", many=True),
+    Option("security_groups", "VPC security group IDs of the model (repeatable; with --subnets)", many=True),
     Option("wait_timeout", "seconds to wait for InService (or for deletion) before giving up",
            positive_float, default=1800.0),
     Option("poll_seconds", "seconds between status checks while waiting", positive_float, default=30.0),
