@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploy import autoscaling, endpoint, invoke, loadtest, monitor, registry, settings, teardown, upload
+from deploy import autoscaling, endpoint, invoke, loadtest, monitor, recommend, registry, settings, teardown, upload
 from deploy.aws import Aws, DeployError, explain
 from deploy.client import encode_row
 from deploy.settings import UsageError, require
@@ -159,6 +159,39 @@ def cmd_monitor(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
           f"#dashboards:name={monitor.dashboard_name(s['endpoint_name'])}")
 
 
+def cmd_recommend(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
+    require(s, "model_package", "role_arn")
+    phases = recommend.parse_phases(args.phases)
+    # Jobs are named for the group: ...:model-package/<group>/<version>.
+    from_arn = s["model_package"].split(":model-package/")[-1].split("/")[0]
+    base = s["model_package_group"] or from_arn or s["endpoint_name"]
+    name = recommend.start(aws, endpoint.check_endpoint_name(base), s["model_package"], s["role_arn"],
+                           args.advanced, s["instance_types"], phases, s["latency_budget_ms"], args.max_invocations)
+    if args.no_wait:
+        print(name)
+        return
+    desc = recommend.wait(aws, name, endpoint.Waiting(timeout=s["wait_timeout"], poll=s["poll_seconds"]))
+    if aws.dry_run:
+        return
+    found = recommend.rows(desc)
+    rps = args.rps_per_vcpu or (recommend.rps_per_vcpu_of(Path(args.bench_report), args.bench_model)
+                                if args.bench_report else None)
+    plans = recommend.bench_plans(rps, [r["instance_type"] for r in found]) if rps else None
+    print(f"Inference Recommender job {name} ({desc.get('JobType')}):")
+    print(recommend.table(found, plans))
+    if plans is not None:
+        print(f"bench: the local benchmark's capacity plan at {rps:,.0f} req/s per vCPU (bench capacity), flat out "
+              f"with p99 under its SLO; ratio = job / bench")
+    instant = recommend.instant_recommendations(aws, args.model_name) if args.model_name else []
+    if instant:
+        print(f"instant recommendations of model {args.model_name}: "
+              + ", ".join(r["InstanceType"] for r in instant))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"job": name, "recommendations": found, "bench": plans,
+                                              "instant": instant}, indent=2, default=str) + "\n")
+        aws.say(f"wrote {args.out}")
+
+
 def cmd_rollback(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
     require(s, "endpoint_name")
     name = endpoint.rollback(aws, s["endpoint_name"], args.to, _waiting(s, args))
@@ -205,6 +238,10 @@ COMMANDS: dict[str, tuple[Callable[..., None], str, list[str]]] = {
     "monitor": (cmd_monitor, "CloudWatch dashboard and alarms (p99 latency, 5XX, CPU, healthy instances); "
                              "prints the dashboard's URL",
                 ["endpoint_name", "variant_name", "latency_budget_ms", "min_instances", "alarm_topic"]),
+    "recommend": (cmd_recommend, "an Inference Recommender job on a registered version; its recommendations "
+                                 "beside the local benchmark's capacity plan",
+                  ["model_package", "model_package_group", "endpoint_name", "role_arn", "instance_types",
+                   "latency_budget_ms"] + WAITING),
     "rollback": (cmd_rollback, "move the endpoint back to an older configuration",
                  ["endpoint_name"] + WAITING),
     "teardown": (cmd_teardown, "delete the endpoint, its configurations, models, scaling policy, dashboard "
@@ -268,6 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "monitor":
             p.add_argument("--replace", action="store_true",
                            help="overwrite a dashboard or alarm of the same name that xgb-deploy did not make")
+        if name == "recommend":
+            p.add_argument("--advanced", action="store_true",
+                           help="an Advanced job on --instance-types with --phases (default: a Default job)")
+            p.add_argument("--phases", default="1:1:120,10:2:300",
+                           help="Advanced traffic: USERS:SPAWN_RATE:SECONDS,... (default 1:1:120,10:2:300)")
+            p.add_argument("--max-invocations", type=settings.positive_int,
+                           help="Advanced stopping condition: most invocations per minute to try")
+            p.add_argument("--rps-per-vcpu", type=settings.positive_float,
+                           help="show the benchmark's capacity plan at this req/s per vCPU beside it")
+            p.add_argument("--bench-report", help="...or at the rate in a `bench all` report.json")
+            p.add_argument("--bench-model", help="model of --bench-report (default: its first)")
+            p.add_argument("--model-name", help="also show DescribeModel's instant recommendations of this model")
+            p.add_argument("--out", help="write the recommendations (and the plan beside them) as JSON")
         if name == "rollback":
             p.add_argument("--to", help="configuration name (default: the one before the running one)")
     return parser

@@ -32,9 +32,9 @@ SUPPORTED_CONTENT_TYPES = ["text/csv", "application/json", "application/jsonline
                            "text/libsvm", "text/x-libsvm"]
 SUPPORTED_RESPONSE_TYPES = ["text/csv", "application/json", "application/jsonlines"]
 # x86_64 CPU types: the compiled library is native x86_64 code (a Graviton type needs
-# an artifact compiled there). Current generations first.
-DEFAULT_INSTANCE_TYPES = ["ml.c7i.large", "ml.c7i.xlarge", "ml.c7i.2xlarge", "ml.c6i.large", "ml.c6i.xlarge",
-                          "ml.c6i.2xlarge", "ml.c5.large", "ml.c5.xlarge", "ml.m5.large", "ml.m5.xlarge"]
+# an artifact compiled there). Compute-optimized first; a Default recommendation job tries the first ones.
+DEFAULT_INSTANCE_TYPES = ["ml.c6i.large", "ml.c6i.xlarge", "ml.c6i.2xlarge", "ml.c5.large", "ml.c5.xlarge",
+                          "ml.m5.large", "ml.m5.xlarge", "ml.c7i.large", "ml.c7i.xlarge", "ml.c7i.2xlarge"]
 SAMPLE_PAYLOAD_NAME = "sample-payload.tar.gz"
 APPROVED, PENDING, REJECTED = "Approved", "PendingManualApproval", "Rejected"
 

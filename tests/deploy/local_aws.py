@@ -38,12 +38,25 @@ and developer guide describe it):
   ``OverheadLatency`` (the rest of the time spent here, microseconds); and
   ``GetMetricStatistics`` with ``ExtendedStatistics`` (percentiles such as
   ``p99``), which moto accepts but does not compute.
+* Inference Recommender: ``CreateInferenceRecommendationsJob`` /
+  ``DescribeInferenceRecommendationsJob`` with the job's states (``PENDING``,
+  ``IN_PROGRESS``, ``COMPLETED`` or ``FAILED`` with a FailureReason). For each
+  instance type (the job's, or the model package's first two for a Default
+  job) the job really hosts the package's model in a container and sends it
+  the package's sample payload rows from concurrent users (the first phase's
+  users, at most 8) until MaxInvocations (default 300); the recommendation's
+  MaxInvocations (per minute), ModelLatency (at the threshold's percentile,
+  default P99) come from those requests, its cost from bench's price table.
+  All instance types run on this one machine, so only the price tells them
+  apart. ``DescribeModel`` of a model made from a package answers the package's
+  instance types as instant ``DeploymentRecommendation``.
 * Fault injection: the next N calls of an operation answer with a given error
   (throttling, quota), as AWS would.
 
 Control routes (JSON bodies): ``POST /_local/settings {"polls": N,
 "container_command": [...], "health_timeout": S}``,
 ``POST /_local/endpoint-failure {"endpoint", "reason"}``,
+``POST /_local/job-failure {"job", "reason"}``,
 ``POST /_local/containers {"endpoint", "url"}``,
 ``POST /_local/faults {"operation", "code", "message", "status", "times"}``,
 ``GET /_local/calls`` (operations seen, in order). ``POST /moto-api/reset``
@@ -95,7 +108,8 @@ def _reset() -> None:
         for running in _state.get("running", {}).values():
             running.stop()
         _state.clear()
-        _state.update(polls=1, endpoints={}, failures={}, containers={}, faults=[], calls=[],
+        _state.update(polls=1, endpoints={}, failures={}, containers={}, faults=[], calls=[], jobs={},
+                      job_failures={},
                       container_command=None, health_timeout=60.0, running={})
 
 
@@ -325,6 +339,168 @@ def validate_instance_type(self, instance_type: str) -> None:
                                       f"Member must satisfy enum value set: [{', '.join(_HOSTING_INSTANCE_TYPES)}]")
 
 
+# --- Inference Recommender ------------------------------------------------------
+def create_inference_recommendations_job(self) -> ActionResult:
+    backend = self.sagemaker_backend
+    name = self._get_param("JobName")
+    config = self._get_param("InputConfig") or {}
+    package = backend.describe_model_package(config.get("ModelPackageVersionArn", ""))   # raises when missing
+    with _lock:
+        if name in _state["jobs"]:
+            raise ValidationError(message=f"Job name {name} already exists")
+        arn = f"arn:aws:sagemaker:{backend.region_name}:{backend.account_id}:inference-recommendations-job/{name}"
+        now = time.time()
+        job = {"JobName": name, "JobArn": arn, "JobType": self._get_param("JobType"), "Status": "PENDING",
+               "RoleArn": self._get_param("RoleArn"), "InputConfig": config, "CreationTime": now,
+               "LastModifiedTime": now, "StoppingConditions": self._get_param("StoppingConditions") or {}}
+        _state["jobs"][name] = job
+    threading.Thread(target=_run_job, args=(backend, job, package), daemon=True).start()
+    return ActionResult({"JobArn": arn})
+
+
+def describe_inference_recommendations_job(self) -> ActionResult:
+    name = self._get_param("JobName")
+    with _lock:
+        job = _state["jobs"].get(name)
+        if job is None:
+            raise ValidationError(message=f"Could not find inference recommendations job {name}")
+        return ActionResult(json.loads(json.dumps(job)))
+
+
+def _run_job(backend, job, package) -> None:
+    """Benchmark the package on each instance type, as the job's load asks; set the outcome."""
+    def update(**fields):
+        with _lock:
+            job.update(fields, LastModifiedTime=time.time())
+
+    time.sleep(0.2)
+    update(Status="IN_PROGRESS")
+    try:
+        reason = _state["job_failures"].pop(job["JobName"], None)
+        if reason:
+            raise RuntimeError(reason)
+        if not _state["container_command"]:
+            raise RuntimeError("the local API runs no containers: start it with --container")
+        spec = package.inference_specification
+        types = [c["InstanceType"] for c in job["InputConfig"].get("EndpointConfigurations") or []] or \
+            spec["SupportedRealtimeInferenceInstanceTypes"][:2]
+        rows = _sample_rows(backend, package.sample_payload_url)
+        stopping = job["StoppingConditions"]
+        limit = int(stopping.get("MaxInvocations") or 300)
+        thresholds = stopping.get("ModelLatencyThresholds") or [{"Percentile": "P99"}]
+        percentile = float(str(thresholds[0].get("Percentile", "P99")).lstrip("Pp"))
+        phases = (job["InputConfig"].get("TrafficPattern") or {}).get("Phases") or [{"InitialNumberOfUsers": 4}]
+        users = max(1, min(8, int(phases[0].get("InitialNumberOfUsers") or 4)))
+        recommendations, performances = [], []
+        for instance_type in types:
+            container = _resolved_container(backend, {"ModelPackageName": package.arn})
+            work = tempfile.mkdtemp(prefix="local-recommender-")
+            model_dir = os.path.join(work, "model")
+            os.makedirs(model_dir)
+            bucket, _, key = container["ModelDataUrl"].removeprefix("s3://").partition("/")
+            data = s3_backends[backend.account_id]["aws"].get_object(bucket, key).value
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+                tar.extractall(model_dir, filter="data")
+            started = Container(_state["container_command"], model_dir, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
+            try:
+                if not started.healthy_within(_state["health_timeout"]):
+                    raise RuntimeError(f"the container on {instance_type} did not pass the ping health check")
+                began = time.time()
+                latencies, seconds = _drive(started.url, rows, limit, users)
+            finally:
+                started.stop()
+            per_minute = len(latencies) / seconds * 60
+            latency_ms = sorted(latencies)[max(0, -(-len(latencies) * int(percentile) // 100) - 1)]
+            price = _usd_per_hour(instance_type)
+            metrics = {"MaxInvocations": int(per_minute), "ModelLatency": int(round(latency_ms)),
+                       "CpuUtilization": 0.0, "MemoryUtilization": 0.0}
+            if price is not None:
+                metrics.update(CostPerHour=price, CostPerInference=price / (per_minute * 60))
+            recommendations.append({
+                "RecommendationId": f"{job['JobName']}/{instance_type}", "Metrics": metrics,
+                "EndpointConfiguration": {"EndpointName": f"sm-epc-{instance_type.replace('.', '-')}",
+                                          "VariantName": "AllTraffic", "InstanceType": instance_type,
+                                          "InitialInstanceCount": 1},
+                "ModelConfiguration": {"EnvironmentParameters": [
+                    {"Key": "SAGEMAKER_MODEL_SERVER_WORKERS", "ValueType": "string", "Value": "1"}]},
+                "InvocationStartTime": began, "InvocationEndTime": time.time()})
+            performances.append({"Metrics": {"MaxInvocations": int(per_minute), "ModelLatency": int(round(latency_ms))},
+                                 "EndpointInfo": {"EndpointName": f"sm-epc-{instance_type.replace('.', '-')}"}})
+        update(Status="COMPLETED", CompletionTime=time.time(), InferenceRecommendations=recommendations,
+               EndpointPerformances=performances)
+    except Exception as exc:
+        update(Status="FAILED", CompletionTime=time.time(), FailureReason=str(exc))
+
+
+def _sample_rows(backend, url: str) -> list[bytes]:
+    bucket, _, key = (url or "").removeprefix("s3://").partition("/")
+    try:
+        data = s3_backends[backend.account_id]["aws"].get_object(bucket, key).value
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            member = next(m for m in tar.getmembers() if m.isfile())
+            rows = [line for line in tar.extractfile(member).read().splitlines() if line.strip()]
+    except Exception:
+        raise RuntimeError(f"could not read the sample payload {url!r}: give the model package a SamplePayloadUrl "
+                           f"of a .tar.gz of request files") from None
+    if not rows:
+        raise RuntimeError(f"the sample payload {url} holds no row")
+    return rows
+
+
+def _drive(url: str, rows: list[bytes], limit: int, users: int) -> tuple[list[float], float]:
+    """``limit`` requests of one row from ``users`` threads; latencies (ms) and the seconds taken."""
+    latencies: list[float] = []
+    counter = iter(range(limit))
+    lock = threading.Lock()
+
+    def user() -> None:
+        while True:
+            with lock:
+                n = next(counter, None)
+            if n is None:
+                return
+            request = urllib.request.Request(f"{url}/invocations", data=rows[n % len(rows)] + b"\n",
+                                             headers={"Content-Type": "text/csv"}, method="POST")
+            sent = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                answer.read()
+            with lock:
+                latencies.append((time.perf_counter() - sent) * 1000)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=user) for _ in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, time.perf_counter() - began
+
+
+def _usd_per_hour(instance_type: str) -> float | None:
+    from bench.capacity import load_prices
+
+    return next((i.usd_per_hour for i in load_prices().instances if i.name == instance_type), None)
+
+
+def describe_model_response(self) -> ActionResult:
+    """DescribeModel, with instant deployment recommendations for a model made from a package."""
+    backend = self.sagemaker_backend
+    model = backend.describe_model(self._get_param("ModelName"))
+    answer = dict(model.response_object)
+    package = (model.primary_container or {}).get("ModelPackageName")
+    if package:
+        types = backend.describe_model_package(package).inference_specification.get(
+            "SupportedRealtimeInferenceInstanceTypes", [])[:3]
+        answer["DeploymentRecommendation"] = {"RecommendationStatus": "COMPLETED", "RealTimeInferenceRecommendations": [
+            {"RecommendationId": f"{model.model_name}/{t}", "InstanceType": t, "Environment": {}} for t in types]}
+    return ActionResult(answer)
+
+
+SageMakerResponse.create_inference_recommendations_job = create_inference_recommendations_job
+SageMakerResponse.describe_inference_recommendations_job = describe_inference_recommendations_job
+SageMakerResponse.describe_model = describe_model_response
+
+
 _HOSTING_INSTANCE_TYPES = botocore.session.get_session().get_service_model("sagemaker") \
     .shape_for("ProductionVariantInstanceType").enum
 
@@ -435,6 +611,8 @@ class LocalAws:
                 for key in ("polls", "container_command", "health_timeout"):
                     if key in body:
                         _state[key] = body[key]
+            elif path == "/_local/job-failure":
+                _state["job_failures"][body["job"]] = body["reason"]
             elif path == "/_local/endpoint-failure":
                 _state["failures"][body["endpoint"]] = body["reason"]
             elif path == "/_local/containers":
