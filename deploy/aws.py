@@ -39,11 +39,14 @@ DRY_RUN_NOT_FOUND = "DryRunNotLookedUp"
 
 # Answers to reads in a dry run: nothing exists yet. Writes are answered {}.
 _DRY_RUN_READS: dict[str, dict[str, Any]] = {
-    "GetCallerIdentity": {"Account": "<account-id>", "Arn": "<caller-arn>", "UserId": "<user-id>"},
+    # An account ID of zeros, not a placeholder like <account-id>: it goes into the default
+    # bucket's name, which botocore validates (and refused the placeholder).
+    "GetCallerIdentity": {"Account": "000000000000", "Arn": "<caller-arn>", "UserId": "<user-id>"},
     "ListEndpointConfigs": {"EndpointConfigs": []},
     "ListModels": {"Models": []},
     "DescribeScalableTargets": {"ScalableTargets": []},
     "DescribeScalingPolicies": {"ScalingPolicies": []},
+    "DescribeAlarms": {"MetricAlarms": [], "CompositeAlarms": []},
 }
 _DRY_RUN_WRITES: dict[str, dict[str, Any]] = {
     # s3transfer reads these fields back from the multipart calls of a large upload.

@@ -42,13 +42,17 @@ class WaitTimeout(DeployError):
 class EndpointSpec:
     """What one deploy asks for."""
     endpoint_name: str
-    image_uri: str
-    model_data: str                  # s3:// URL of model.tar.gz
+    image_uri: str | None            # with model_data; or else a model_package
+    model_data: str | None           # s3:// URL of model.tar.gz
     role_arn: str
     instance_type: str
     instance_count: int
     variant_name: str
     environment: dict[str, str] = field(default_factory=dict)
+    model_package: str | None = None     # a registered version's ARN, instead of image and data
+    subnets: list[str] = field(default_factory=list)
+    security_groups: list[str] = field(default_factory=list)
+    network_isolation: bool = True
     startup_health_timeout: int | None = None
     model_download_timeout: int | None = None
 
@@ -109,17 +113,26 @@ def create_model_and_config(aws: Aws, spec: EndpointSpec, name: str) -> None:
     """Create the model and the endpoint configuration ``name`` for ``spec``."""
     sm = aws.client("sagemaker")
     tags = [{"Key": TAG_KEY, "Value": spec.endpoint_name}]
+    if spec.model_package:
+        # The version holds the image and the model data (CreateModel with ModelPackageName).
+        container = {"ModelPackageName": spec.model_package, "Environment": spec.environment}
+        what = f"model package {spec.model_package}"
+    else:
+        container = {"Image": spec.image_uri, "ModelDataUrl": spec.model_data,
+                     "Environment": spec.environment, "Mode": "SingleModel"}
+        what = f"image {spec.image_uri}, data {spec.model_data}"
     sm.create_model(
         ModelName=name,
         ExecutionRoleArn=spec.role_arn,
-        PrimaryContainer={"Image": spec.image_uri, "ModelDataUrl": spec.model_data,
-                          "Environment": spec.environment, "Mode": "SingleModel"},
+        PrimaryContainer=container,
         # The server needs no network at run time: SageMaker still downloads the
         # model, but the container can reach nothing.
-        EnableNetworkIsolation=True,
+        EnableNetworkIsolation=spec.network_isolation,
         Tags=tags,
+        **({"VpcConfig": {"Subnets": spec.subnets, "SecurityGroupIds": spec.security_groups}}
+           if spec.subnets else {}),
     )
-    aws.say(f"created model {name} (image {spec.image_uri}, data {spec.model_data})")
+    aws.say(f"created model {name} ({what})")
     variant: dict[str, Any] = {
         "VariantName": spec.variant_name,
         "ModelName": name,

@@ -71,14 +71,22 @@ class Option:
     parse: Callable[[str], Any] = str
     default: Any = None
     many: bool = False          # a repeatable flag; env and file give a list (env: comma-separated)
+    # The name users write (flag, env, config key) when it differs from the internal one,
+    # kept for compatibility: "target" outside, "invocations_target" inside.
+    public: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The config file key."""
+        return self.public or self.name
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + self.key.replace("_", "-")
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return ENV_PREFIX + self.key.upper()
 
 
 OPTIONS: dict[str, Option] = {o.name: o for o in [
@@ -99,14 +107,33 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("outputs", "selected outputs, e.g. probability,predicted_label (SAGEMAKER_INFERENCE_OUTPUT)"),
     Option("startup_health_timeout", "ContainerStartupHealthCheckTimeoutInSeconds (60-3600)", seconds_in(60, 3600)),
     Option("model_download_timeout", "ModelDataDownloadTimeoutInSeconds (60-3600)", seconds_in(60, 3600)),
+    Option("subnets", "VPC subnet IDs of the model (repeatable; with --security-groups): the "
+           "container's network interfaces go there", many=True),
+    Option("security_groups", "VPC security group IDs of the model (repeatable; with --subnets)", many=True),
     Option("wait_timeout", "seconds to wait for InService (or for deletion) before giving up",
            positive_float, default=1800.0),
     Option("poll_seconds", "seconds between status checks while waiting", positive_float, default=30.0),
     Option("max_attempts", "attempts per AWS call, retried with backoff on throttling and 5xx",
            positive_int, default=8),
-    Option("min_instances", "autoscaling: minimum instance count", positive_int),
+    Option("model_package", "ARN of a registered model package version (what `register` prints); "
+           "deployed instead of --image-uri and --model-data"),
+    Option("model_package_group", "Model Registry group (default: the endpoint name); created if missing"),
+    Option("sample_payload", "CSV of request rows, one per line (e.g. the model's sample.csv): its first "
+           "rows become the model package's sample payload and the load test's requests"),
+    Option("sample_rows", "rows of --sample-payload in the model package's sample payload",
+           positive_int, default=100),
+    Option("instance_types", "real-time instance types (repeatable, or comma-separated in env and file): "
+           "what a model package supports, what `recommend` tries", many=True),
+    Option("latency_budget_ms", "p99 model latency budget in ms (load test, recommendation job, alarm)",
+           positive_float, default=20.0),
+    Option("safety", "share of the measured per-instance rate used as the autoscaling target (0-1]",
+           positive_float, default=0.5),
+    Option("alarm_topic", "SNS topic ARN the alarms notify (on ALARM and on OK)"),
+    Option("min_instances", "autoscaling: minimum instance count; monitor: fewest healthy instances before "
+           "the alarm (default there: the current count)", positive_int),
     Option("max_instances", "autoscaling: maximum instance count", positive_int),
-    Option("target", "autoscaling: invocations per instance per minute, a number or a capacity-plan JSON path"),
+    Option("invocations_target", "autoscaling: invocations per instance per minute, a number or a capacity-plan "
+           "JSON path (what `loadtest --out` or `bench all` wrote)", public="target"),
     Option("capacity_key", "autoscaling: dotted key of the target in a capacity-plan JSON",
            default="autoscaling.invocations_per_instance_per_minute"),
     Option("scale_in_cooldown", "autoscaling: seconds after a scale-in before the next one",
@@ -122,7 +149,7 @@ def add_options(parser: argparse.ArgumentParser, names: list[str]) -> None:
     for name in names:
         option = OPTIONS[name]
         default = f" (default: {option.default})" if option.default is not None else ""
-        parser.add_argument(option.flag, dest=name, metavar=name.upper(),
+        parser.add_argument(option.flag, dest=name, metavar=option.key.upper(),
                             action="append" if option.many else "store",
                             type=_flag_parser(option), default=None,
                             help=f"{option.help}{default}; env {option.env}")
@@ -155,11 +182,12 @@ def load_config_file(path: str | None, environ: Mapping[str, str]) -> tuple[dict
         data = tomllib.loads(chosen.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"config file {chosen}: {exc}") from exc
-    unknown = sorted(set(data) - set(OPTIONS))
+    by_key = {o.key: o.name for o in OPTIONS.values()}
+    unknown = sorted(set(data) - set(by_key))
     if unknown:
         raise UsageError(f"config file {chosen}: unknown keys {', '.join(unknown)} "
-                         f"(known: {', '.join(OPTIONS)})")
-    return data, str(chosen)
+                         f"(known: {', '.join(by_key)})")
+    return {by_key[k]: v for k, v in data.items()}, str(chosen)
 
 
 def resolve(args: argparse.Namespace, names: list[str], environ: Mapping[str, str],
@@ -178,7 +206,7 @@ def resolve(args: argparse.Namespace, names: list[str], environ: Mapping[str, st
         elif option.env in environ and environ[option.env] != "":
             values[name] = _parse_external(option, environ[option.env], f"${option.env}")
         elif name in file_values:
-            values[name] = _parse_external(option, file_values[name], f"{name} in {file_path}")
+            values[name] = _parse_external(option, file_values[name], f"{option.key} in {file_path}")
         else:
             values[name] = [] if option.many and option.default is None else option.default
     return values
@@ -202,5 +230,5 @@ def require(values: Mapping[str, Any], *names: str) -> None:
     """Raise :class:`UsageError` listing every setting in ``names`` that has no value."""
     missing = [OPTIONS[n] for n in names if values.get(n) in (None, "", [])]
     if missing:
-        lines = [f"  {o.flag} (or ${o.env}, or {o.name} in {DEFAULT_CONFIG_FILE}): {o.help}" for o in missing]
+        lines = [f"  {o.flag} (or ${o.env}, or {o.key} in {DEFAULT_CONFIG_FILE}): {o.help}" for o in missing]
         raise UsageError("missing settings:\n" + "\n".join(lines))

@@ -1,4 +1,4 @@
-"""Take an endpoint down: its scaling policies and targets, the endpoint, its
+"""Take an endpoint down: its dashboard and alarms, its scaling policies and targets, the endpoint, its
 configurations and models, and say what was deleted.
 
 What belongs to the endpoint: the configuration it runs and that
@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from deploy import autoscaling
+from deploy import autoscaling, monitor
 from deploy.aws import Aws, DeployError, is_not_found
 from deploy.endpoint import (
     Waiting,
@@ -32,6 +32,7 @@ def teardown(aws: Aws, endpoint_name: str, waiting: Waiting | None) -> list[str]
     sm = aws.client("sagemaker")
     deleted: list[str] = []
     desc = describe_endpoint(aws, endpoint_name)
+    deleted += monitor.remove(aws, endpoint_name)    # first, so that no alarm fires as the endpoint goes
 
     variants = set(autoscaling.registered_variants(aws, endpoint_name))
     variants |= {v["VariantName"] for v in (desc or {}).get("ProductionVariants", [])}

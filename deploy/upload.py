@@ -21,6 +21,7 @@ from deploy.aws import Aws, DeployError, is_not_found
 from model_core.artifact import (
     ArtifactError,
     LIBRARY_NAME,
+    Manifest,
     read_manifest,
     safe_extract,
     sha256_file,
@@ -64,6 +65,17 @@ def describe_artifact(archive: Path) -> str:
         m = manifest.model
         return (f"compiled {m.objective} model, {m.num_feature} features, {m.num_tree} trees, "
                 f"{manifest.library.file or LIBRARY_NAME} for {manifest.library.platform} ({manifest.library.libc})")
+
+
+def artifact_manifest(archive: Path) -> Manifest | None:
+    """The manifest of a compiled ``archive`` (None for a bare model), read as the server reads it.
+    The one place besides :func:`describe_artifact` that deploy reads the artifact contract."""
+    with tempfile.TemporaryDirectory(prefix="xgb-deploy-manifest-") as tmp:
+        try:
+            safe_extract(archive, Path(tmp))
+            return read_manifest(Path(tmp))
+        except ArtifactError as exc:
+            raise DeployError(f"{archive}: {exc}") from None
 
 
 def default_bucket(aws: Aws) -> str:

@@ -30,12 +30,33 @@ and developer guide describe it):
   forwards the request to its container (``POST <url>/invocations``), or to a
   URL registered for the endpoint; a container error becomes ``ModelError``.
   With neither, moto's canned answer.
+* CloudWatch endpoint metrics from the requests the local endpoint really
+  served, as SageMaker publishes them (namespace ``AWS/SageMaker``, dimensions
+  ``EndpointName`` and ``VariantName``): ``Invocations``,
+  ``InvocationsPerInstance``, ``Invocation4XXErrors``, ``Invocation5XXErrors``,
+  ``ModelLatency`` (the container's round trip, microseconds) and
+  ``OverheadLatency`` (the rest of the time spent here, microseconds); and
+  ``GetMetricStatistics`` with ``ExtendedStatistics`` (percentiles such as
+  ``p99``), which moto accepts but does not compute.
+* Inference Recommender: ``CreateInferenceRecommendationsJob`` /
+  ``DescribeInferenceRecommendationsJob`` with the job's states (``PENDING``,
+  ``IN_PROGRESS``, ``COMPLETED`` or ``FAILED`` with a FailureReason). For each
+  instance type (the job's, or the model package's first two for a Default
+  job) the job really hosts the package's model in a container and sends it
+  the package's sample payload rows from concurrent users (the first phase's
+  users, at most 8) until MaxInvocations (default 300); the recommendation's
+  MaxInvocations (per minute), ModelLatency (at the threshold's percentile,
+  default P99) come from those requests, its cost from bench's price table.
+  All instance types run on this one machine, so only the price tells them
+  apart. ``DescribeModel`` of a model made from a package answers the package's
+  instance types as instant ``DeploymentRecommendation``.
 * Fault injection: the next N calls of an operation answer with a given error
   (throttling, quota), as AWS would.
 
 Control routes (JSON bodies): ``POST /_local/settings {"polls": N,
 "container_command": [...], "health_timeout": S}``,
 ``POST /_local/endpoint-failure {"endpoint", "reason"}``,
+``POST /_local/job-failure {"job", "reason"}``,
 ``POST /_local/containers {"endpoint", "url"}``,
 ``POST /_local/faults {"operation", "code", "message", "status", "times"}``,
 ``GET /_local/calls`` (operations seen, in order). ``POST /moto-api/reset``
@@ -65,7 +86,10 @@ from typing import Any
 import botocore.session
 
 from moto.applicationautoscaling.models import applicationautoscaling_backends
+from moto.cloudwatch.models import MetricDatum, cloudwatch_backends
+from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult
+from moto.core.utils import utcnow
 from moto.iam.models import iam_backends
 from moto.s3.models import s3_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -84,7 +108,8 @@ def _reset() -> None:
         for running in _state.get("running", {}).values():
             running.stop()
         _state.clear()
-        _state.update(polls=1, endpoints={}, failures={}, containers={}, faults=[], calls=[],
+        _state.update(polls=1, endpoints={}, failures={}, containers={}, faults=[], calls=[], jobs={},
+                      job_failures={},
                       container_command=None, health_timeout=60.0, running={})
 
 
@@ -207,7 +232,7 @@ def _start_container(backend, endpoint) -> str | None:
     config = backend.describe_endpoint_config(endpoint.endpoint_config_name)
     variant = config["ProductionVariants"][0]
     model = backend._models[variant["ModelName"]]
-    container = model.primary_container
+    container = _resolved_container(backend, model.primary_container)
     url = container.get("ModelDataUrl", "")
     work = tempfile.mkdtemp(prefix="local-sagemaker-")
     model_dir = os.path.join(work, "model")
@@ -234,6 +259,16 @@ def _start_container(backend, endpoint) -> str | None:
     return None
 
 
+def _resolved_container(backend, container: dict) -> dict:
+    """A model's container; one made from a model package takes the package's
+    image and model data, with the model's own environment on top."""
+    package = container.get("ModelPackageName")
+    if not package:
+        return container
+    spec = backend.describe_model_package(package).inference_specification["Containers"][0]
+    return {**spec, "Environment": {**(spec.get("Environment") or {}), **(container.get("Environment") or {})}}
+
+
 def create_model(self, model_name, execution_role_arn, primary_container, vpc_config, containers, tags):
     message = (f"Could not assume role {execution_role_arn}. Please ensure that the role exists and allows "
                f"principal 'sagemaker.amazonaws.com' to assume the role.")
@@ -243,6 +278,8 @@ def create_model(self, model_name, execution_role_arn, primary_container, vpc_co
         raise ValidationError(message=message) from None
     if "sagemaker.amazonaws.com" not in json.dumps(role.assume_role_policy_document):
         raise ValidationError(message=message)
+    if (primary_container or {}).get("ModelPackageName"):
+        self.describe_model_package(primary_container["ModelPackageName"])    # raises when missing
     return _moto_create_model(self, model_name, execution_role_arn, primary_container, vpc_config,
                               containers, tags)
 
@@ -302,6 +339,168 @@ def validate_instance_type(self, instance_type: str) -> None:
                                       f"Member must satisfy enum value set: [{', '.join(_HOSTING_INSTANCE_TYPES)}]")
 
 
+# --- Inference Recommender ------------------------------------------------------
+def create_inference_recommendations_job(self) -> ActionResult:
+    backend = self.sagemaker_backend
+    name = self._get_param("JobName")
+    config = self._get_param("InputConfig") or {}
+    package = backend.describe_model_package(config.get("ModelPackageVersionArn", ""))   # raises when missing
+    with _lock:
+        if name in _state["jobs"]:
+            raise ValidationError(message=f"Job name {name} already exists")
+        arn = f"arn:aws:sagemaker:{backend.region_name}:{backend.account_id}:inference-recommendations-job/{name}"
+        now = time.time()
+        job = {"JobName": name, "JobArn": arn, "JobType": self._get_param("JobType"), "Status": "PENDING",
+               "RoleArn": self._get_param("RoleArn"), "InputConfig": config, "CreationTime": now,
+               "LastModifiedTime": now, "StoppingConditions": self._get_param("StoppingConditions") or {}}
+        _state["jobs"][name] = job
+    threading.Thread(target=_run_job, args=(backend, job, package), daemon=True).start()
+    return ActionResult({"JobArn": arn})
+
+
+def describe_inference_recommendations_job(self) -> ActionResult:
+    name = self._get_param("JobName")
+    with _lock:
+        job = _state["jobs"].get(name)
+        if job is None:
+            raise ValidationError(message=f"Could not find inference recommendations job {name}")
+        return ActionResult(json.loads(json.dumps(job)))
+
+
+def _run_job(backend, job, package) -> None:
+    """Benchmark the package on each instance type, as the job's load asks; set the outcome."""
+    def update(**fields):
+        with _lock:
+            job.update(fields, LastModifiedTime=time.time())
+
+    time.sleep(0.2)
+    update(Status="IN_PROGRESS")
+    try:
+        reason = _state["job_failures"].pop(job["JobName"], None)
+        if reason:
+            raise RuntimeError(reason)
+        if not _state["container_command"]:
+            raise RuntimeError("the local API runs no containers: start it with --container")
+        spec = package.inference_specification
+        types = [c["InstanceType"] for c in job["InputConfig"].get("EndpointConfigurations") or []] or \
+            spec["SupportedRealtimeInferenceInstanceTypes"][:2]
+        rows = _sample_rows(backend, package.sample_payload_url)
+        stopping = job["StoppingConditions"]
+        limit = int(stopping.get("MaxInvocations") or 300)
+        thresholds = stopping.get("ModelLatencyThresholds") or [{"Percentile": "P99"}]
+        percentile = float(str(thresholds[0].get("Percentile", "P99")).lstrip("Pp"))
+        phases = (job["InputConfig"].get("TrafficPattern") or {}).get("Phases") or [{"InitialNumberOfUsers": 4}]
+        users = max(1, min(8, int(phases[0].get("InitialNumberOfUsers") or 4)))
+        recommendations, performances = [], []
+        for instance_type in types:
+            container = _resolved_container(backend, {"ModelPackageName": package.arn})
+            work = tempfile.mkdtemp(prefix="local-recommender-")
+            model_dir = os.path.join(work, "model")
+            os.makedirs(model_dir)
+            bucket, _, key = container["ModelDataUrl"].removeprefix("s3://").partition("/")
+            data = s3_backends[backend.account_id]["aws"].get_object(bucket, key).value
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+                tar.extractall(model_dir, filter="data")
+            started = Container(_state["container_command"], model_dir, {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
+            try:
+                if not started.healthy_within(_state["health_timeout"]):
+                    raise RuntimeError(f"the container on {instance_type} did not pass the ping health check")
+                began = time.time()
+                latencies, seconds = _drive(started.url, rows, limit, users)
+            finally:
+                started.stop()
+            per_minute = len(latencies) / seconds * 60
+            latency_ms = sorted(latencies)[max(0, -(-len(latencies) * int(percentile) // 100) - 1)]
+            price = _usd_per_hour(instance_type)
+            metrics = {"MaxInvocations": int(per_minute), "ModelLatency": int(round(latency_ms)),
+                       "CpuUtilization": 0.0, "MemoryUtilization": 0.0}
+            if price is not None:
+                metrics.update(CostPerHour=price, CostPerInference=price / (per_minute * 60))
+            recommendations.append({
+                "RecommendationId": f"{job['JobName']}/{instance_type}", "Metrics": metrics,
+                "EndpointConfiguration": {"EndpointName": f"sm-epc-{instance_type.replace('.', '-')}",
+                                          "VariantName": "AllTraffic", "InstanceType": instance_type,
+                                          "InitialInstanceCount": 1},
+                "ModelConfiguration": {"EnvironmentParameters": [
+                    {"Key": "SAGEMAKER_MODEL_SERVER_WORKERS", "ValueType": "string", "Value": "1"}]},
+                "InvocationStartTime": began, "InvocationEndTime": time.time()})
+            performances.append({"Metrics": {"MaxInvocations": int(per_minute), "ModelLatency": int(round(latency_ms))},
+                                 "EndpointInfo": {"EndpointName": f"sm-epc-{instance_type.replace('.', '-')}"}})
+        update(Status="COMPLETED", CompletionTime=time.time(), InferenceRecommendations=recommendations,
+               EndpointPerformances=performances)
+    except Exception as exc:
+        update(Status="FAILED", CompletionTime=time.time(), FailureReason=str(exc))
+
+
+def _sample_rows(backend, url: str) -> list[bytes]:
+    bucket, _, key = (url or "").removeprefix("s3://").partition("/")
+    try:
+        data = s3_backends[backend.account_id]["aws"].get_object(bucket, key).value
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            member = next(m for m in tar.getmembers() if m.isfile())
+            rows = [line for line in tar.extractfile(member).read().splitlines() if line.strip()]
+    except Exception:
+        raise RuntimeError(f"could not read the sample payload {url!r}: give the model package a SamplePayloadUrl "
+                           f"of a .tar.gz of request files") from None
+    if not rows:
+        raise RuntimeError(f"the sample payload {url} holds no row")
+    return rows
+
+
+def _drive(url: str, rows: list[bytes], limit: int, users: int) -> tuple[list[float], float]:
+    """``limit`` requests of one row from ``users`` threads; latencies (ms) and the seconds taken."""
+    latencies: list[float] = []
+    counter = iter(range(limit))
+    lock = threading.Lock()
+
+    def user() -> None:
+        while True:
+            with lock:
+                n = next(counter, None)
+            if n is None:
+                return
+            request = urllib.request.Request(f"{url}/invocations", data=rows[n % len(rows)] + b"\n",
+                                             headers={"Content-Type": "text/csv"}, method="POST")
+            sent = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                answer.read()
+            with lock:
+                latencies.append((time.perf_counter() - sent) * 1000)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=user) for _ in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, time.perf_counter() - began
+
+
+def _usd_per_hour(instance_type: str) -> float | None:
+    from bench.capacity import load_prices
+
+    return next((i.usd_per_hour for i in load_prices().instances if i.name == instance_type), None)
+
+
+def describe_model_response(self) -> ActionResult:
+    """DescribeModel, with instant deployment recommendations for a model made from a package."""
+    backend = self.sagemaker_backend
+    model = backend.describe_model(self._get_param("ModelName"))
+    answer = dict(model.response_object)
+    package = (model.primary_container or {}).get("ModelPackageName")
+    if package:
+        types = backend.describe_model_package(package).inference_specification.get(
+            "SupportedRealtimeInferenceInstanceTypes", [])[:3]
+        answer["DeploymentRecommendation"] = {"RecommendationStatus": "COMPLETED", "RealTimeInferenceRecommendations": [
+            {"RecommendationId": f"{model.model_name}/{t}", "InstanceType": t, "Environment": {}} for t in types]}
+    return ActionResult(answer)
+
+
+SageMakerResponse.create_inference_recommendations_job = create_inference_recommendations_job
+SageMakerResponse.describe_inference_recommendations_job = describe_inference_recommendations_job
+SageMakerResponse.describe_model = describe_model_response
+
+
 _HOSTING_INSTANCE_TYPES = botocore.session.get_session().get_service_model("sagemaker") \
     .shape_for("ProductionVariantInstanceType").enum
 
@@ -313,8 +512,62 @@ SageMakerModelBackend.create_model = create_model
 SageMakerResponse.update_endpoint = update_endpoint
 
 
+# --- CloudWatch: the endpoint's metrics, percentiles ------------------------------
+def record_invocation(region: str, endpoint, started: float, model_seconds: float | None, status: int) -> None:
+    """Publish one served request's metrics as SageMaker does (per endpoint and variant)."""
+    variant = endpoint.production_variants[0]
+    dims = [{"Name": "EndpointName", "Value": endpoint.endpoint_name},
+            {"Name": "VariantName", "Value": variant["VariantName"]}]
+    instances = max(1, int(variant.get("CurrentInstanceCount") or 1))
+    now = utcnow()          # naive UTC, as moto keeps its timestamps
+    values = {"Invocations": (1.0, "None"), "InvocationsPerInstance": (1.0 / instances, "None"),
+              "Invocation4XXErrors": (float(400 <= status < 500), "None"),
+              "Invocation5XXErrors": (float(status >= 500), "None")}
+    if model_seconds is not None:
+        total = time.perf_counter() - started
+        values["ModelLatency"] = (model_seconds * 1e6, "Microseconds")
+        values["OverheadLatency"] = (max(0.0, total - model_seconds) * 1e6, "Microseconds")
+    backend = cloudwatch_backends[DEFAULT_ACCOUNT][region]
+    with _lock:
+        backend.metric_data += [MetricDatum("AWS/SageMaker", name, value, dims, now, unit)
+                                for name, (value, unit) in values.items()]
+
+
+def _percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile, as CloudWatch's pNN."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+def get_metric_statistics(self) -> ActionResult:
+    """GetMetricStatistics with ExtendedStatistics computed over the data points' values."""
+    extended = self._get_param("ExtendedStatistics") or []
+    statistics = self._get_param("Statistics") or []
+    if not extended:
+        return _moto_get_metric_statistics(self)
+    buckets = self.cloudwatch_backend.get_metric_statistics(
+        self._get_param("Namespace"), self._get_param("MetricName"), self._get_param("StartTime"),
+        self._get_param("EndTime"), self._get_int_param("Period"), statistics + ["SampleCount"],
+        unit=self._get_param("Unit"), dimensions=self._get_param("Dimensions", []))
+    points = []
+    for bucket in buckets:
+        values = bucket.metric_single_values_list
+        point = {"Timestamp": bucket.timestamp, "Unit": bucket.unit or "None",
+                 "ExtendedStatistics": {p: _percentile(values, float(p[1:])) for p in extended}}
+        for stat in statistics:
+            point[stat] = bucket.get_statistics_for_type(stat)
+        points.append(point)
+    return ActionResult({"Label": self._get_param("MetricName"), "Datapoints": points})
+
+
+_moto_get_metric_statistics = CloudWatchResponse.get_metric_statistics
+CloudWatchResponse.get_metric_statistics = get_metric_statistics
+
+
 # --- HTTP: control routes, faults, InvokeEndpoint -------------------------------
 INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+RPC_V2_PATH = re.compile(r"^/service/[^/]+/operation/([^/]+)$")        # CloudWatch's CBOR protocol
 REGION_IN_AUTH = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
 
 
@@ -332,7 +585,9 @@ class LocalAws:
         if path == "/moto-api/reset":
             _reset()
         invoke = INVOKE_PATH.match(path) if method == "POST" else None
-        operation = "InvokeEndpoint" if invoke else environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
+        rpc = RPC_V2_PATH.match(path)
+        operation = "InvokeEndpoint" if invoke else rpc.group(1) if rpc else \
+            environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
         if operation:
             with _lock:
                 _state["calls"].append(operation)
@@ -356,6 +611,8 @@ class LocalAws:
                 for key in ("polls", "container_command", "health_timeout"):
                     if key in body:
                         _state[key] = body[key]
+            elif path == "/_local/job-failure":
+                _state["job_failures"][body["job"]] = body["reason"]
             elif path == "/_local/endpoint-failure":
                 _state["failures"][body["endpoint"]] = body["reason"]
             elif path == "/_local/containers":
@@ -367,6 +624,7 @@ class LocalAws:
         return _json(start_response, 200, {"ok": True})
 
     def _invoke(self, name, environ, start_response):
+        started = time.perf_counter()
         region_match = REGION_IN_AUTH.search(environ.get("HTTP_AUTHORIZATION", ""))
         region = region_match.group(1) if region_match else "us-east-1"
         backend = sagemaker_backends[DEFAULT_ACCOUNT][region]
@@ -388,11 +646,13 @@ class LocalAws:
             headers["Accept"] = environ["HTTP_ACCEPT"]
         variant = endpoint.production_variants[0]["VariantName"]
         request = urllib.request.Request(f"{url}/invocations", data=body, headers=headers, method="POST")
+        sent = time.perf_counter()
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:
                 payload, content_type, status = answer.read(), answer.headers.get("Content-Type", ""), answer.status
         except urllib.error.HTTPError as exc:
             payload, content_type, status = exc.read(), exc.headers.get("Content-Type", ""), exc.code
+        record_invocation(region, endpoint, started, time.perf_counter() - sent, status)
         if not 200 <= status < 300:
             message = payload.decode(errors="replace")
             return _json(start_response, 424, {

@@ -241,3 +241,16 @@ def test_dry_run_still_validates_parameters(aws):
     with pytest.raises(ParamValidationError):
         dry.client("sagemaker").create_model(ModelName="m", ExecutionRoleArn="r", PrimaryContainer="not a dict")
     assert aws.calls() == []
+
+
+def test_vpc_flags_put_a_vpc_config_on_the_model(aws, cli, model_data, role_arn):
+    base = ("endpoint", "--endpoint-name", "bid-filter", "--image-uri", IMAGE_URI, "--model-data", model_data,
+            "--role-arn", role_arn, "--instance-type", "ml.c5.large")
+    status, out, err = cli(*base, "--subnets", "subnet-0a", "--subnets", "subnet-0b", "--security-groups", "sg-01",
+                           "--no-network-isolation")
+    assert status == 0, err
+    model = aws.client("sagemaker").describe_model(ModelName=out.strip())
+    assert model["VpcConfig"] == {"Subnets": ["subnet-0a", "subnet-0b"], "SecurityGroupIds": ["sg-01"]}
+    assert model["EnableNetworkIsolation"] is False
+    status, _, err = cli(*base, "--subnets", "subnet-0a")
+    assert status == 2 and "both --subnets and --security-groups" in err

@@ -107,3 +107,19 @@ def test_the_console_script_and_module_run_without_traceback(local_aws, tmp_path
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 1
     assert "not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_autoscaling_target_keeps_its_public_name_target(tmp_path):
+    """Inside it is `invocations_target`; flag, env and config key stay `target`."""
+    parser = argparse.ArgumentParser()
+    add_options(parser, ["invocations_target"])
+    assert resolve(parser.parse_args(["--target", "5"]), ["invocations_target"], {}, {})["invocations_target"] == "5"
+    assert resolve(parser.parse_args([]), ["invocations_target"], {"XGB_DEPLOY_TARGET": "6"},
+                   {})["invocations_target"] == "6"
+    config = tmp_path / "x.toml"
+    config.write_text('target = "7"\n')
+    file_values, where = load_config_file(str(config), {})
+    assert resolve(parser.parse_args([]), ["invocations_target"], {}, file_values, where)["invocations_target"] == "7"
+    config.write_text('invocations_target = "7"\n')
+    with pytest.raises(UsageError, match="unknown keys invocations_target"):
+        load_config_file(str(config), {})
