@@ -112,6 +112,9 @@ class ServeApp:
             if length > limit:
                 raise RequestError(413, f"the request body ({length} bytes) is over the limit of {limit} bytes")
             body = environ["wsgi.input"].read(length)
+            if len(body) < length:   # the client closed its side before sending all it announced
+                raise RequestError(400, f"the body ended after {len(body)} of the {length} bytes "
+                                        "its Content-Length announced")
         else:   # chunked transfer: read at most one byte past the limit
             body = environ["wsgi.input"].read(limit + 1)
             if len(body) > limit:

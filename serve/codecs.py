@@ -21,11 +21,15 @@ from typing import Callable, Union
 import numpy as np
 from werkzeug.http import parse_options_header
 
+from serve.recordio import decode_recordio_protobuf
+from serve.refusals import MAX_SPARSE_CELLS, RequestError  # noqa: F401 - RequestError is this module's API too
+
 CSV = "text/csv"
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
 LIBSVM = "text/libsvm"
+RECORDIO_PROTOBUF = "application/x-recordio-protobuf"
 
 # numpy before 2.3 warns (later versions raise) when np.fromstring stops before
 # the end of the text; the fast CSV path detects that by the count it gets back,
@@ -42,18 +46,6 @@ _NAN_BYTES = np.frombuffer(b"nan", dtype=np.uint8)
 _WHITESPACE = re.compile(rb"\s")
 _COMMA, _NEWLINE = ord(","), ord("\n")
 _SHOWN_CHARS = 40
-# Sparse LIBSVM rows expand to dense ones: a 6 MB body of empty rows would otherwise become
-# gigabytes. 16 M float32 values (64 MB) is far beyond any real request.
-MAX_LIBSVM_CELLS = 16 * 1024 * 1024
-
-
-class RequestError(Exception):
-    """A request the server refuses; ``status`` is the HTTP code, the message is for the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _shown(value: str | bytes) -> str:
@@ -402,10 +394,10 @@ def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
 
 def _libsvm_rows(n_rows: int, num_feature: int, pair_rows: np.ndarray, indices: np.ndarray,
                  values: np.ndarray) -> np.ndarray:
-    """The dense rows (NaN where no pair), refused with 413 beyond MAX_LIBSVM_CELLS values."""
-    if n_rows * num_feature > MAX_LIBSVM_CELLS:
+    """The dense rows (NaN where no pair), refused with 413 beyond MAX_SPARSE_CELLS values."""
+    if n_rows * num_feature > MAX_SPARSE_CELLS:
         raise RequestError(413, f"the LIBSVM body expands to {n_rows} rows of {num_feature} features, "
-                                f"more than {MAX_LIBSVM_CELLS} values; send fewer rows per request")
+                                f"more than {MAX_SPARSE_CELLS} values; send fewer rows per request")
     rows = np.full((n_rows, num_feature), np.nan, dtype=np.float32)
     rows[pair_rows, indices] = values
     return rows
@@ -427,6 +419,7 @@ DECODERS: dict[str, Callable[[bytes, int], np.ndarray]] = {
     NPY: decode_npy,
     LIBSVM: decode_libsvm,
     "text/x-libsvm": decode_libsvm,
+    RECORDIO_PROTOBUF: decode_recordio_protobuf,
 }
 # Headers exactly as clients usually send them, looked up before any parsing.
 _DECODER_BY_HEADER = {**DECODERS, "text/csv; charset=utf-8": decode_csv,
