@@ -239,6 +239,7 @@ def scenario_kill(model_dir: Path, log_dir: Path, *, num_feature: int, kills: in
     with serve(model_dir, log_dir, "kill") as server, PingWatch(server.url) as ping, \
             Traffic(server.url, num_feature, connections=connections) as traffic:
         time.sleep(1.0)
+        window_start = time.monotonic()   # failures are counted per kill in windows that do not overlap
         for _ in range(kills):
             before = server.worker_pids()
             victim = rng.choice(before)
@@ -255,7 +256,8 @@ def scenario_kill(model_dir: Path, log_dir: Path, *, num_feature: int, kills: in
             recovered_at = time.monotonic()
             recoveries.append(recovered_at - killed_at)
             time.sleep(2.0)
-            failed_during += traffic.failed(killed_at - 5, recovered_at)
+            failed_during += traffic.failed(window_start, recovered_at + 1.0)
+            window_start = recovered_at + 1.0
             in_flight_bound += connections
         settled = time.monotonic()
         time.sleep(2.0)
