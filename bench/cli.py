@@ -9,6 +9,7 @@ Subcommands:
 * ``load URL``: load any server speaking the SageMaker contract (a local ``serve``, a
   ``docker run`` container), closed loop, open loop at ``--rate``, or ``--find-max``;
 * ``compare``, ``sweep``: the HTTP parts alone;
+* ``reliability``: hostile input, faults and time (``bench.reliability``);
 * ``capacity``: fleet size and cost from a req/s-per-vCPU figure or a saved report;
 * ``report``: tables and plots again from a saved ``report.json``.
 
@@ -177,6 +178,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_reliability(args) -> int:
+    from bench.reliability import add_arguments, main_reliability  # noqa: F401 - the command lives there
+
+    return main_reliability(args, _say)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bench.capacity import DEFAULT_SAFETY, DEFAULT_TARGET_RPS
 
@@ -257,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--report", type=Path, help="a report.json of `bench all`")
     capacity_options(p)
     p.set_defaults(func=cmd_capacity)
+
+    p = sub.add_parser("reliability", help="fuzzing, slow clients, worker kills, SIGTERM, soak, memory")
+    from bench.reliability import add_arguments
+    add_arguments(p)
+    p.set_defaults(func=cmd_reliability)
 
     p = sub.add_parser("report", help="tables and plots again from a saved report.json")
     p.add_argument("report_json", type=Path)

@@ -99,6 +99,13 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        manifest = cls._from_dict(data)
+        for name in (manifest.model.file, manifest.library.file):
+            _check_inside(name)
+        return manifest
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> "Manifest":
         try:
             version = data["schema_version"]
             if version != SCHEMA_VERSION:
@@ -119,6 +126,16 @@ class Manifest:
             )
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"manifest is malformed: {exc}") from exc
+
+
+def _check_inside(name: Any) -> None:
+    """A file named by a manifest must be a relative path inside the artifact folder: the
+    manifest is as untrusted as the archive it came in."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise ArtifactError(f"manifest names the file {name!r}: not a file name")
+    parts = Path(name).parts
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in parts:
+        raise ArtifactError(f"manifest names the file {name!r}, outside the artifact folder")
 
 
 def read_manifest(model_dir: Path) -> Manifest | None:

@@ -58,6 +58,7 @@ class ServeApp:
         self.batch = settings.batch
         self.default_accept = settings.default_accept
         self.max_payload_bytes = settings.max_payload_bytes
+        self.body_timeout_s = float(settings.timeout)   # SAGEMAKER_MODEL_SERVER_TIMEOUT
 
     def __call__(self, environ, start_response):
         if environ["PATH_INFO"] != "/invocations":
@@ -74,6 +75,8 @@ class ServeApp:
             log.exception("internal error on POST /invocations")
             status, body, content_type = 500, _error_body("internal error; the server log has the details"), JSON_TYPE
         headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        if status == 408:   # the rest of a slow body may still come: this connection is done
+            headers.append(("Connection", "close"))
         if status == 405:
             headers.append(("Allow", "POST"))
         start_response(_STATUS_LINES[status], headers)
@@ -101,7 +104,20 @@ class ServeApp:
 
     def read_body(self, environ) -> bytes:
         """The request body, refused with 413 over the payload limit (before reading it when
-        the length is declared) and with 400 when empty."""
+        the length is declared), 400 when empty or cut short, and 408 when it does not arrive
+        within the request timeout (gunicorn's gevent worker would wait for it forever)."""
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(self.body_timeout_s)
+        try:
+            return self._read_body(environ)
+        except OSError:   # socket.timeout: a client that sends its body too slowly, or stalls
+            raise RequestError(408, f"the request body did not arrive within {self.body_timeout_s:g} s") from None
+        finally:
+            if sock is not None:
+                sock.settimeout(None)   # idle keep-alive connections are gunicorn's keepalive timeout's job
+
+    def _read_body(self, environ) -> bytes:
         limit = self.max_payload_bytes
         declared = environ.get("CONTENT_LENGTH")
         if declared:
@@ -112,6 +128,9 @@ class ServeApp:
             if length > limit:
                 raise RequestError(413, f"the request body ({length} bytes) is over the limit of {limit} bytes")
             body = environ["wsgi.input"].read(length)
+            if len(body) < length:   # the client closed its side before sending all it announced
+                raise RequestError(400, f"the body ended after {len(body)} of the {length} bytes "
+                                        "its Content-Length announced")
         else:   # chunked transfer: read at most one byte past the limit
             body = environ["wsgi.input"].read(limit + 1)
             if len(body) > limit:

@@ -21,34 +21,31 @@ from typing import Callable, Union
 import numpy as np
 from werkzeug.http import parse_options_header
 
+from serve.recordio import decode_recordio_protobuf
+from serve.refusals import MAX_SPARSE_CELLS, RequestError  # noqa: F401 - RequestError is this module's API too
+
 CSV = "text/csv"
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
 LIBSVM = "text/libsvm"
+RECORDIO_PROTOBUF = "application/x-recordio-protobuf"
 
 # numpy before 2.3 warns (later versions raise) when np.fromstring stops before
 # the end of the text; the fast CSV path detects that by the count it gets back,
 # so the warning is noise.
 warnings.filterwarnings("ignore", message="string or file could not be read to its end",
                         category=DeprecationWarning)
+# A malformed .npy header makes numpy's header reader warn (Python-2 header repair, and the
+# SyntaxWarnings of evaluating the sender's text); the request is answered 400 anyway.
+warnings.filterwarnings("ignore", message="Reading `.npy` or `.npz` file required additional header parsing",
+                        category=UserWarning)
+warnings.filterwarnings("ignore", category=SyntaxWarning, module="<unknown>")
 
 _NAN_BYTES = np.frombuffer(b"nan", dtype=np.uint8)
 _WHITESPACE = re.compile(rb"\s")
 _COMMA, _NEWLINE = ord(","), ord("\n")
 _SHOWN_CHARS = 40
-# Sparse LIBSVM rows expand to dense ones: a 6 MB body of empty rows would otherwise become
-# gigabytes. 16 M float32 values (64 MB) is far beyond any real request.
-MAX_LIBSVM_CELLS = 16 * 1024 * 1024
-
-
-class RequestError(Exception):
-    """A request the server refuses; ``status`` is the HTTP code, the message is for the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _shown(value: str | bytes) -> str:
@@ -186,6 +183,8 @@ def _careful_csv(text: bytes) -> np.ndarray:
 
 # --- JSON and JSON lines ------------------------------------------------------
 
+_TOO_DEEP = "the JSON body is nested too deeply; rows are lists of numbers"
+
 def decode_json(body: bytes, num_feature: int = 0) -> np.ndarray:
     """JSON as the SageMaker SDK's serializers send it: a list of rows, one flat row,
     ``{"instances": [row, ...]}`` (a row may be ``{"features": [...]}``) or
@@ -196,6 +195,8 @@ def decode_json(body: bytes, num_feature: int = 0) -> np.ndarray:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:   # json's parser recurses once per bracket: "[[[[..." runs out of stack
+        raise RequestError(400, _TOO_DEEP) from None
     return _rows_from_json(document)
 
 
@@ -210,6 +211,8 @@ def decode_jsonlines(body: bytes, num_feature: int = 0) -> np.ndarray:
         document = json.loads(b"[" + text.replace(b"\n", b",") + b"]")
     except (ValueError, UnicodeDecodeError):
         document = _jsonlines_one_by_one(text)   # to name the bad line
+    except RecursionError:
+        raise RequestError(400, _TOO_DEEP) from None
     if any(not isinstance(item, (list, dict)) for item in document):
         raise RequestError(400, "each JSON line must be a list of numbers or {\"features\": [...]}")
     return _rows_from_json(document)
@@ -220,6 +223,8 @@ def _jsonlines_one_by_one(text: bytes) -> list:
     for line_number, line in enumerate(text.split(b"\n"), start=1):
         try:
             rows.append(json.loads(line))
+        except RecursionError:
+            raise RequestError(400, _TOO_DEEP) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(400, f"line {line_number} is not valid JSON: {exc}") from None
     return rows
@@ -243,7 +248,7 @@ def _rows_from_json(document) -> np.ndarray:
         rows = _features_of(rows)
     try:
         matrix = np.asarray(rows, dtype=np.float32)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):   # OverflowError: an integer beyond any float
         if any(isinstance(row, dict) for row in rows):   # lists and {"features": ...} mixed
             return _rows_from_json(_features_of(rows))
         _raise_bad_json_value(rows)
@@ -259,6 +264,9 @@ def _features_of(rows: list) -> list:
         raise RequestError(400, 'every instance must be a list or {"features": [...]}') from None
 
 
+_LARGEST_FLOAT = 1.7976931348623157e308
+
+
 def _raise_bad_json_value(rows: list) -> None:
     """Name the first row or value that keeps the rows from being a matrix of numbers."""
     width = None
@@ -270,6 +278,9 @@ def _raise_bad_json_value(rows: list) -> None:
         elif len(row) != width:
             raise RequestError(400, f"row {row_number} has {len(row)} values; row 1 has {width}")
         for column, value in enumerate(row, start=1):
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _LARGEST_FLOAT:
+                raise RequestError(400, f"row {row_number}, column {column}: {_shown(str(value))} "
+                                        "is too large for a number")
             if value is None or isinstance(value, (int, float)):
                 continue
             raise RequestError(400, f"row {row_number}, column {column}: {_shown(json.dumps(value))} "
@@ -281,22 +292,46 @@ def _raise_bad_json_value(rows: list) -> None:
 
 def decode_npy(body: bytes, num_feature: int = 0) -> np.ndarray:
     """A ``.npy`` file of numbers, 1-D (one row) or 2-D. Pickled (object) arrays are refused:
-    unpickling a request would run the sender's code."""
+    unpickling a request would run the sender's code. The header's shape must match the data
+    that follows it exactly, so a lying shape is refused before any memory is taken for it,
+    and the rows are read in place from the body (no copy for float32)."""
     if not body:
         raise RequestError(400, "the request body is empty")
+    shape, fortran_order, dtype, offset = _npy_header(body)
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise RequestError(400, f"the .npy array must hold numbers (bool, int or float); its dtype is {_shown(str(dtype))}")
+    if len(shape) not in (1, 2) or any(size < 0 for size in shape):
+        raise RequestError(400, f"the .npy array must be 1-D or 2-D with rows; its shape is {shape}")
+    count = 1
+    for size in shape:
+        count *= size
+    if count * dtype.itemsize != len(body) - offset:
+        raise RequestError(400, f"the .npy header's shape {shape} of {dtype} needs {count * dtype.itemsize} "
+                                f"bytes of data; the body has {len(body) - offset}")
+    if count == 0:
+        raise RequestError(400, f"the .npy array must be 1-D or 2-D with rows; its shape is {shape}")
+    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+    rows = array.reshape((1, -1) if len(shape) == 1 else shape, order="F" if fortran_order else "C")
+    return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+def _npy_header(body: bytes) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, offset of the data) from a .npy body's header."""
+    stream = io.BytesIO(body)
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
+        version = np.lib.format.read_magic(stream)
     except ValueError as exc:
-        raise RequestError(400, f"the body is not a readable .npy array of numbers: {exc}") from None
-    except (OSError, EOFError) as exc:
         raise RequestError(400, f"the body is not a readable .npy file: {exc}") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
-        raise RequestError(400, "the .npy array must hold numbers (bool, int or float)")
-    if array.ndim == 1:
-        array = array.reshape(1, -1)
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise RequestError(400, f"the .npy array must be 1-D or 2-D with rows; its shape is {array.shape}")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read_header is None:
+        raise RequestError(400, f"the .npy format version {version[0]}.{version[1]} is not supported; use 1.0 or 2.0")
+    try:
+        shape, fortran_order, dtype = read_header(stream)
+    except Exception as exc:   # noqa: BLE001 - numpy evaluates the sender's header text: its parser's
+        # errors (ValueError, SyntaxError, TokenError, TypeError, OverflowError...) are not a closed set
+        raise RequestError(400, f"the .npy header is not readable: {_shown(str(exc))}") from None
+    return shape, fortran_order, dtype, stream.tell()
 
 
 # --- LIBSVM ---------------------------------------------------------------------
@@ -325,7 +360,16 @@ def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
         if misplaced.size:
             at = misplaced[0]
             raise RequestError(400, f"row {row_of[at] + 1}: {_shown(tokens[at])} is not an index:value pair")
+        labels = tokens[is_label]
+        try:
+            labels.astype(np.float32)
+        except ValueError:
+            bad = np.flatnonzero(is_label)[_first_unparseable(labels)]
+            raise RequestError(400, f"row {row_of[bad] + 1}: the label {_shown(tokens[bad])} is not a number") from None
     pairs = tokens[is_pair]
+    if pairs.size == 0:   # rows of labels only: every value missing (numpy cannot partition no tokens)
+        empty = np.zeros(0, np.int64)
+        return _libsvm_rows(n_rows, num_feature, empty, empty, np.zeros(0, np.float32))
     pair_rows = row_of[is_pair]
     index_text, _, value_text = np.strings.partition(pairs, b":")
     try:
@@ -345,9 +389,15 @@ def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
         bad = out_of_range[0]
         raise RequestError(400, f"row {pair_rows[bad] + 1}: feature index {indices[bad]} is out of range; "
                                 f"the model has features 0 to {num_feature - 1}")
-    if n_rows * num_feature > MAX_LIBSVM_CELLS:
+    return _libsvm_rows(n_rows, num_feature, pair_rows, indices, values)
+
+
+def _libsvm_rows(n_rows: int, num_feature: int, pair_rows: np.ndarray, indices: np.ndarray,
+                 values: np.ndarray) -> np.ndarray:
+    """The dense rows (NaN where no pair), refused with 413 beyond MAX_SPARSE_CELLS values."""
+    if n_rows * num_feature > MAX_SPARSE_CELLS:
         raise RequestError(413, f"the LIBSVM body expands to {n_rows} rows of {num_feature} features, "
-                                f"more than {MAX_LIBSVM_CELLS} values; send fewer rows per request")
+                                f"more than {MAX_SPARSE_CELLS} values; send fewer rows per request")
     rows = np.full((n_rows, num_feature), np.nan, dtype=np.float32)
     rows[pair_rows, indices] = values
     return rows
@@ -369,6 +419,7 @@ DECODERS: dict[str, Callable[[bytes, int], np.ndarray]] = {
     NPY: decode_npy,
     LIBSVM: decode_libsvm,
     "text/x-libsvm": decode_libsvm,
+    RECORDIO_PROTOBUF: decode_recordio_protobuf,
 }
 # Headers exactly as clients usually send them, looked up before any parsing.
 _DECODER_BY_HEADER = {**DECODERS, "text/csv; charset=utf-8": decode_csv,

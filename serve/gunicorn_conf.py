@@ -16,6 +16,7 @@ with it, and the benchmark its baseline apps, so that both are served alike.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ def gunicorn_options(settings: Settings, plan: WorkerPlan, worker_started_note: 
     goes into the one log line each worker writes when it starts."""
 
     def post_fork(server, worker) -> None:
+        answer_protocol_errors_in_json()
         log.info("worker %d started (%s): %s", worker.pid, plan.describe(), worker_started_note)
 
     return {
@@ -97,6 +99,28 @@ def gunicorn_options(settings: Settings, plan: WorkerPlan, worker_started_note: 
         # and a read-only container file system would make it fail.
         "control_socket_disable": True,
     }
+
+
+def answer_protocol_errors_in_json() -> None:
+    """Make gunicorn's own refusals (a request line, header or chunk its parser cannot read,
+    before the app sees the request) JSON ``{"error": ...}`` like every other refusal, in
+    place of its HTML page. gunicorn has no setting for this; its workers call
+    ``gunicorn.util.write_error``, replaced here in the worker process."""
+    from gunicorn import util
+
+    if util.write_error is not _write_json_error:
+        util.write_error = _write_json_error
+
+
+def _write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    if status_int == 501:   # an unsupported Transfer-Encoding: the client's fault, and SageMaker
+        status_int, reason = 400, "Bad Request"   # counts every 5xx against the container
+    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    from gunicorn import util
+
+    util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 def _bind_address(host: str, port: int) -> str:

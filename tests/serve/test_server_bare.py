@@ -98,7 +98,8 @@ def test_errors_are_short_json_with_the_right_status(server, reference):
     pids_before = worker_pids(server)
     cases = [
         (415, server.invoke(lines[0], content_type=None), "Content-Type"),
-        (415, server.invoke(lines[0], content_type="application/x-recordio-protobuf"), "not supported"),
+        (415, server.invoke(lines[0], content_type="image/png"), "not supported"),
+        (400, server.invoke(lines[0], content_type="application/x-recordio-protobuf"), "not a RecordIO frame"),
         (406, server.invoke(lines[0], accept="application/x-recordio-protobuf"), "Accept"),
         (400, server.invoke(lines[0] + "\n" + lines[1].replace(",", ",x", 1)), "row 2, column 2"),
         (400, server.invoke("1,2,3"), "must have 7 values"),
@@ -187,3 +188,16 @@ def test_ping_answers_within_2s_while_workers_compute(server, reference, tmp_pat
     assert sum(done) >= 4 and all(code == 0 for code in (c.returncode for c in clients))
     assert len(pings) >= 5 and max(pings) < 2.0, pings
     print(f"/ping under load: {len(pings)} pings, slowest {max(pings) * 1000:.0f} ms, {sum(done)} big requests")
+
+
+def test_recordio_protobuf_written_by_the_sdk(server):
+    """Bodies the SageMaker SDK 2.x wrote (tests/serve/fixtures/recordio) get the predictions of
+    the same rows sent as CSV; a sparse row's absent columns are missing values."""
+    from tests.serve.test_recordio import EXPECTED, FIXTURES
+
+    for name in ("dense_float32", "dense_float64", "sparse_float32"):
+        rows = EXPECTED[name]
+        as_csv = "\n".join(",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in rows)
+        got = numbers(server.invoke((FIXTURES / f"{name}.rec").read_bytes(),
+                                    content_type="application/x-recordio-protobuf"))
+        assert np.array_equal(got, numbers(server.invoke(as_csv))), name

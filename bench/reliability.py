@@ -1,0 +1,513 @@
+"""``python -m bench reliability``: the server under faults, hostile input and time.
+
+Each scenario starts its own ``serve`` (gunicorn, gevent workers, INFO log, on a free
+loopback port) on a model folder, runs, and returns one row of counts:
+
+* ``fuzz``: :mod:`bench.fuzz` cases at full speed; 0 5xx, 0 bad 4xx, 0 worker deaths,
+  /ping 200 within 2 s throughout;
+* ``slow``: connections that send their headers or body byte by byte, or stay silent,
+  beside normal traffic; the server's timeouts must close them (SERVE_KEEPALIVE for
+  headers and idle connections, SAGEMAKER_MODEL_SERVER_TIMEOUT per read of a body) while
+  normal traffic's p99 and /ping stay within the SLO;
+* ``kill``: SIGKILL to a random worker under load, ``kills`` times: failed requests at most
+  the in-flight ones, the worker back (time stated), nothing fails after that;
+* ``sigterm``: SIGTERM to the master under load: every request sent before it answered,
+  exit within the graceful timeout;
+* ``soak``: open loop (wrk) at 70 % of the closed-loop rate for ``soak_s``, in segments:
+  0 errors, worker RSS and open files flat (growth under 5 %), p99 per segment;
+* ``memory``: 6 MB bodies of every content type at once: peak heap per decode measured
+  in process (tracemalloc sees numpy's buffers) and the workers' peak RSS over HTTP.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import psutil
+
+from bench.fuzz import CONTENT_TYPES, Case, Connection, PingWatch, encode_rows, run_fuzz
+from bench.servers import free_port, wait_ready
+
+SLO_MS = 20.0
+GROWTH_LIMIT = 0.05
+WORKER_START_MARK = "serve.gunicorn_conf: worker "
+
+
+@dataclass
+class Row:
+    scenario: str
+    passed: bool
+    counts: dict
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+    workers: int
+    env: dict = field(default_factory=dict)
+
+    def worker_pids(self) -> list[int]:
+        try:
+            return sorted(p.pid for p in psutil.Process(self.process.pid).children())
+        except psutil.NoSuchProcess:
+            return []
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def worker_starts(self) -> int:
+        return self.log_text().count(WORKER_START_MARK)
+
+    def internal_errors(self) -> int:
+        text = self.log_text()
+        return text.count("internal error") + text.count("Error handling request")
+
+
+@contextmanager
+def serve(model_dir: Path, log_dir: Path, name: str, *, workers: int = 2, predictor: str = "auto", **env: str):
+    """``serve`` on ``model_dir`` with ``workers`` gevent workers; yields a Server once every
+    worker has started; SIGTERM (then SIGKILL) at the end."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"serve-{name}.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "SERVE_", "SM_"))}
+    full_env.update({"SAGEMAKER_CONTAINER_LOG_LEVEL": "INFO", "SERVE_WORKER_CLASS": "gevent", **env})
+    argv = [sys.executable, "-m", "serve.cli", "--model", str(model_dir), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--predictor", predictor]
+    with open(log, "w") as out:
+        process = subprocess.Popen(argv, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log, workers, env)
+    try:
+        wait_ready(server.url, process, timeout_s=120, log=log)
+        deadline = time.monotonic() + 30
+        while server.worker_starts() < workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _csv_case(rng: random.Random, num_feature: int, index: int = 0) -> Case:
+    body = ",".join(repr(round(rng.uniform(0, 50), 2)) for _ in range(num_feature)).encode()
+    return Case(index, "valid", "POST", "/invocations", (("Content-Type", "text/csv"),), body, expect_ok=True)
+
+
+class Traffic:
+    """Normal traffic: ``connections`` threads, each sending valid one-row CSV requests on a
+    keep-alive connection; records (sent time, answered time, status) per request."""
+
+    def __init__(self, url: str, num_feature: int, connections: int = 2, pause_s: float = 0.0):
+        self.url, self.num_feature, self.connections, self.pause_s = url, num_feature, connections, pause_s
+        self.records: list[tuple[float, float, int | None]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def _run(self, number: int) -> None:
+        rng = random.Random(number)
+        connection = Connection(self.url, timeout_s=30)
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            answer = connection.send(_csv_case(rng, self.num_feature))
+            with self._lock:
+                self.records.append((sent, time.monotonic(), answer.status))
+            if answer.status is None:
+                time.sleep(0.05)   # a refused connection: do not spin
+            elif self.pause_s:
+                time.sleep(self.pause_s)
+        connection.close()
+
+    def __enter__(self) -> "Traffic":
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(self.connections)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def failed(self, after: float = 0.0, before: float = float("inf")) -> int:
+        return sum(1 for sent, _, status in self.records if after <= sent < before and status != 200)
+
+    def p99_ms(self) -> float:
+        latencies = [(done - sent) * 1000 for sent, done, status in self.records if status == 200]
+        return round(float(np.percentile(latencies, 99)), 2) if latencies else float("nan")
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+def scenario_fuzz(model_dir: Path, log_dir: Path, *, num_feature: int, count: int, seed: int,
+                  progress: Callable[[str], None] = print) -> Row:
+    with serve(model_dir, log_dir, "fuzz") as server:
+        result = run_fuzz(server.url, seed=seed, count=count, num_feature=num_feature,
+                          failures_path=log_dir / f"fuzz-failures-seed{seed}.jsonl", progress=progress)
+        deaths = server.worker_starts() - server.workers
+        errors = server.internal_errors()
+    counts = {**result.to_dict(), "worker_deaths": deaths, "logged_internal_errors": errors}
+    passed = (result.server_errors == 0 and result.failure_count == 0 and deaths == 0 and errors == 0
+              and result.ping["failures"] == 0)
+    notes = f"{count:,} cases, seed {seed}" + (f"; failing cases saved to fuzz-failures-seed{seed}.jsonl"
+                                               if result.failure_count else "")
+    return Row("fuzz", passed, counts, notes)
+
+
+def scenario_slow(model_dir: Path, log_dir: Path, *, num_feature: int, slow: int, keepalive_s: int,
+                  body_timeout_s: int, duration_s: float) -> Row:
+    """``slow`` connections (a third each: headers byte by byte, body byte by byte, silent)."""
+    import socket
+
+    env = {"SERVE_KEEPALIVE": str(keepalive_s), "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(body_timeout_s)}
+    with serve(model_dir, log_dir, "slow", **env) as server:
+        host, port = server.url.rsplit("/", 1)[-1].split(":")
+        body = b"1," * (num_feature - 1) + b"1"
+        head = f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: {len(body)}\r\n\r\n"
+        sockets = []   # (mode, socket): 0 headers byte by byte, 1 headers and one byte of body then stall, 2 silent
+        for number in range(slow):
+            sock = socket.create_connection((host, int(port)))
+            if number % 3 == 1:
+                sock.sendall(head.encode() + body[:1])
+            sock.setblocking(False)
+            sockets.append((number % 3, sock))
+        closed_at: dict[int, float] = {}
+        started = time.monotonic()
+        with PingWatch(server.url) as ping, Traffic(server.url, num_feature, pause_s=0.002) as traffic:
+            position = [0] * slow
+            while time.monotonic() - started < duration_s and len(closed_at) < slow:
+                for number, (mode, sock) in enumerate(sockets):
+                    if number in closed_at:
+                        continue
+                    try:
+                        sock.recv(4096)   # an answer (408) or the end of the stream: the server is done with it
+                        closed_at[number] = time.monotonic() - started
+                        continue
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed_at[number] = time.monotonic() - started
+                        continue
+                    if mode == 0 and position[number] < len(head):
+                        try:
+                            sock.send(head[position[number]].encode())
+                            position[number] += 1
+                        except OSError:
+                            closed_at[number] = time.monotonic() - started
+                time.sleep(1.0)
+        for _, sock in sockets:
+            sock.close()
+        by_mode = {name: sum(1 for n in closed_at if n % 3 == mode) for mode, name in
+                   enumerate(("headers_byte_by_byte", "stalled_body", "silent"))}
+        counts = {"slow_connections": slow, "closed_by_server": len(closed_at), "closed_by_kind": by_mode,
+                  "max_close_s": round(max(closed_at.values()), 1) if closed_at else None,
+                  "normal_requests": len(traffic.records), "normal_failed": traffic.failed(),
+                  "normal_p99_ms": traffic.p99_ms(), "ping": ping.to_dict(),
+                  "keepalive_s": keepalive_s, "body_read_timeout_s": body_timeout_s}
+    passed = (len(closed_at) == slow and traffic.failed() == 0 and traffic.p99_ms() <= SLO_MS
+              and ping.failures == 0)
+    notes = (f"headers/idle: SERVE_KEEPALIVE={keepalive_s} s; body: SAGEMAKER_MODEL_SERVER_TIMEOUT={body_timeout_s} s "
+             "per read of the body (a body whose bytes keep coming is not cut; see docs/reliability.md)")
+    return Row("slow", passed, counts, notes)
+
+
+def scenario_kill(model_dir: Path, log_dir: Path, *, num_feature: int, kills: int, connections: int = 4) -> Row:
+    rng = random.Random(kills)
+    recoveries, failed_during, in_flight_bound = [], 0, 0
+    with serve(model_dir, log_dir, "kill") as server, PingWatch(server.url) as ping, \
+            Traffic(server.url, num_feature, connections=connections) as traffic:
+        time.sleep(1.0)
+        window_start = time.monotonic()   # failures are counted per kill in windows that do not overlap
+        for _ in range(kills):
+            before = server.worker_pids()
+            victim = rng.choice(before)
+            killed_at = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            deadline = killed_at + 60
+            while time.monotonic() < deadline:
+                pids = server.worker_pids()
+                new = set(pids) - set(before)
+                if len(pids) == len(before) and victim not in pids and new \
+                        and all(f"worker {pid} started" in server.log_text() for pid in new):
+                    break
+                time.sleep(0.05)
+            recovered_at = time.monotonic()
+            recoveries.append(recovered_at - killed_at)
+            time.sleep(2.0)
+            failed_during += traffic.failed(window_start, recovered_at + 1.0)
+            window_start = recovered_at + 1.0
+            in_flight_bound += connections
+        settled = time.monotonic()
+        time.sleep(2.0)
+    after = traffic.failed(after=settled)
+    counts = {"kills": kills, "requests": len(traffic.records), "failed_around_kills": failed_during,
+              "in_flight_bound": in_flight_bound, "failed_after_recovery": after,
+              "max_recovery_s": round(max(recoveries), 2), "ping": ping.to_dict()}
+    passed = failed_during <= in_flight_bound and after == 0
+    return Row("kill", passed, counts, f"SIGKILL to a random worker {kills} time(s), {connections} connections of load")
+
+
+def scenario_sigterm(model_dir: Path, log_dir: Path, *, num_feature: int, connections: int = 4,
+                     graceful_s: int = 20) -> Row:
+    with serve(model_dir, log_dir, "sigterm", SERVE_GRACEFUL_TIMEOUT=str(graceful_s)) as server:
+        with Traffic(server.url, num_feature, connections=connections) as traffic:
+            time.sleep(2.0)
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=graceful_s + 10)
+            exited = time.monotonic() - signalled
+        exit_code = server.process.returncode
+    answered_before = sum(1 for sent, _, status in traffic.records if sent < signalled and status == 200)
+    lost_before = traffic.failed(before=signalled)
+    counts = {"requests_before_signal": answered_before + lost_before, "lost_before_signal": lost_before,
+              "exit_s": round(exited, 2), "graceful_timeout_s": graceful_s, "exit_code": exit_code}
+    passed = lost_before == 0 and exited < graceful_s and exit_code == 0
+    return Row("sigterm", passed, counts, "SIGTERM to the gunicorn master under load")
+
+
+def _worker_usage(server: Server) -> tuple[float, int]:
+    """(RSS MB, open file descriptors) summed over the workers."""
+    rss, fds = 0, 0
+    for pid in server.worker_pids():
+        try:
+            process = psutil.Process(pid)
+            rss += process.memory_info().rss
+            fds += process.num_fds()
+        except psutil.NoSuchProcess:
+            pass
+    return rss / 2**20, fds
+
+
+def scenario_soak(model_dir: Path, log_dir: Path, *, sample_csv: Path, soak_s: int, segments: int = 6,
+                  rate: float | None = None) -> Row:
+    from bench.load import run_load
+    from bench.payloads import make_bodies, read_sample_rows
+
+    bodies = make_bodies(read_sample_rows(sample_csv), 1)
+    with serve(model_dir, log_dir, "soak") as server:
+        if rate is None:
+            closed = run_load(server.url, bodies, connections=8, duration_s=3, warmup_s=1)
+            rate = 0.7 * closed.achieved_rate
+        segment_s = max(1, soak_s // segments)
+        rows, errors = [], 0
+        start_usage = None
+        for number in range(segments):
+            result = run_load(server.url, bodies, rate=rate, connections=4, duration_s=segment_s, warmup_s=0)
+            usage = _worker_usage(server)
+            start_usage = start_usage or usage
+            errors += result.errors
+            rows.append({"segment": number + 1, "p99_ms": round(result.latency_ms["p99"], 2),
+                         "achieved_rate": round(result.achieved_rate), "errors": result.errors,
+                         "rss_mb": round(usage[0], 1), "fds": usage[1]})
+        deaths = server.worker_starts() - server.workers
+    # growth from the end of the first segment (caches warm) to the end of the last
+    rss_growth = rows[-1]["rss_mb"] / rows[0]["rss_mb"] - 1
+    fd_growth = rows[-1]["fds"] / max(rows[0]["fds"], 1) - 1
+    counts = {"duration_s": segment_s * segments, "rate": round(rate), "errors": errors, "worker_deaths": deaths,
+              "rss_growth": round(rss_growth, 4), "fd_growth": round(fd_growth, 4),
+              "p99_ms_first_last_max": [rows[0]["p99_ms"], rows[-1]["p99_ms"], max(r["p99_ms"] for r in rows)],
+              "segments": rows}
+    passed = errors == 0 and deaths == 0 and rss_growth < GROWTH_LIMIT and fd_growth < GROWTH_LIMIT
+    return Row("soak", passed, counts, f"open loop at {rate:,.0f} req/s (70 % of a 3 s closed-loop run), "
+                                       f"{segments} segments of {segment_s} s")
+
+
+def six_mb_bodies(num_feature: int, size: int = 6 * 2**20 - 4096) -> dict[str, bytes]:
+    """A body just under the 6 MB limit for every content type (rows of the model's width)."""
+    rng = random.Random(6)
+    one = {t: encode_rows(t, [[float(rng.randrange(100)) for _ in range(num_feature)]], rng) for t in CONTENT_TYPES}
+    out = {}
+    for content_type in CONTENT_TYPES:
+        if content_type == "application/x-npy":
+            cols = num_feature
+            rows = (size - 128) // (4 * cols)
+            import io
+            buffer = io.BytesIO()
+            np.save(buffer, np.ones((rows, cols), dtype=np.float32))
+            out[content_type] = buffer.getvalue()
+            continue
+        row = one[content_type]
+        if content_type == "application/json":
+            row = row.strip(b"[]{}")
+            row = b"[" + row.split(b"[")[-1].split(b"]")[0] + b"]"
+            count = size // (len(row) + 1)
+            out[content_type] = b"[" + b",".join([row] * count) + b"]"
+        elif content_type == "application/x-recordio-protobuf":
+            out[content_type] = row * (size // len(row))
+        else:
+            out[content_type] = b"\n".join([row.strip()] * (size // (len(row.strip()) + 1)))
+    return out
+
+
+def scenario_memory(model_dir: Path, log_dir: Path, *, num_feature: int, rounds: int = 2) -> Row:
+    import tracemalloc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serve import codecs
+
+    bodies = six_mb_bodies(num_feature)
+    peaks = {}
+    for content_type, body in bodies.items():
+        tracemalloc.start()
+        try:
+            codecs.decoder_for(content_type)(body, num_feature)
+        except codecs.RequestError as error:
+            peaks[content_type] = f"refused {error.status}"
+            tracemalloc.stop()
+            continue
+        peaks[content_type] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        tracemalloc.stop()
+    with serve(model_dir, log_dir, "memory") as server:
+        base_rss, _ = _worker_usage(server)
+        peak_rss = [base_rss]
+        statuses: dict[str, list[int]] = {t: [] for t in bodies}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.05):
+                peak_rss.append(_worker_usage(server)[0])
+
+        def send(content_type: str) -> None:
+            connection = Connection(server.url, timeout_s=120)
+            for _ in range(rounds):
+                case = Case(0, content_type, "POST", "/invocations", (("Content-Type", content_type),),
+                            bodies[content_type])
+                statuses[content_type].append(connection.send(case).status)
+            connection.close()
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        with PingWatch(server.url) as ping, ThreadPoolExecutor(len(bodies)) as pool:
+            list(pool.map(send, bodies))
+        stop.set()
+        sampler.join()
+        deaths = server.worker_starts() - server.workers
+    counts = {"body_mb": {t: round(len(b) / 2**20, 2) for t, b in bodies.items()},
+              "decode_peak_heap_mb": peaks, "statuses": statuses, "workers_rss_base_mb": round(base_rss, 1),
+              "workers_rss_peak_mb": round(max(peak_rss), 1), "worker_deaths": deaths, "ping": ping.to_dict()}
+    passed = deaths == 0 and all(s and all(x is not None and x < 500 for x in s) for s in statuses.values())
+    return Row("memory", passed, counts, "6 MB bodies of every type at once (one connection each); no docker "
+                                         "--memory limit in this run")
+
+
+# --- the command -------------------------------------------------------------------------------
+
+SCENARIOS = ("fuzz", "slow", "kill", "sigterm", "soak", "memory")
+
+
+def run_reliability(model_dir: Path, sample_csv: Path, num_feature: int, out: Path, *, scenarios=SCENARIOS,
+                    fuzz_count: int = 100_000, seed: int = 1, soak_s: int = 1800, slow: int = 300,
+                    kills: int = 3, progress: Callable[[str], None] = print) -> list[Row]:
+    rows = []
+    logs = out / "logs"
+    for name in scenarios:
+        started = time.monotonic()
+        progress(f"reliability: {name} ...")
+        if name == "fuzz":
+            row = scenario_fuzz(model_dir, logs, num_feature=num_feature, count=fuzz_count, seed=seed, progress=progress)
+        elif name == "slow":
+            row = scenario_slow(model_dir, logs, num_feature=num_feature, slow=slow, keepalive_s=5, body_timeout_s=5,
+                                duration_s=30)
+        elif name == "kill":
+            row = scenario_kill(model_dir, logs, num_feature=num_feature, kills=kills)
+        elif name == "sigterm":
+            row = scenario_sigterm(model_dir, logs, num_feature=num_feature)
+        elif name == "soak":
+            row = scenario_soak(model_dir, logs, sample_csv=sample_csv, soak_s=soak_s)
+        else:
+            row = scenario_memory(model_dir, logs, num_feature=num_feature)
+        row.counts["seconds"] = round(time.monotonic() - started, 1)
+        rows.append(row)
+        progress(f"  {'pass' if row.passed else 'FAIL'}: {json.dumps(row.counts)[:300]}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reliability.json").write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """One line per scenario: result, its headline counts."""
+    lines = [f"{'scenario':<9} {'result':<6} figures"]
+    for row in rows:
+        c = row.counts
+        if row.scenario == "fuzz":
+            text = (f"{c['requests']:,} requests in {c['seconds']:.0f} s, 5xx {c['server_errors']}, failing "
+                    f"{c['failure_count']}, worker deaths {c['worker_deaths']}, /ping max {c['ping']['max_ms']} ms "
+                    f"({c['ping']['failures']} failed)")
+        elif row.scenario == "slow":
+            text = (f"{c['closed_by_server']}/{c['slow_connections']} slow connections closed by the server "
+                    f"(last after {c['max_close_s']} s), normal p99 {c['normal_p99_ms']} ms, "
+                    f"{c['normal_failed']} failed, /ping max {c['ping']['max_ms']} ms")
+        elif row.scenario == "kill":
+            text = (f"{c['kills']} kill(s): {c['failed_around_kills']} failed (bound {c['in_flight_bound']}), "
+                    f"{c['failed_after_recovery']} after recovery, worker back within {c['max_recovery_s']} s")
+        elif row.scenario == "sigterm":
+            text = (f"{c['requests_before_signal']} requests before SIGTERM, {c['lost_before_signal']} lost, "
+                    f"exit after {c['exit_s']} s (graceful timeout {c['graceful_timeout_s']} s)")
+        elif row.scenario == "soak":
+            text = (f"{c['duration_s']} s at {c['rate']:,} req/s: errors {c['errors']}, RSS growth "
+                    f"{c['rss_growth']:.1%}, fd growth {c['fd_growth']:.1%}, p99 first/last/max "
+                    f"{'/'.join(str(p) for p in c['p99_ms_first_last_max'])} ms")
+        else:
+            text = (f"decode peak heap per 6 MB body (MB): {c['decode_peak_heap_mb']}; workers' RSS "
+                    f"{c['workers_rss_base_mb']} -> {c['workers_rss_peak_mb']} MB, deaths {c['worker_deaths']}")
+        lines.append(f"{row.scenario:<9} {'pass' if row.passed else 'FAIL':<6} {text}")
+    return "\n".join(lines)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default="rtb-small", help="sample model (default rtb-small)")
+    p.add_argument("--predictor", default="both", choices=["both", "compiled", "stock"],
+                   help="serve the compiled artifact, the stock model, or both (default)")
+    p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    p.add_argument("--fuzz-count", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--soak-s", type=int, default=1800, help="soak duration (default 30 minutes)")
+    p.add_argument("--slow", type=int, default=300, help="slow connections (default 300)")
+    p.add_argument("--kills", type=int, default=3)
+    p.add_argument("--out", type=Path, help="folder for reliability.json and logs (default reports/reliability-<time>)")
+
+
+def main_reliability(args, say: Callable[[str], None] = print) -> int:
+    import datetime as dt
+
+    from bench.models import prepare_model
+
+    model = prepare_model(args.model, variants=("quantized",), progress=say)
+    num_feature = json.loads((model.source.parent / "metadata.json").read_text())["n_features"]
+    out = Path(args.out or f"reports/reliability-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    targets = {"compiled": model.deployed, "stock": model.stock_dir}
+    chosen = list(targets) if args.predictor == "both" else [args.predictor]
+    all_rows = []
+    for name in chosen:
+        say(f"== {args.model}, {name}: {targets[name]}")
+        rows = run_reliability(targets[name], model.sample_csv, num_feature, out / name, scenarios=args.scenarios,
+                               fuzz_count=args.fuzz_count, seed=args.seed, soak_s=args.soak_s, slow=args.slow,
+                               kills=args.kills, progress=say)
+        say(table(rows))
+        all_rows += [{"target": name, **r.to_dict()} for r in rows]
+    (out / "reliability.json").write_text(json.dumps({"command": " ".join(sys.argv), "model": args.model,
+                                                       "rows": all_rows}, indent=1) + "\n")
+    say(f"wrote {out / 'reliability.json'}")
+    return 0 if all(r["passed"] for r in all_rows) else 1

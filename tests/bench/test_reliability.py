@@ -1,0 +1,93 @@
+"""bench.reliability and bench.fuzz: the bounded version of every scenario of
+`python -m bench reliability`, against a real `serve` on loopback serving the compiled
+rtb-small artifact (fuzz: at least 10,000 requests; soak: 60 s)."""
+import json
+
+import numpy as np
+import pytest
+
+from bench import fuzz, reliability
+
+
+@pytest.fixture(scope="module")
+def model(deployed_model):
+    m = deployed_model("rtb-small")
+    return m, json.loads((m.source.parent / "metadata.json").read_text())["n_features"]
+
+
+def test_cases_are_reproducible_and_cover_every_content_type():
+    first = [fuzz.make_case(7, i, 7) for i in range(600)]
+    assert first == [fuzz.make_case(7, i, 7) for i in range(600)]
+    assert first != [fuzz.make_case(8, i, 7) for i in range(600)]
+    types = {dict(c.headers).get("Content-Type") for c in first if c.expect_ok}
+    assert types == set(fuzz.CONTENT_TYPES)
+    assert {c.framing for c in first} == {"length", "chunked", "short"}
+    assert fuzz.Case.from_dict(json.loads(json.dumps(first[5].to_dict()))) == first[5]
+
+
+def test_valid_cases_decode_to_the_model_width():
+    from serve import codecs
+
+    for case in (fuzz.make_case(3, i, 7) for i in range(400)):
+        if case.expect_ok:
+            rows = codecs.decoder_for(dict(case.headers)["Content-Type"])(case.body, 7)
+            assert rows.shape[1] == 7 and rows.dtype == np.float32
+
+
+def test_fuzz_10000_requests(model, tmp_path):
+    artifact, num_feature = model
+    row = reliability.scenario_fuzz(artifact.deployed, tmp_path, num_feature=num_feature, count=10_000, seed=12,
+                                    progress=lambda line: None)
+    assert row.counts["requests"] == 10_000
+    assert row.passed, row.counts
+    # the oracle saw every kind of answer: valid requests served, bad ones refused
+    assert row.counts["statuses"]["200"] > 500 and row.counts["statuses"]["400"] > 3000
+
+
+def test_replay_sends_saved_cases_again(model, tmp_path):
+    artifact, num_feature = model
+    bad = fuzz.Case(0, "text/csv valid", "POST", "/invocations", (("Content-Type", "text/csv"),), b"1,2", expect_ok=True)
+    saved = tmp_path / "failures.jsonl"
+    saved.write_text(json.dumps({"problem": "made up", "case": bad.to_dict()}) + "\n")
+    with reliability.serve(artifact.deployed, tmp_path, "replay") as server:
+        (case, answer, wrong), = fuzz.replay(server.url, saved)
+    assert case == bad and answer.status == 400 and "refused with 400" in wrong
+
+
+def test_slow_and_idle_clients_are_closed_by_the_timeouts(model, tmp_path):
+    artifact, num_feature = model
+    row = reliability.scenario_slow(artifact.deployed, tmp_path, num_feature=num_feature, slow=30, keepalive_s=3,
+                                    body_timeout_s=3, duration_s=20)
+    assert row.passed, row.counts
+    assert row.counts["closed_by_kind"] == {"headers_byte_by_byte": 10, "stalled_body": 10, "silent": 10}
+    assert row.counts["max_close_s"] < 10
+
+
+def test_worker_killed_under_load(model, tmp_path):
+    artifact, num_feature = model
+    row = reliability.scenario_kill(artifact.deployed, tmp_path, num_feature=num_feature, kills=1)
+    assert row.passed, row.counts
+    assert row.counts["requests"] > 100 and row.counts["max_recovery_s"] < 30
+
+
+def test_sigterm_under_load(model, tmp_path):
+    artifact, num_feature = model
+    row = reliability.scenario_sigterm(artifact.deployed, tmp_path, num_feature=num_feature, graceful_s=20)
+    assert row.passed, row.counts
+    assert row.counts["requests_before_signal"] > 100
+
+
+def test_soak_60_seconds(model, tmp_path):
+    artifact, _ = model
+    row = reliability.scenario_soak(artifact.deployed, tmp_path, sample_csv=artifact.sample_csv, soak_s=60)
+    assert row.passed, row.counts
+    assert row.counts["duration_s"] == 60
+
+
+def test_six_mb_bodies_of_every_type(model, tmp_path):
+    artifact, num_feature = model
+    row = reliability.scenario_memory(artifact.deployed, tmp_path, num_feature=num_feature, rounds=1)
+    assert row.passed, row.counts
+    assert set(row.counts["body_mb"]) == set(fuzz.CONTENT_TYPES)
+    assert all(5.5 < mb <= 6.0 for mb in row.counts["body_mb"].values())
+    assert all(statuses == [200] for statuses in row.counts["statuses"].values()), row.counts["statuses"]

@@ -1,0 +1,101 @@
+"""Hostile model archives and manifests are refused with a clear message, and nothing is
+written outside the target folder (model_compile.artifact, which serve and model-compile
+both extract with)."""
+import io
+import json
+import pickle
+import tarfile
+
+import pytest
+
+from model_compile.artifact import ArtifactError, Manifest, read_manifest, safe_extract
+from model_compile.legacy import unpickle_booster_state
+
+
+def tar_with(path, *members, mode="w:gz"):
+    with tarfile.open(path, mode) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def member(name, data=b"x", **fields):
+    info = tarfile.TarInfo(name)
+    info.size = len(data) if data is not None else 0
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info, data
+
+
+@pytest.mark.parametrize("bad, match", [
+    (member("../escape"), "absolute or parent path"),
+    (member("/etc/escape"), "absolute or parent path"),
+    (member("a/../../escape"), "absolute or parent path"),
+    (member("link", None, type=tarfile.SYMTYPE, linkname="/etc/passwd"), "is a link"),
+    (member("hard", None, type=tarfile.LNKTYPE, linkname="xgboost-model"), "is a link"),
+    (member("dev", None, type=tarfile.CHRTYPE, devmajor=1, devminor=3), "device"),
+    (member("fifo", None, type=tarfile.FIFOTYPE), "device, FIFO"),
+])
+def test_hostile_members_are_refused_before_anything_is_written(tmp_path, bad, match):
+    archive = tar_with(tmp_path / "model.tar.gz", member("xgboost-model", b"ok"), bad)
+    out = tmp_path / "out"
+    with pytest.raises(ArtifactError, match=match):
+        safe_extract(archive, out)
+    assert not out.exists()                        # nothing written, not even the good member
+    assert not (tmp_path / "escape").exists()
+
+
+def test_decompression_bomb_and_huge_sparse_file_are_refused(tmp_path):
+    # 64 MB of zeros compress to about 64 KB; the limit is counted from the members' sizes
+    # before any byte is extracted.
+    archive = tar_with(tmp_path / "bomb.tar.gz", member("xgboost-model", b"\0" * (64 << 20)))
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(ArtifactError, match="expands beyond"):
+        safe_extract(archive, tmp_path / "out", max_bytes=16 << 20)
+    # a member that claims 1 TB (a sparse file, or a lying header) without the data
+    with tarfile.open(tmp_path / "sparse.tar", "w") as tar:
+        info = tarfile.TarInfo("xgboost-model")
+        info.size = 1 << 40
+        tar.addfile(info)                           # header only
+    with pytest.raises(ArtifactError, match="expands beyond|not a readable tar"):
+        safe_extract(tmp_path / "sparse.tar", tmp_path / "out2")
+    assert not (tmp_path / "out2" / "xgboost-model").exists()
+
+
+def test_not_a_tar(tmp_path):
+    (tmp_path / "model.tar.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 10)
+    with pytest.raises(ArtifactError, match="not a readable tar"):
+        safe_extract(tmp_path / "model.tar.gz", tmp_path / "out")
+
+
+def good_manifest_dict():
+    return {"schema_version": 1, "model": {"file": "model.ubj", "source_format": "json", "source_sha256": "0" * 64,
+                                           "objective": "binary:logistic", "num_feature": 7, "num_class": 1,
+                                           "num_tree": 1},
+            "library": {"file": "model.so", "sha256": "0" * 64, "platform": "linux_x86_64", "libc": "glibc 2.36",
+                        "compiler": "gcc"},
+            "verification": {"reference": "xgboost", "rows": 1, "max_abs_diff": 0.0, "tolerance": 1e-6},
+            "versions": {}, "crossover_batch_size": None, "compile_seconds": 1.0, "created_at": "now"}
+
+
+@pytest.mark.parametrize("section, name", [("library", "../../lib/evil.so"), ("library", "/tmp/evil.so"),
+                                           ("model", "../model.ubj"), ("model", ""), ("library", 5)])
+def test_manifest_naming_a_file_outside_the_folder_is_refused(tmp_path, section, name):
+    data = good_manifest_dict()
+    Manifest.from_dict(data)                        # the good one reads
+    data[section]["file"] = name
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="manifest names the file"):
+        read_manifest(tmp_path)
+
+
+def test_pickle_that_calls_a_function_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with pytest.raises(ValueError, match="refers to io.open.*without running anything"):
+        unpickle_booster_state(pickle.dumps(Evil()))
+    assert not marker.exists()
