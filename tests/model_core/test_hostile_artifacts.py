@@ -1,5 +1,5 @@
 """Hostile model archives and manifests are refused with a clear message, and nothing is
-written outside the target folder (model_compile.artifact, which serve and model-compile
+written outside the target folder (model_core.artifact, which serve and model-compile
 both extract with)."""
 import io
 import json
@@ -8,8 +8,8 @@ import tarfile
 
 import pytest
 
-from model_compile.artifact import ArtifactError, Manifest, read_manifest, safe_extract
-from model_compile.legacy import unpickle_booster_state
+from model_core.artifact import ArtifactError, Manifest, read_manifest, safe_extract
+from model_core.legacy import unpickle_booster_state
 
 
 def tar_with(path, *members, mode="w:gz"):
