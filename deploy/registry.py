@@ -29,7 +29,7 @@ from deploy.settings import UsageError
 # What serve reads (serve.codecs.DECODERS) and writes (serve.codecs.ENCODERS);
 # a test holds them equal, deploy does not import serve.
 SUPPORTED_CONTENT_TYPES = ["text/csv", "application/json", "application/jsonlines", "application/x-npy",
-                           "text/libsvm", "text/x-libsvm"]
+                           "text/libsvm", "text/x-libsvm", "application/x-recordio-protobuf"]
 SUPPORTED_RESPONSE_TYPES = ["text/csv", "application/json", "application/jsonlines"]
 # x86_64 CPU types: the compiled library is native x86_64 code (a Graviton type needs
 # an artifact compiled there). Compute-optimized first; a Default recommendation job tries the first ones.
