@@ -188,3 +188,53 @@ def run_kernel(model: ModelUnderTest, *, batch_sizes=BATCH_SIZES, repeats: int =
         progress(f"  {model.name}, {size:,} row(s): " + ", ".join(f"{name} {ms:.3f}" for name, ms in best.items())
                  + " ms")
     return timings
+
+
+# The kernel generator's goals (issue 14), from the ``compiled kernel`` rows of a run.
+KERNEL = "compiled kernel"
+ONE_ROW_US = {"rtb-large": 8.0, "rtb-small": 1.5}
+NS_PER_TREE_ROW_AT_1000 = {"rtb-large": 12.0}
+MIN_SPEEDUP_VS_STOCK = {"rtb-large": 1.5}
+
+
+def kernel_goals(kernel: list[dict]) -> list[dict]:
+    """The kernel's figures as met or missed (the better repeat of each measurement):
+    name, target, measured, met, detail, as bench.report's figures."""
+    from sample_models.build import RECIPES
+
+    best: dict[tuple, float] = {}
+    for t in kernel:
+        key = (t["model"], t["predictor"], t["batch"])
+        best[key] = min(best.get(key, float("inf")), t["median_ms"])
+    figures = []
+    for model in sorted({t["model"] for t in kernel}):
+        trees = RECIPES[model][0].n_trees if model in RECIPES else None
+        one = best.get((model, KERNEL, 1))
+        if one is not None and model in ONE_ROW_US:
+            target = ONE_ROW_US[model]
+            figures.append(dict(name=f"{model}, 1 row, in-process: kernel library", target=f"<= {target:g} us",
+                                measured=f"{one * 1e3:.2f} us", met=one * 1e3 <= target,
+                                detail=f"{one * 1e3 / target:.2f}x the target"))
+        thousand = best.get((model, KERNEL, 1000))
+        if thousand is not None and trees and model in NS_PER_TREE_ROW_AT_1000:
+            ns = thousand * 1e6 / 1000 / trees
+            target = NS_PER_TREE_ROW_AT_1000[model]
+            figures.append(dict(name=f"{model}, 1,000 rows, in-process: kernel ns per tree per row",
+                                target=f"<= {target:g} ns", measured=f"{ns:.2f} ns", met=ns <= target,
+                                detail=f"{thousand:.3f} ms per call, {trees} trees"))
+        ratios = {b: best[(model, "inplace_predict", b)] / best[(model, KERNEL, b)]
+                  for (m, p, b) in best if m == model and p == KERNEL and (model, "inplace_predict", b) in best}
+        if ratios and model in MIN_SPEEDUP_VS_STOCK:
+            worst = min(ratios, key=ratios.get)
+            target = MIN_SPEEDUP_VS_STOCK[model]
+            figures.append(dict(name=f"{model}: kernel vs inplace_predict at every batch size",
+                                target=f">= {target:g}x", measured=f"{ratios[worst]:.2f}x (worst, at {worst:,} rows)",
+                                met=ratios[worst] >= target,
+                                detail=", ".join(f"{b:,}: {r:.1f}x" for b, r in sorted(ratios.items()))))
+        tl2cgen = {b: best[(model, "compiled tl2cgen", b)] / best[(model, KERNEL, b)]
+                   for (m, p, b) in best if m == model and p == KERNEL and (model, "compiled tl2cgen", b) in best}
+        if tl2cgen:
+            figures.append(dict(name=f"{model}: kernel vs TL2cgen (quantized) library", target="(reported)",
+                                measured=f"{min(tl2cgen.values()):.2f}x to {max(tl2cgen.values()):.2f}x", met=None,
+                                detail=", ".join(f"{b:,}: {r:.1f}x" for b, r in sorted(tl2cgen.items()))))
+    return figures

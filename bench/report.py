@@ -149,6 +149,9 @@ def compute_figures(kernel: list[dict], http: list[dict]) -> list[dict]:
                                 target="<= 1.10x", measured=f"{worst:.2f}x (worst, at {worst_batch:,} rows)",
                                 met=worst <= 1.10,
                                 detail="router / min(compiled quantized, inplace_predict), better repeat"))
+    from bench.kernel import kernel_goals
+
+    figures += kernel_goals(kernel)
     rates = {(r["key"], r["model"], r["rows"]): r["max_rate"] for r in http}
     cpu = {(r["key"], r["model"], r["rows"]): r.get("cpu_us_per_request") for r in http}
 
