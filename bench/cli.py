@@ -75,13 +75,14 @@ def cmd_all(args) -> int:
 def cmd_kernel(args) -> int:
     from bench.kernel import run_kernel
     from bench.models import prepare_model
-    from bench.report import kernel_table
+    from bench.report import figures_table, kernel_goals, kernel_table
 
     timings = []
     for name in args.models:
         model = prepare_model(name, progress=_say)
         timings += run_kernel(model, batch_sizes=args.batch_sizes, min_time_s=args.min_time, progress=_say)
     _say(kernel_table(timings))
+    _say(figures_table(kernel_goals(timings)))
     if args.json:
         Path(args.json).write_text(json.dumps([t.to_dict() for t in timings], indent=1) + "\n")
     return 0

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-crossover", dest="measure_speed", action="store_false",
                         help="skip measuring the batch size from which stock XGBoost is faster "
                              "(a few seconds); the server then always uses the compiled library")
+    parser.add_argument("--generator", choices=("auto", "tl2cgen", "kernel"), default="auto",
+                        help="code generator: auto (default) builds both, verifies both and ships the "
+                             "faster on this machine; tl2cgen or kernel builds that one only")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
     return parser
 
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             args.input, args.output, sample_data=args.sample_data, quantize=args.quantize,
             annotate=args.annotate_data or False, parallel_comp=args.parallel_comp,
             progress=None if args.quiet else progress, tolerance=args.tolerance,
-            generated_rows=args.verify_rows, measure_speed=args.measure_speed)
+            generated_rows=args.verify_rows, measure_speed=args.measure_speed,
+            generator=args.generator)
     except VerificationError as exc:
         print(f"model-compile: verification FAILED, nothing written: {exc}", file=sys.stderr)
         return EXIT_VERIFY
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{output}: {m.model.objective}, {m.model.num_tree} trees, {m.model.num_feature} features, "
           f"from {m.model.source_format}")
     print(f"  library {m.library.platform} {m.library.libc}, {m.library.compiler}, params {m.library.params}")
+    print(f"  generator {m.library.generator}: {m.library.generator_choice.get('reason', '')}")
     print(f"  verified on {m.verification.rows} rows against {m.verification.reference}: "
           f"max abs diff {m.verification.max_abs_diff:.3g} (tolerance {m.verification.tolerance:g})")
     if m.conversion:

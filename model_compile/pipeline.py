@@ -1,15 +1,17 @@
 """compile_artifact: a user's XGBoost model -> verified library -> deployable model.tar.gz.
 
 Steps: read the source safely -> XGBoost booster (converted for legacy
-formats) + Treelite model -> optional branch annotation -> TL2cgen library ->
-verification against the reference -> crossover measurement -> archive
-written under a temporary name and renamed. Nothing is written at ``output``
+formats) + Treelite model -> the kernel library (model_compile.codegen) and,
+after optional branch annotation, the TL2cgen library -> each verified against
+the reference -> the faster one chosen (model_compile.selection) -> crossover
+measurement -> archive written under a temporary name and renamed. Nothing is written at ``output``
 unless every step passed.
 """
 from __future__ import annotations
 
 import platform
 import re
+import shutil
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -20,7 +22,9 @@ import numpy as np
 
 from model_core.artifact import (LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, LibraryInfo, Manifest,
                                     ModelInfo, Verification, sha256_file, write_tar_atomically)
-from model_compile.compiler import annotate_branches, build_library
+from model_compile.codegen import build_kernel_library, treelite_document, unsupported_reason
+from model_compile.compiler import CompileError, annotate_branches, build_library
+from model_compile.selection import Choice, choose
 from model_core.description import ModelDescription
 from model_core.formats import FormatError, SourceModel, load_source
 from model_core.runtime import CompiledModel
@@ -31,6 +35,7 @@ from model_compile.verify import (DEFAULT_GENERATED_ROWS, DEFAULT_TOLERANCE, Com
 
 Progress = Callable[[str], None]
 ENTRY_POINT = "mc_predict_dense"
+GENERATORS = ("auto", "tl2cgen", "kernel")
 
 
 def read_rows_csv(path: str | Path, num_feature: int) -> np.ndarray:
@@ -101,7 +106,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
                      parallel_comp: int | None = None, progress: Progress | None = None,
                      tolerance: float = DEFAULT_TOLERANCE,
                      generated_rows: int = DEFAULT_GENERATED_ROWS,
-                     measure_speed: bool = True) -> Manifest:
+                     measure_speed: bool = True, generator: str = "auto") -> Manifest:
     """Compile ``source`` into a verified, deployable ``output`` (a model.tar.gz path,
     or a folder to write model.tar.gz into).
 
@@ -112,10 +117,16 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     ``parallel_comp``: C files to split the trees into (None = from tree count).
     ``progress``: called with one line of text per step. ``measure_speed``: measure
     the crossover batch size (False leaves it None: compiled always used).
+    ``generator``: ``"auto"`` (build TL2cgen's and the kernel's library, verify both,
+    ship the faster; TL2cgen alone where the kernel does not support the model),
+    ``"tl2cgen"`` or ``"kernel"`` (that one only; CompileError where it cannot).
+    ``quantize``, ``annotate`` and ``parallel_comp`` are TL2cgen's options.
     Returns the Manifest written. Raises FormatError, CompileError or
     VerificationError (nothing written then).
     """
     say = progress or (lambda message: None)
+    if generator not in GENERATORS:
+        raise ValueError(f"generator must be one of {', '.join(GENERATORS)}, not {generator!r}")
     started = time.perf_counter()
     output = _resolve_output(output)
     if not isinstance(source, SourceModel):
@@ -150,22 +161,6 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
 
     with tempfile.TemporaryDirectory(prefix=".mc-", dir=output.parent) as tmp:
         tmp = Path(tmp)
-        annotation = None
-        if annotate:
-            rows = sample if annotate is True else _rows(annotate, info.num_feature, "annotation data")
-            if rows is None:
-                raise FormatError("annotate=True needs sample data to count branches on")
-            say(f"annotating branches on {rows.shape[0]} rows")
-            annotation = tmp / "annotation.json"
-            annotate_branches(tl_model, rows, annotation)
-
-        say(f"generating C code ({'quantized' if quantize else 'not quantized'})")
-        libpath = tmp / LIBRARY_NAME
-        build = build_library(tl_model, libpath, description=description, quantize=quantize,
-                              parallel_comp=parallel_comp, annotation=annotation, progress=say)
-        say(f"compiled in {build.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
-
-        compiled = CompiledModel(libpath)
         reference = "xgboost" if source.is_native else "gtil"
         say(f"verifying on {X.shape[0]} rows ({n_sample} sample, {generated.shape[0]} generated) "
             f"against {'XGBoost' if reference == 'xgboost' else 'Treelite GTIL'}")
@@ -173,15 +168,77 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
                    else gtil_predict(tl_model, X))
         ref_margin = (xgboost_predict(booster, X, info.objective, margin=True) if reference == "xgboost"
                       else gtil_predict(tl_model, X, margin=True))
-        result = compare(compiled.predict(X), ref_out, candidate_name="compiled",
-                         reference_name=reference, tolerance=tolerance)
-        result.margin_max_abs_diff = compare(compiled.predict(X, margin=True), ref_margin,
-                                             candidate_name="compiled", reference_name=reference,
-                                             tolerance=tolerance).max_abs_diff
-        if not result.passed:
-            raise VerificationError(_labelled(result, n_sample).describe_worst(X))
-        say(f"verified: max abs difference {result.max_abs_diff:.3g} "
-            f"(margins {result.margin_max_abs_diff:.3g}), tolerance {tolerance:g}")
+
+        def verified(compiled: CompiledModel, name: str) -> Comparison:
+            result = compare(compiled.predict(X), ref_out, candidate_name=name,
+                             reference_name=reference, tolerance=tolerance)
+            result.margin_max_abs_diff = compare(compiled.predict(X, margin=True), ref_margin,
+                                                 candidate_name=name, reference_name=reference,
+                                                 tolerance=tolerance).max_abs_diff
+            if not result.passed:
+                raise VerificationError(_labelled(result, n_sample).describe_worst(X))
+            say(f"verified {name}: max abs difference {result.max_abs_diff:.3g} "
+                f"(margins {result.margin_max_abs_diff:.3g}), tolerance {tolerance:g}")
+            return result
+
+        # Candidates: generator -> (build, loaded library, verification).
+        candidates: dict[str, tuple] = {}
+        deferred = None
+        if generator in ("auto", "kernel"):
+            doc = treelite_document(tl_model)
+            deferred = unsupported_reason(doc)
+            if deferred and generator == "kernel":
+                raise CompileError(f"the kernel generator does not compile this model: {deferred}")
+            if deferred:
+                say(f"kernel generator: not for this model ({deferred}): TL2cgen compiles it")
+            else:
+                say("generating the kernel library (compact node arrays)")
+                try:
+                    kbuild = build_kernel_library(doc, tmp / "kernel.so")
+                except RuntimeError as exc:
+                    raise CompileError(f"the kernel library did not compile: {exc}") from exc
+                say(f"kernel library compiled in {kbuild.seconds:.1f} s: "
+                    f"{kbuild.path.stat().st_size / 1e6:.2f} MB")
+                kernel = CompiledModel(kbuild.path)
+                try:
+                    candidates["kernel"] = (kbuild, kernel, verified(kernel, "compiled (kernel)"))
+                except VerificationError as exc:
+                    if generator == "kernel":
+                        raise
+                    deferred = f"failed verification: {exc}"
+                    say(f"kernel library dropped, {deferred}")
+        if generator in ("auto", "tl2cgen"):
+            annotation = None
+            if annotate:
+                rows = sample if annotate is True else _rows(annotate, info.num_feature, "annotation data")
+                if rows is None:
+                    raise FormatError("annotate=True needs sample data to count branches on")
+                say(f"annotating branches on {rows.shape[0]} rows")
+                annotation = tmp / "annotation.json"
+                annotate_branches(tl_model, rows, annotation)
+            say(f"generating C code with TL2cgen ({'quantized' if quantize else 'not quantized'})")
+            build = build_library(tl_model, tmp / "tl2cgen.so", description=description, quantize=quantize,
+                                  parallel_comp=parallel_comp, annotation=annotation, progress=say)
+            say(f"compiled in {build.seconds:.1f} s: {build.path.stat().st_size / 1e6:.2f} MB")
+            stock = CompiledModel(build.path)
+            try:
+                candidates["tl2cgen"] = (build, stock, verified(stock, "compiled"))
+            except VerificationError:
+                if not candidates:
+                    raise
+                say("TL2cgen library dropped: it failed verification")
+
+        if len(candidates) == 2:
+            say("timing the two libraries (1 thread) to choose one")
+            choice = choose(candidates["kernel"][1], candidates["tl2cgen"][1], X)
+        else:
+            (only,) = candidates
+            choice = Choice(only, f"generator {only!r} requested" if generator != "auto"
+                            else f"the only verified library ({deferred or 'TL2cgen dropped'})")
+        say(f"library: {choice.generator} ({choice.reason})")
+        build, compiled, result = candidates[choice.generator]
+        libpath = tmp / LIBRARY_NAME
+        shutil.copyfile(build.path, libpath)
 
         crossover = None
         timings: list[dict] = []
@@ -204,7 +261,8 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
             library=LibraryInfo(file=LIBRARY_NAME, sha256=sha256_file(libpath),
                                 platform=machine["platform"], libc=machine["libc"],
                                 compiler=build.compiler, params=build.params, flags=build.flags,
-                                entry_point=ENTRY_POINT if compiled.backend == "direct" else None),
+                                entry_point=ENTRY_POINT if compiled.backend == "direct" else None,
+                                generator=choice.generator, generator_choice=choice.to_dict()),
             verification=_as_verification(result, n_sample, generated.shape[0]),
             versions={"treelite": treelite.__version__, "tl2cgen": tl2cgen.__version__,
                       "xgboost": xgboost.__version__, "numpy": np.__version__,

@@ -4,7 +4,8 @@ A deployable ``model.tar.gz`` holds, at its root (SageMaker extracts it into
 ``/opt/ml/model``):
 
 * ``manifest.json`` - what :class:`Manifest` describes;
-* ``model.so``      - the TL2cgen-compiled library (name in ``manifest.library.file``);
+* ``model.so``      - the compiled library, TL2cgen's or model_compile's kernel
+  (name in ``manifest.library.file``, which one in ``manifest.library.generator``);
 * ``model.ubj``     - the model re-saved as UBJSON, loadable by current XGBoost
   (name in ``manifest.model.file``): the stock predictor and the fallback.
 
@@ -60,6 +61,11 @@ class LibraryInfo:
     # The batch function model_compile adds to every library (runtime.CompiledModel
     # calls it directly); None for a plain TL2cgen library.
     entry_point: str | None = None
+    # Which code generator made the library: "tl2cgen" (also every manifest written
+    # before there was a choice) or "kernel" (model_compile.codegen), and why:
+    # {"reason": one line, "timings": [{"rows", "kernel_ms", "tl2cgen_ms"}]}.
+    generator: str = "tl2cgen"
+    generator_choice: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
