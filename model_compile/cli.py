@@ -51,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="split the trees into N C files compiled in parallel (0 = one file; "
                              "default: one file per 16 trees, at most 64)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="ABS",
-                        help=f"largest absolute difference allowed on the transformed output "
+                        help=f"absolute part of the difference allowed on each transformed output "
                              f"(default {DEFAULT_TOLERANCE:g})")
+    parser.add_argument("--relative-tolerance", type=float, default=None, metavar="REL",
+                        help="part of |XGBoost's output| allowed on top of --tolerance (default: trees "
+                             "per output x 2**-23, what float32 sums in another order can differ by; "
+                             "0 = --tolerance alone)")
     parser.add_argument("--verify-rows", type=_positive_int, default=DEFAULT_GENERATED_ROWS, metavar="N",
                         help=f"rows to generate around the split thresholds (default {DEFAULT_GENERATED_ROWS})")
     parser.add_argument("--no-crossover", dest="measure_speed", action="store_false",
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             args.input, args.output, sample_data=args.sample_data, quantize=args.quantize,
             annotate=args.annotate_data or False, parallel_comp=args.parallel_comp,
             progress=None if args.quiet else progress, tolerance=args.tolerance,
+            relative=args.relative_tolerance,
             generated_rows=args.verify_rows, measure_speed=args.measure_speed)
     except VerificationError as exc:
         print(f"model-compile: verification FAILED, nothing written: {exc}", file=sys.stderr)
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
           f"from {m.model.source_format}")
     print(f"  library {m.library.platform} {m.library.libc}, {m.library.compiler}, params {m.library.params}")
     print(f"  verified on {m.verification.rows} rows against {m.verification.reference}: "
-          f"max abs diff {m.verification.max_abs_diff:.3g} (tolerance {m.verification.tolerance:g})")
+          f"max abs diff {m.verification.max_abs_diff:.3g} (tolerance {m.verification.tolerance:g} "
+          f"+ {m.verification.relative_tolerance:.3g} x |output|)")
     if m.conversion:
         print(f"  converted model.ubj vs original (GTIL): max abs diff {m.conversion.max_abs_diff:.3g}")
     if m.crossover_timings:

@@ -25,9 +25,9 @@ from model_core.description import ModelDescription
 from model_core.formats import FormatError, SourceModel, load_source
 from model_core.runtime import CompiledModel
 from model_core.machine import current_machine
-from model_compile.verify import (DEFAULT_GENERATED_ROWS, DEFAULT_TOLERANCE, Comparison,
+from model_compile.verify import (DEFAULT_GENERATED_ROWS, DEFAULT_TOLERANCE, TOLERANCE_RULE, Comparison,
                                   VerificationError, compare, gtil_predict, measure_crossover,
-                                  threshold_rows, xgboost_predict)
+                                  relative_tolerance, threshold_rows, xgboost_predict)
 
 Progress = Callable[[str], None]
 ENTRY_POINT = "mc_predict_dense"
@@ -76,7 +76,8 @@ def _as_verification(comparison: Comparison, sample_rows: int, generated_rows: i
     return Verification(reference=comparison.reference, rows=comparison.rows,
                         max_abs_diff=comparison.max_abs_diff, tolerance=comparison.tolerance,
                         worst_row=comparison.worst_row, sample_rows=sample_rows,
-                        generated_rows=generated_rows, margin_max_abs_diff=comparison.margin_max_abs_diff)
+                        generated_rows=generated_rows, margin_max_abs_diff=comparison.margin_max_abs_diff,
+                        relative_tolerance=comparison.relative_tolerance, rule=TOLERANCE_RULE)
 
 
 def _labelled(comparison: Comparison, sample_rows: int) -> Comparison:
@@ -99,7 +100,7 @@ def _resolve_output(output: str | Path) -> Path:
 def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sample_data=None,
                      quantize: bool = True, annotate: bool | str | Path = False,
                      parallel_comp: int | None = None, progress: Progress | None = None,
-                     tolerance: float = DEFAULT_TOLERANCE,
+                     tolerance: float = DEFAULT_TOLERANCE, relative: float | None = None,
                      generated_rows: int = DEFAULT_GENERATED_ROWS,
                      measure_speed: bool = True) -> Manifest:
     """Compile ``source`` into a verified, deployable ``output`` (a model.tar.gz path,
@@ -110,6 +111,9 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     ``generated_rows`` rows made around the split thresholds). ``annotate``: True
     to count branches on the sample data, or a CSV path of rows to count them on.
     ``parallel_comp``: C files to split the trees into (None = from tree count).
+    ``tolerance``, ``relative``: each output may differ from the reference by
+    tolerance + relative x |reference| (relative None: trees per output x
+    float32 epsilon, see ``verify.relative_tolerance``; 0: absolute only).
     ``progress``: called with one line of text per step. ``measure_speed``: measure
     the crossover batch size (False leaves it None: compiled always used).
     Returns the Manifest written. Raises FormatError, CompileError or
@@ -132,6 +136,8 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     say(f"objective {info.objective}, {info.num_tree} trees, {info.num_feature} features"
         + (f", {info.num_class} classes" if info.num_class > 1 else ""))
     tl_model = source.to_treelite()
+    if relative is None:
+        relative = relative_tolerance(info.num_tree, info.num_class)
 
     sample = None if sample_data is None else _rows(sample_data, info.num_feature, "sample data")
     generated = threshold_rows(description.split_thresholds, info.num_feature, generated_rows)
@@ -143,7 +149,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
         say(f"checking the converted model ({MODEL_NAME}) against Treelite on the original")
         check = compare(xgboost_predict(booster, X, info.objective), gtil_predict(tl_model, X),
                         candidate_name="converted model (XGBoost)", reference_name="original model (GTIL)",
-                        tolerance=tolerance)
+                        tolerance=tolerance, relative=relative)
         if not check.passed:
             raise VerificationError("conversion failed: " + _labelled(check, n_sample).describe_worst(X))
         conversion = _as_verification(check, n_sample, generated.shape[0])
@@ -174,14 +180,14 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
         ref_margin = (xgboost_predict(booster, X, info.objective, margin=True) if reference == "xgboost"
                       else gtil_predict(tl_model, X, margin=True))
         result = compare(compiled.predict(X), ref_out, candidate_name="compiled",
-                         reference_name=reference, tolerance=tolerance)
+                         reference_name=reference, tolerance=tolerance, relative=relative)
         result.margin_max_abs_diff = compare(compiled.predict(X, margin=True), ref_margin,
                                              candidate_name="compiled", reference_name=reference,
-                                             tolerance=tolerance).max_abs_diff
+                                             tolerance=tolerance, relative=relative).max_abs_diff
         if not result.passed:
             raise VerificationError(_labelled(result, n_sample).describe_worst(X))
         say(f"verified: max abs difference {result.max_abs_diff:.3g} "
-            f"(margins {result.margin_max_abs_diff:.3g}), tolerance {tolerance:g}")
+            f"(margins {result.margin_max_abs_diff:.3g}), tolerance {tolerance:g} + {relative:.3g} x |output|")
 
         crossover = None
         timings: list[dict] = []
