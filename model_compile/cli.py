@@ -2,7 +2,8 @@
 
 Progress goes to stderr, the summary to stdout. Exit status: 0 compiled and
 verified; 1 verification failed (the message names the worst row and both
-values); 2 bad input or options; 3 the C compiler failed.
+values); 2 bad input or options; 3 the C compiler failed; 4 nothing to compile
+(a gblinear model: the server predicts it with stock XGBoost as it is).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_VERIFY, EXIT_INPUT, EXIT_COMPILER = 0, 1, 2, 3
+EXIT_OK, EXIT_VERIFY, EXIT_INPUT, EXIT_COMPILER, EXIT_NOTHING_TO_COMPILE = 0, 1, 2, 3, 4
 
 
 def _positive_int(text: str) -> int:
@@ -28,9 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile an XGBoost model into a native library with Treelite + TL2cgen, verify "
                     "it against XGBoost, and write a deployable SageMaker model.tar.gz (library + "
                     "model.ubj + manifest.json).",
-        epilog="Formats (detected from the bytes): XGBoost JSON, UBJSON, the 1.x legacy binary "
-               "('binf') and the 1.x pickled Booster SageMaker wrote (read without executing it). "
-               "Exit status: 0 ok, 1 verification failed, 2 bad input, 3 compiler failed.")
+        epilog="Formats (detected from the bytes): XGBoost JSON, UBJSON, the legacy binary of "
+               "0.72-1.x (with or without 'binf') and the pickled Booster SageMaker's 0.90 and 1.x "
+               "containers wrote (read without executing it). "
+               "Exit status: 0 ok, 1 verification failed, 2 bad input, 3 compiler failed, 4 nothing to "
+               "compile (gblinear: deploy it as it is, the server predicts it with XGBoost).")
     parser.add_argument("input", type=Path, metavar="INPUT",
                         help="a SageMaker model.tar.gz, a folder holding the model, or a model file")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT",
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from model_core.artifact import ArtifactError
     from model_compile.compiler import CompileError
     from model_core.formats import FormatError
-    from model_compile.pipeline import compile_artifact
+    from model_compile.pipeline import NothingToCompile, compile_artifact
     from model_compile.verify import VerificationError
 
     def progress(message: str) -> None:
@@ -90,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except CompileError as exc:
         print(f"model-compile: {exc}", file=sys.stderr)
         return EXIT_COMPILER
+    except NothingToCompile as exc:
+        print(f"model-compile: nothing written: {exc}", file=sys.stderr)
+        return EXIT_NOTHING_TO_COMPILE
     except (FormatError, ArtifactError, OSError) as exc:
         print(f"model-compile: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -30,6 +30,11 @@ from model_compile.verify import (DEFAULT_GENERATED_ROWS, DEFAULT_TOLERANCE, TOL
                                   relative_tolerance, threshold_rows, xgboost_predict)
 
 Progress = Callable[[str], None]
+
+
+class NothingToCompile(FormatError):
+    """The model has no trees (gblinear): the server serves it with XGBoost as it is."""
+
 ENTRY_POINT = "mc_predict_dense"
 
 
@@ -116,8 +121,8 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     float32 epsilon, see ``verify.relative_tolerance``; 0: absolute only).
     ``progress``: called with one line of text per step. ``measure_speed``: measure
     the crossover batch size (False leaves it None: compiled always used).
-    Returns the Manifest written. Raises FormatError, CompileError or
-    VerificationError (nothing written then).
+    Returns the Manifest written. Raises FormatError (NothingToCompile for a
+    gblinear model), CompileError or VerificationError (nothing written then).
     """
     say = progress or (lambda message: None)
     started = time.perf_counter()
@@ -130,8 +135,9 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     booster = source.to_booster()
     description = ModelDescription.from_booster(booster)
     if not description.is_tree_ensemble:
-        raise FormatError(f"{source.origin}: a {description.booster} model is not a tree ensemble; "
-                          f"only gbtree and dart boosters can be compiled")
+        raise NothingToCompile(f"{source.origin}: a {description.booster} model is a linear model (one "
+                               f"dot product per row), not trees: there is nothing to compile. Deploy the "
+                               f"model as it is; the server predicts it with stock XGBoost")
     info = describe_model(source, description)
     say(f"objective {info.objective}, {info.num_tree} trees, {info.num_feature} features"
         + (f", {info.num_class} classes" if info.num_class > 1 else ""))

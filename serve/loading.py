@@ -24,7 +24,8 @@ from model_core.artifact import ArtifactError, Manifest, read_manifest, sha256_f
 from model_core.description import ModelDescription
 from model_core.formats import FormatError, load_source
 from model_core.machine import compatibility_problems
-from serve.predictors import CompiledPredictor, GtilPredictor, Predictor, RouterPredictor, StockPredictor
+from serve.predictors import (CompiledPredictor, GtilPredictor, LinearPredictor, Predictor, RouterPredictor,
+                              StockPredictor)
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,8 @@ def _load_bare(model_dir: Path) -> LoadedModel:
 
 def _stock_predictor(path: Path) -> tuple[Predictor, str, int, str]:
     """The stock predictor for the model at ``path`` (a model file, or a folder holding one):
-    XGBoost, or Treelite's GTIL where XGBoost cannot load it.
+    XGBoost (gblinear models too, which are never compiled), or Treelite's GTIL where XGBoost
+    cannot load it.
     Returns (predictor, objective, num_class, where the model came from)."""
     try:
         source = load_source(path)
@@ -208,7 +210,7 @@ def _stock_predictor(path: Path) -> tuple[Predictor, str, int, str]:
         description = ModelDescription.from_treelite(model)
     else:
         description = ModelDescription.from_booster(booster)
-        predictor = StockPredictor(booster)
+        predictor = StockPredictor(booster) if description.is_tree_ensemble else LinearPredictor(booster)
     self_test(predictor)
     return predictor, description.objective, description.num_class, source.origin
 

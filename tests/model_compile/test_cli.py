@@ -86,3 +86,24 @@ def test_corrupted_library_fails_verification_and_writes_nothing(tmp_path, sampl
     assert "verification FAILED" in err
     assert "at row " in err and "compiled 0." in err and "xgboost 0." in err and "input [" in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["gblinear-0.90.bin", "current"])
+def test_gblinear_has_nothing_to_compile_exit_4(tmp_path, capsys, name):
+    import xgboost as xgb
+
+    from tests.model_core.conftest import FIXTURES
+
+    if name == "current":
+        rng = np.random.default_rng(1)
+        X = rng.normal(size=(100, 3)).astype(np.float32)
+        booster = xgb.train({"booster": "gblinear", "nthread": 1}, xgb.DMatrix(X, label=X[:, 0]), 3)
+        model = tmp_path / "model.json"
+        booster.save_model(str(model))
+    else:
+        model = FIXTURES / name
+    out = tmp_path / "out" / "model.tar.gz"
+    assert main([str(model), "-o", str(out)]) == 4
+    err = capsys.readouterr().err
+    assert "gblinear model is a linear model" in err and "nothing to compile" in err
+    assert "stock XGBoost" in err and not out.exists()
