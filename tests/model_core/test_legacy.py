@@ -1,6 +1,7 @@
 """XGBoost 0.72-1.x legacy binary models and pickled Boosters (fixtures made by XGBoost 1.7.6 and
 1.2.1 with fixtures/make_legacy_fixtures.py, and by 0.90, 0.82 and 0.72.1 with
-fixtures/make_pre1_fixtures.py), and the restricted unpickler."""
+fixtures/make_pre1_fixtures.py; JSON, UBJSON and a pickle by 2.1.4 with make_v2_fixtures.py), and the
+restricted unpickler."""
 import json
 import os
 import pickle
@@ -66,10 +67,11 @@ def test_converted_and_treelite_models_predict_what_old_xgboost_predicted(name):
     import treelite
 
     source = load_source(FIXTURES / name)
-    assert source.format == ("pickle" if name.endswith(".pkl") else "legacy_binary")
+    assert source.format == {"pkl": "pickle", "bin": "legacy_binary", "json": "json",
+                             "ubj": "ubjson"}[name.rsplit(".", 1)[1]]
     output, margin, _ = EXPECTED[name]
     X = fixture_rows()
-    booster = source.to_booster()           # converted: current XGBoost cannot read these
+    booster = source.to_booster()           # converted where current XGBoost cannot read them
     assert close(predict_current(booster, X), output)
     assert close(predict_current(booster, X, margin=True), margin)
     if name.startswith("gblinear-"):       # Treelite reads tree ensembles only
@@ -90,7 +92,8 @@ def test_pre_1_0_fixtures_cover_every_layout_without_binf_header():
     layouts = {name.rsplit("-", 1)[0] for name in PRE_1_0}
     assert {"binary-logistic", "binary-logitraw", "reg-squarederror", "multi-softprob", "multi-softmax",
             "count-poisson", "reg-gamma", "pruned-early-stopping", "dart", "gblinear", "saved-params"} <= layouts
-    assert {version for _, _, version in EXPECTED.values()} >= {"0.72.1", "0.82", "0.90", "1.2.1", "1.7.6"}
+    assert {version for _, _, version in EXPECTED.values()} >= {"0.72.1", "0.82", "0.90", "1.2.1", "1.7.6",
+                                                                "2.1.4"}
     for name in PRE_1_0:
         raw = (FIXTURES / name).read_bytes()
         assert not raw.startswith(b"binf") and b"binf" not in raw[:64], name
@@ -127,7 +130,8 @@ def test_current_xgboost_really_cannot_read_them():
 @pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "multi-softprob-1.7.6.bin",
                                   "binary-logistic-1.7.6.pkl", "count-poisson-1.7.6.bin",
                                   "binary-logistic-0.90.pkl", "dart-0.72.1.bin", "reg-gamma-0.82.bin",
-                                  "binary-logitraw-0.90.bin", "multi-softmax-0.82.bin"])
+                                  "binary-logitraw-0.90.bin", "multi-softmax-0.82.bin",
+                                  "binary-logistic-2.1.4.pkl"])
 def test_legacy_models_compile_verify_and_convert(tmp_path, name):
     # As SageMaker stored them: xgboost-model inside model.tar.gz.
     archive = tmp_path / "model.tar.gz"
