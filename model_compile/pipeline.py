@@ -29,11 +29,16 @@ from model_core.description import ModelDescription
 from model_core.formats import FormatError, SourceModel, load_source
 from model_core.runtime import CompiledModel
 from model_core.machine import current_machine
-from model_compile.verify import (DEFAULT_GENERATED_ROWS, DEFAULT_TOLERANCE, Comparison,
+from model_compile.verify import (DEFAULT_GENERATED_ROWS, DEFAULT_TOLERANCE, TOLERANCE_RULE, Comparison,
                                   VerificationError, compare, gtil_predict, measure_crossover,
-                                  threshold_rows, xgboost_predict)
+                                  relative_tolerance, threshold_rows, xgboost_predict)
 
 Progress = Callable[[str], None]
+
+
+class NothingToCompile(FormatError):
+    """The model has no trees (gblinear): the server serves it with XGBoost as it is."""
+
 ENTRY_POINT = "mc_predict_dense"
 GENERATORS = ("auto", "tl2cgen", "kernel")
 
@@ -81,7 +86,8 @@ def _as_verification(comparison: Comparison, sample_rows: int, generated_rows: i
     return Verification(reference=comparison.reference, rows=comparison.rows,
                         max_abs_diff=comparison.max_abs_diff, tolerance=comparison.tolerance,
                         worst_row=comparison.worst_row, sample_rows=sample_rows,
-                        generated_rows=generated_rows, margin_max_abs_diff=comparison.margin_max_abs_diff)
+                        generated_rows=generated_rows, margin_max_abs_diff=comparison.margin_max_abs_diff,
+                        relative_tolerance=comparison.relative_tolerance, rule=TOLERANCE_RULE)
 
 
 def _labelled(comparison: Comparison, sample_rows: int) -> Comparison:
@@ -104,7 +110,7 @@ def _resolve_output(output: str | Path) -> Path:
 def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sample_data=None,
                      quantize: bool = True, annotate: bool | str | Path = False,
                      parallel_comp: int | None = None, progress: Progress | None = None,
-                     tolerance: float = DEFAULT_TOLERANCE,
+                     tolerance: float = DEFAULT_TOLERANCE, relative: float | None = None,
                      generated_rows: int = DEFAULT_GENERATED_ROWS,
                      measure_speed: bool = True, generator: str = "auto") -> Manifest:
     """Compile ``source`` into a verified, deployable ``output`` (a model.tar.gz path,
@@ -115,14 +121,17 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     ``generated_rows`` rows made around the split thresholds). ``annotate``: True
     to count branches on the sample data, or a CSV path of rows to count them on.
     ``parallel_comp``: C files to split the trees into (None = from tree count).
+    ``tolerance``, ``relative``: each output may differ from the reference by
+    tolerance + relative x |reference| (relative None: trees per output x
+    float32 epsilon, see ``verify.relative_tolerance``; 0: absolute only).
     ``progress``: called with one line of text per step. ``measure_speed``: measure
     the crossover batch size (False leaves it None: compiled always used).
     ``generator``: ``"auto"`` (build TL2cgen's and the kernel's library, verify both,
     ship the faster; TL2cgen alone where the kernel does not support the model),
     ``"tl2cgen"`` or ``"kernel"`` (that one only; CompileError where it cannot).
     ``quantize``, ``annotate`` and ``parallel_comp`` are TL2cgen's options.
-    Returns the Manifest written. Raises FormatError, CompileError or
-    VerificationError (nothing written then).
+    Returns the Manifest written. Raises FormatError (NothingToCompile for a
+    gblinear model), CompileError or VerificationError (nothing written then).
     """
     say = progress or (lambda message: None)
     if generator not in GENERATORS:
@@ -137,12 +146,15 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     booster = source.to_booster()
     description = ModelDescription.from_booster(booster)
     if not description.is_tree_ensemble:
-        raise FormatError(f"{source.origin}: a {description.booster} model is not a tree ensemble; "
-                          f"only gbtree and dart boosters can be compiled")
+        raise NothingToCompile(f"{source.origin}: a {description.booster} model is a linear model (one "
+                               f"dot product per row), not trees: there is nothing to compile. Deploy the "
+                               f"model as it is; the server predicts it with stock XGBoost")
     info = describe_model(source, description)
     say(f"objective {info.objective}, {info.num_tree} trees, {info.num_feature} features"
         + (f", {info.num_class} classes" if info.num_class > 1 else ""))
     tl_model = source.to_treelite()
+    if relative is None:
+        relative = relative_tolerance(info.num_tree, info.num_class)
 
     sample = None if sample_data is None else _rows(sample_data, info.num_feature, "sample data")
     generated = threshold_rows(description.split_thresholds, info.num_feature, generated_rows)
@@ -154,7 +166,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
         say(f"checking the converted model ({MODEL_NAME}) against Treelite on the original")
         check = compare(xgboost_predict(booster, X, info.objective), gtil_predict(tl_model, X),
                         candidate_name="converted model (XGBoost)", reference_name="original model (GTIL)",
-                        tolerance=tolerance)
+                        tolerance=tolerance, relative=relative)
         if not check.passed:
             raise VerificationError("conversion failed: " + _labelled(check, n_sample).describe_worst(X))
         conversion = _as_verification(check, n_sample, generated.shape[0])
@@ -171,14 +183,14 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
 
         def verified(compiled: CompiledModel, name: str) -> Comparison:
             result = compare(compiled.predict(X), ref_out, candidate_name=name,
-                             reference_name=reference, tolerance=tolerance)
+                             reference_name=reference, tolerance=tolerance, relative=relative)
             result.margin_max_abs_diff = compare(compiled.predict(X, margin=True), ref_margin,
                                                  candidate_name=name, reference_name=reference,
-                                                 tolerance=tolerance).max_abs_diff
+                                                 tolerance=tolerance, relative=relative).max_abs_diff
             if not result.passed:
                 raise VerificationError(_labelled(result, n_sample).describe_worst(X))
             say(f"verified {name}: max abs difference {result.max_abs_diff:.3g} "
-                f"(margins {result.margin_max_abs_diff:.3g}), tolerance {tolerance:g}")
+                f"(margins {result.margin_max_abs_diff:.3g}), tolerance {tolerance:g} + {relative:.3g} x |output|")
             return result
 
         # Candidates: generator -> (build, loaded library, verification).

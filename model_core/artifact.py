@@ -79,6 +79,14 @@ class Verification:
     sample_rows: int = 0
     generated_rows: int = 0
     margin_max_abs_diff: float | None = None    # on raw margins, recorded, not gated
+    # Each output passed when |difference| <= tolerance + relative_tolerance * |reference|
+    # (relative_tolerance: trees per output x float32 epsilon, or the user's; 0 = absolute only).
+    relative_tolerance: float = 0.0
+    rule: str = ""
+
+    def allowed(self, reference):
+        """What each output (a float or numpy array) of ``reference`` may differ by."""
+        return self.tolerance + self.relative_tolerance * abs(reference)
 
 
 @dataclass

@@ -59,6 +59,7 @@ class ServeApp:
         self.default_accept = settings.default_accept
         self.max_payload_bytes = settings.max_payload_bytes
         self.body_timeout_s = float(settings.timeout)   # SAGEMAKER_MODEL_SERVER_TIMEOUT
+        self.libsvm_index_base = settings.libsvm_index_base
 
     def __call__(self, environ, start_response):
         if environ["PATH_INFO"] != "/invocations":
@@ -84,7 +85,7 @@ class ServeApp:
 
     def invoke(self, environ) -> tuple[bytes, str]:
         """One inference: the request's environ -> (response body, its content type)."""
-        decode = codecs.decoder_for(environ.get("CONTENT_TYPE"))
+        decode = codecs.decoder_for(environ.get("CONTENT_TYPE"), self.libsvm_index_base)
         accept = codecs.response_type(environ.get("HTTP_ACCEPT"), self.default_accept)
         body = self.read_body(environ)
         if self.offload_large and len(body) >= OFFLOAD_BYTES:

@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="worker processes (default: one per usable vCPU)")
     parser.add_argument("--predictor", choices=["auto", "compiled", "stock"],
                         help="predictor (default: SERVE_PREDICTOR or auto)")
+    parser.add_argument("--libsvm-index-base", type=int, choices=[0, 1],
+                        help="where text/libsvm feature indices start, for every request "
+                             "(default: SERVE_LIBSVM_INDEX_BASE or 0, as XGBoost reads LIBSVM)")
     return parser.parse_args(argv)
 
 
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve: {exc}", file=sys.stderr)
         return 2
     overrides = {name: value for name, value in (("host", args.host), ("port", args.port),
-                                                 ("workers", args.workers), ("predictor", args.predictor))
+                                                 ("workers", args.workers), ("predictor", args.predictor),
+                                                 ("libsvm_index_base", args.libsvm_index_base))
                  if value is not None}
     settings = dataclasses.replace(settings, **overrides)
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,

@@ -24,7 +24,8 @@ from model_core.artifact import ArtifactError, Manifest, read_manifest, sha256_f
 from model_core.description import ModelDescription
 from model_core.formats import FormatError, load_source
 from model_core.machine import compatibility_problems
-from serve.predictors import CompiledPredictor, GtilPredictor, Predictor, RouterPredictor, StockPredictor
+from serve.predictors import (CompiledPredictor, GtilPredictor, LinearPredictor, Predictor, RouterPredictor,
+                              StockPredictor)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _load_artifact(model_dir: Path, manifest: Manifest, choice: str) -> LoadedMo
         return LoadedModel(compiled, info.objective, info.num_class, info.num_feature, source,
                            ["the compiled library was faster at every batch size measured"])
     stock = stock_model([]).predictor
-    mismatch = _disagreement(compiled, stock, manifest.verification.tolerance)
+    mismatch = _disagreement(compiled, stock, manifest.verification)
     if mismatch:
         _loud_warning(mismatch)
         return stock_model([f"compiled library not used: {mismatch}"])
@@ -162,9 +163,9 @@ def _compiled_predictor(model_dir: Path, manifest: Manifest) -> CompiledPredicto
     return predictor
 
 
-def _disagreement(compiled: Predictor, stock: Predictor, tolerance: float) -> str | None:
-    """Compare both predictors on a few probe rows; a message when they differ beyond the
-    tolerance the compile-time verification used."""
+def _disagreement(compiled: Predictor, stock: Predictor, verification) -> str | None:
+    """Compare both predictors on a few probe rows; a message when they differ beyond what the
+    compile-time verification allowed (``Verification.allowed``: a floor plus a part of the output)."""
     if compiled.num_feature != stock.num_feature:
         return (f"compiled library takes {compiled.num_feature} features, the artifact's XGBoost model "
                 f"{stock.num_feature}: the library was not built from this model")
@@ -172,10 +173,12 @@ def _disagreement(compiled: Predictor, stock: Predictor, tolerance: float) -> st
     ours, reference = compiled.predict(rows), stock.predict(rows)
     if ours.shape != reference.shape:
         return f"compiled library answers shape {ours.shape}, XGBoost {reference.shape} on probe rows"
-    difference = float(np.max(np.abs(ours.astype(np.float64) - reference.astype(np.float64))))
-    if not difference <= tolerance + 1e-6:
-        return (f"compiled library and XGBoost disagree by {difference:.3g} on probe rows "
-                f"(tolerance {tolerance:.3g}): the library was not built from this model")
+    reference = reference.astype(np.float64)
+    difference = np.abs(ours.astype(np.float64) - reference)
+    if not (difference <= verification.allowed(reference) + 1e-6).all():
+        return (f"compiled library and XGBoost disagree by {float(difference.max()):.3g} on probe rows "
+                f"(tolerance {verification.tolerance:.3g} + {verification.relative_tolerance:.3g} x "
+                f"|output|): the library was not built from this model")
     return None
 
 
@@ -189,7 +192,8 @@ def _load_bare(model_dir: Path) -> LoadedModel:
 
 def _stock_predictor(path: Path) -> tuple[Predictor, str, int, str]:
     """The stock predictor for the model at ``path`` (a model file, or a folder holding one):
-    XGBoost, or Treelite's GTIL where XGBoost cannot load it.
+    XGBoost (gblinear models too, which are never compiled), or Treelite's GTIL where XGBoost
+    cannot load it.
     Returns (predictor, objective, num_class, where the model came from)."""
     try:
         source = load_source(path)
@@ -206,7 +210,7 @@ def _stock_predictor(path: Path) -> tuple[Predictor, str, int, str]:
         description = ModelDescription.from_treelite(model)
     else:
         description = ModelDescription.from_booster(booster)
-        predictor = StockPredictor(booster)
+        predictor = StockPredictor(booster) if description.is_tree_ensemble else LinearPredictor(booster)
     self_test(predictor)
     return predictor, description.objective, description.num_class, source.origin
 

@@ -46,6 +46,7 @@ class Settings:
     keepalive: int = 75                          # SERVE_KEEPALIVE, seconds an idle connection stays open
     graceful_timeout: int = 20                   # SERVE_GRACEFUL_TIMEOUT, seconds to finish requests on SIGTERM
     access_log: bool = False                     # SERVE_ACCESS_LOG: one log line per request when true
+    libsvm_index_base: int = 0                   # SERVE_LIBSVM_INDEX_BASE: 0 (XGBoost's reading) | 1 (LIBSVM files')
     log_level: int = logging.INFO                # SAGEMAKER_CONTAINER_LOG_LEVEL (name or number)
     batch: bool = False                          # SAGEMAKER_BATCH: running as a batch transform job
     max_concurrent_transforms: int | None = None  # SAGEMAKER_MAX_CONCURRENT_TRANSFORMS
@@ -73,6 +74,7 @@ class Settings:
             keepalive=env.integer("SERVE_KEEPALIVE", cls.keepalive, low=0, high=3600),
             graceful_timeout=env.integer("SERVE_GRACEFUL_TIMEOUT", cls.graceful_timeout, low=1, high=3600),
             access_log=env.flag("SERVE_ACCESS_LOG", cls.access_log),
+            libsvm_index_base=env.integer("SERVE_LIBSVM_INDEX_BASE", cls.libsvm_index_base, low=0, high=1),
             log_level=env.log_level(sm.LOG_LEVEL_ENV, cls.log_level),
             batch=env.flag("SAGEMAKER_BATCH", cls.batch),
             max_concurrent_transforms=env.integer("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", None, low=1, high=1024),

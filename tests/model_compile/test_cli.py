@@ -142,3 +142,24 @@ def test_auto_drops_a_library_that_fails_verification(tmp_path, sample_model_dir
     manifest = read_manifest(tmp_path / "x")
     assert manifest.library.generator == "tl2cgen"
     assert "failed verification" in manifest.library.generator_choice["reason"]
+
+
+@pytest.mark.parametrize("name", ["gblinear-0.90.bin", "current"])
+def test_gblinear_has_nothing_to_compile_exit_4(tmp_path, capsys, name):
+    import xgboost as xgb
+
+    from tests.model_core.conftest import FIXTURES
+
+    if name == "current":
+        rng = np.random.default_rng(1)
+        X = rng.normal(size=(100, 3)).astype(np.float32)
+        booster = xgb.train({"booster": "gblinear", "nthread": 1}, xgb.DMatrix(X, label=X[:, 0]), 3)
+        model = tmp_path / "model.json"
+        booster.save_model(str(model))
+    else:
+        model = FIXTURES / name
+    out = tmp_path / "out" / "model.tar.gz"
+    assert main([str(model), "-o", str(out)]) == 4
+    err = capsys.readouterr().err
+    assert "gblinear model is a linear model" in err and "nothing to compile" in err
+    assert "stock XGBoost" in err and not out.exists()

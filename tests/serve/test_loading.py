@@ -149,10 +149,11 @@ def test_gtil_predictor_matches_xgboost(bare_model_dir, sample_model_dir):
     assert (description.objective, description.num_class) == ("binary:logistic", 1)
 
 
-@pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "binary-logistic-1.7.6.bin"])
+@pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "binary-logistic-1.7.6.bin",
+                                  "binary-logistic-0.90.pkl", "binary-logistic-0.72.1.bin"])
 def test_xgboost_1x_models_are_served_as_xgboost_1x_predicted(tmp_path, name):
-    """SageMaker's XGBoost 1.x artifacts (a pickled Booster, a legacy binary), read safely by
-    model_compile: the stock predictor answers what XGBoost 1.x answered for the same rows."""
+    """SageMaker's XGBoost 0.90 and 1.x artifacts (a pickled Booster, a legacy binary), read
+    safely by model_core: the stock predictor answers what that XGBoost answered for the same rows."""
     fixtures = REPO_ROOT / "tests" / "model_core" / "fixtures"
     shutil.copy(fixtures / name, tmp_path / "xgboost-model")
     loaded = load_model(tmp_path)
@@ -163,3 +164,34 @@ def test_xgboost_1x_models_are_served_as_xgboost_1x_predicted(tmp_path, name):
     expected = np.array(next(v["output"] for k, v in outputs.items() if k.startswith("binary-logistic")),
                         dtype=np.float32)
     assert np.max(np.abs(loaded.predictor.predict(rows) - expected)) < 1e-6
+
+
+@pytest.mark.parametrize("version", ["0.90", "0.82", "0.72.1"])
+def test_gblinear_models_are_served_by_stock_xgboost(tmp_path, version):
+    """gblinear has no trees to compile: a bare one (here as old XGBoost saved it) is served by
+    XGBoost, with the answer that version gave."""
+    from serve.predictors import LinearPredictor
+
+    fixtures = REPO_ROOT / "tests" / "model_core" / "fixtures"
+    shutil.copy(fixtures / f"gblinear-{version}.bin", tmp_path / "xgboost-model")
+    loaded = load_model(tmp_path)
+    assert isinstance(loaded.predictor, LinearPredictor) and loaded.objective == "reg:squarederror"
+    rows = np.genfromtxt(fixtures / "rows.csv", delimiter=",", dtype=np.float32)
+    expected = json.loads((fixtures / f"expected-{version}.json").read_text())["models"][
+        f"gblinear-{version}.bin"]["output"]
+    assert np.max(np.abs(loaded.predictor.predict(rows) - np.asarray(expected))) < 1e-5
+    assert loaded.predictor.predict(rows[:1]).shape == (1,)
+
+
+def test_current_gblinear_model_is_served_by_stock_xgboost(tmp_path):
+    from serve.predictors import LinearPredictor
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    booster = xgb.train({"booster": "gblinear", "objective": "binary:logistic", "nthread": 1},
+                        xgb.DMatrix(X, label=(X[:, 0] > 0).astype(np.float32)), 5)
+    booster.save_model(str(tmp_path / "model.ubj"))
+    loaded = load_model(tmp_path)
+    assert isinstance(loaded.predictor, LinearPredictor) and loaded.objective == "binary:logistic"
+    expected = booster.predict(xgb.DMatrix(X))
+    assert np.max(np.abs(loaded.predictor.predict(X) - expected)) < 1e-6

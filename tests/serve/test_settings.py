@@ -16,6 +16,7 @@ def test_defaults_match_the_sagemaker_contract():
     assert settings.default_accept == "text/csv"
     assert settings.outputs is None and settings.threshold == 0.5
     assert settings.predictor == "auto" and settings.workers is None
+    assert settings.libsvm_index_base == 0     # XGBoost's own reading of LIBSVM indices
     assert settings.graceful_timeout < 30   # SageMaker sends SIGKILL 30 s after SIGTERM
 
 
@@ -29,13 +30,15 @@ def test_every_variable_is_read():
         "SERVE_KEEPALIVE": "5", "SERVE_GRACEFUL_TIMEOUT": "10", "SERVE_ACCESS_LOG": "true",
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "warning", "SAGEMAKER_BATCH": "true",
         "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "4", "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
+        "SERVE_LIBSVM_INDEX_BASE": "1",
     })
     assert settings == Settings(
         model_dir=Path("/models/x"), host="127.0.0.1", port=9001, workers=3, timeout=5,
         max_payload_bytes=2 * ONE_MB, default_accept="application/json",
         outputs=("predicted_label", "probability"), threshold=0.07, predictor="stock",
         worker_class="gthread", threads=8, keepalive=5, graceful_timeout=10, access_log=True,
-        log_level=logging.WARNING, batch=True, max_concurrent_transforms=4, batch_strategy="SINGLE_RECORD")
+        log_level=logging.WARNING, batch=True, max_concurrent_transforms=4, batch_strategy="SINGLE_RECORD",
+        libsvm_index_base=1)
 
 
 def test_numeric_log_level_and_blank_values():
@@ -49,7 +52,8 @@ def test_numeric_log_level_and_blank_values():
     ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/html"), ("SERVE_PREDICTOR", "fastest"),
     ("SERVE_WORKER_CLASS", "eventlet"), ("SERVE_DECISION_THRESHOLD", "nan"), ("SERVE_ACCESS_LOG", "maybe"),
     ("SAGEMAKER_INFERENCE_OUTPUT", "probability,,raw_score"), ("SAGEMAKER_INFERENCE_OUTPUT", "probability,probability"),
-    ("SAGEMAKER_CONTAINER_LOG_LEVEL", "chatty"),
+    ("SAGEMAKER_CONTAINER_LOG_LEVEL", "chatty"), ("SERVE_LIBSVM_INDEX_BASE", "2"),
+    ("SERVE_LIBSVM_INDEX_BASE", "auto"),
 ])
 def test_unusable_values_are_refused_with_the_variable_name(name, value):
     with pytest.raises(SettingsError, match=name):
