@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="worker processes (default: one per usable vCPU)")
     parser.add_argument("--predictor", choices=["auto", "compiled", "stock"],
                         help="predictor (default: SERVE_PREDICTOR or auto)")
+    parser.add_argument("--multi-model", action="store_true", default=None,
+                        help="serve SageMaker's multi-model endpoint routes, models loaded at run time "
+                             "from SERVE_MODEL_ROOT (default: SAGEMAKER_MULTI_MODEL)")
     return parser.parse_args(argv)
 
 
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve: {exc}", file=sys.stderr)
         return 2
     overrides = {name: value for name, value in (("host", args.host), ("port", args.port),
-                                                 ("workers", args.workers), ("predictor", args.predictor))
+                                                 ("workers", args.workers), ("predictor", args.predictor),
+                                                 ("multi_model", args.multi_model))
                  if value is not None}
     settings = dataclasses.replace(settings, **overrides)
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
@@ -62,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="serve-model-"))
     master = os.getpid()
     try:
+        if settings.multi_model:
+            from serve.multi_model import serve_multi_model
+
+            return serve_multi_model(settings, scratch / "multi-model", GunicornServer)
         model_dir = args.model or settings.model_dir
         try:
             model_dir = _model_folder(model_dir, scratch)
