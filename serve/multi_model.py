@@ -166,9 +166,11 @@ class MultiModelApp:
             started = time.perf_counter()
             try:
                 app = self._run(self._build, self.registry.staged_path(entry))
-            except ModelLoadError as exc:   # its copy went away: unloaded meanwhile
-                if self.registry.get(name) is None:
+            except (ModelLoadError, OSError) as exc:
+                now = self.registry.get(name)
+                if now is None or now.stage_id != entry.stage_id:   # unloaded meanwhile: its copy went away
                     raise RequestError(404, f"model {name!r} is not loaded") from None
+                log.error("model %s loaded in another worker cannot be loaded in this one: %s", name, exc)
                 raise RequestError(500, f"model {name!r} cannot be loaded in this worker: {exc}") from None
             model = _WorkerModel(name, entry.stage_id, app, users=1)
             with self._lock:
@@ -197,7 +199,7 @@ class MultiModelApp:
                 per_worker_bytes=max(0, anonymous_bytes() - heap_before),
                 workers=self.workers,
                 staged_bytes=_files_size(staged) if self._staged_in_memory else 0)
-            self.registry.commit(entry, memory)
+            self.registry.commit(entry, memory, app.loaded.describe())
         except BaseException:
             self.registry.abort(entry)
             if app is not None:
@@ -242,8 +244,8 @@ class MultiModelApp:
         token = (params.get("next_page_token") or params.get("nextPageToken") or [""])[0]
         if token:
             try:
-                after = base64.urlsafe_b64decode(token.encode()).decode()
-            except (binascii.Error, ValueError):
+                after = check_name(base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode())
+            except (binascii.Error, ValueError, RequestError):
                 raise RequestError(400, "next_page_token is not a token this server gave") from None
         ready = [entry for entry in self.registry.ready() if entry.name > after]
         page = ready[:size]
@@ -256,11 +258,10 @@ class MultiModelApp:
         entry = self.registry.get(name)
         if entry is None or entry.state != "ready":
             raise RequestError(404, f"model {name!r} is not loaded")
-        here = self._models.get(name)
         return json.dumps({
             "modelName": entry.name, "modelUrl": entry.url, "loadedAt": entry.loaded_at,
             "memory": entry.memory.to_dict() if entry.memory else None,
-            "predictor": here.app.loaded.describe() if here else None,
+            "predictor": entry.predictor,
         }).encode()
 
     def unload(self, name: str) -> bytes:
@@ -321,8 +322,19 @@ class MultiModelApp:
         if self.offload:
             from gevent import get_hub
 
-            return get_hub().threadpool.apply(function, args)
+            # gevent prints a traceback for an exception raised in its pool: carry it back instead
+            error, result = get_hub().threadpool.apply(_captured, (function, args))
+            if error is not None:
+                raise error
+            return result
         return function(*args)
+
+
+def _captured(function, args):
+    try:
+        return None, function(*args)
+    except Exception as exc:
+        return exc, None
 
 
 def _files_size(folder: Path) -> int:

@@ -58,10 +58,12 @@ class Entry:
     estimate_bytes: int         # the model's files' size, before it is measured
     memory: ModelMemory | None  # measured at load (READY only)
     loaded_at: float = 0.0
+    predictor: str = ""         # what serves it, as the loading worker described it
 
     def to_json(self) -> str:
         data = {"name": self.name, "url": self.url, "state": self.state, "stage_id": self.stage_id,
                 "pid": self.pid, "estimate_bytes": self.estimate_bytes, "loaded_at": self.loaded_at,
+                "predictor": self.predictor,
                 "memory": self.memory.to_dict() if self.memory else None}
         return json.dumps(data)
 
@@ -70,7 +72,8 @@ class Entry:
         data = json.loads(text)
         memory = ModelMemory.from_dict(data["memory"]) if data.get("memory") else None
         return cls(data["name"], data["url"], data["state"], data["stage_id"], int(data["pid"]),
-                   int(data["estimate_bytes"]), memory, float(data.get("loaded_at", 0.0)))
+                   int(data["estimate_bytes"]), memory, float(data.get("loaded_at", 0.0)),
+                   data.get("predictor", ""))
 
     @property
     def cost_bytes(self) -> int:
@@ -218,7 +221,7 @@ class Registry:
             shutil.copyfile(item, dest / item.name, follow_symlinks=False)
         return dest
 
-    def commit(self, entry: Entry, memory: ModelMemory) -> Entry:
+    def commit(self, entry: Entry, memory: ModelMemory, predictor: str) -> Entry:
         """Mark the reserved entry ready with its measured memory; 507 when it does not fit
         the budget after all, 409 when it was unloaded while it loaded."""
         with self._locked():
@@ -229,7 +232,7 @@ class Registry:
             if used + memory.total_bytes > self.budget_bytes:
                 raise RequestError(507, _over_budget(entry.name, memory.total_bytes, used, self.budget_bytes))
             ready = Entry(entry.name, entry.url, READY, entry.stage_id, entry.pid, entry.estimate_bytes,
-                          memory, time.time())
+                          memory, time.time(), predictor)
             self._write(ready)
             self._bump()
         return ready
