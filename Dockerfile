@@ -73,6 +73,8 @@ CMD ["model-compile", "--help"]
 # runtime (the default target): the serving image. No compiler, no pip, no build caches.
 FROM server-base AS runtime
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+# Multi-model endpoints: SageMaker then sets SAGEMAKER_MULTI_MODEL=true (docs/serve.md).
+LABEL com.amazonaws.sagemaker.capabilities.multi-models=true
 USER 10001:10001
 EXPOSE 8080
 CMD ["serve"]

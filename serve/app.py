@@ -147,6 +147,13 @@ def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transf
     /execution-parameters advertises to batch transform when SAGEMAKER_MAX_CONCURRENT_TRANSFORMS
     does not say (the server's worker count); ``offload_large`` is for gevent workers (see
     OFFLOAD_BYTES). Raises OutputError (a ValueError) when the selected outputs do not fit the model."""
+    flask_app = create_flask_app(settings, max_concurrent_transforms)
+    return ServeApp(loaded, settings, flask_app, offload_large=offload_large)
+
+
+def create_flask_app(settings: Settings, max_concurrent_transforms: int = 1) -> Flask:
+    """The routes off the hot path: /ping, /execution-parameters, JSON 404/405/500
+    (shared by the single-model and the multi-model app)."""
     flask_app = Flask(__name__)
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     execution_parameters = json.dumps({
@@ -178,7 +185,7 @@ def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transf
         return Response(_error_body("internal error; the server log has the details"), status=500,
                         content_type=JSON_TYPE)
 
-    return ServeApp(loaded, settings, flask_app, offload_large=offload_large)
+    return flask_app
 
 
 def _error_body(message: str) -> bytes:

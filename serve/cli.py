@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--libsvm-index-base", type=int, choices=[0, 1],
                         help="where text/libsvm feature indices start, for every request "
                              "(default: SERVE_LIBSVM_INDEX_BASE or 0, as XGBoost reads LIBSVM)")
+    parser.add_argument("--multi-model", action="store_true", default=None,
+                        help="serve SageMaker's multi-model endpoint routes, models loaded at run time "
+                             "from SERVE_MODEL_ROOT (default: SAGEMAKER_MULTI_MODEL)")
     return parser.parse_args(argv)
 
 
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = {name: value for name, value in (("host", args.host), ("port", args.port),
                                                  ("workers", args.workers), ("predictor", args.predictor),
-                                                 ("libsvm_index_base", args.libsvm_index_base))
+                                                 ("libsvm_index_base", args.libsvm_index_base),
+                                                 ("multi_model", args.multi_model))
                  if value is not None}
     settings = dataclasses.replace(settings, **overrides)
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="serve-model-"))
     master = os.getpid()
     try:
+        if settings.multi_model:
+            from serve.multi_model import serve_multi_model
+
+            return serve_multi_model(settings, scratch / "multi-model", GunicornServer)
         model_dir = args.model or settings.model_dir
         try:
             model_dir = _model_folder(model_dir, scratch)

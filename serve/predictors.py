@@ -101,6 +101,10 @@ class CompiledPredictor:
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return self.model.predict(rows)
 
+    def close(self) -> None:
+        """Unload the library (a multi-model unload); no call may be in flight."""
+        self.model.close()
+
 
 class RouterPredictor:
     """Sends each request to the faster predictor for its number of rows: below the
@@ -116,3 +120,15 @@ class RouterPredictor:
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return (self.small if rows.shape[0] < self.crossover else self.large).predict(rows)
+
+    def close(self) -> None:
+        for side in (self.small, self.large):
+            close_predictor(side)
+
+
+def close_predictor(predictor: Predictor) -> None:
+    """Free what a predictor holds natively, for those that hold something (a compiled
+    library); the others are freed with their last reference."""
+    close = getattr(predictor, "close", None)
+    if close is not None:
+        close()

@@ -51,6 +51,11 @@ class Settings:
     batch: bool = False                          # SAGEMAKER_BATCH: running as a batch transform job
     max_concurrent_transforms: int | None = None  # SAGEMAKER_MAX_CONCURRENT_TRANSFORMS
     batch_strategy: str = "MULTI_RECORD"         # SAGEMAKER_BATCH_STRATEGY
+    # Multi-model endpoints (serve.multi_model):
+    multi_model: bool = False                    # SAGEMAKER_MULTI_MODEL: load models at run time
+    model_root: Path = Path("/opt/ml/models")    # SERVE_MODEL_ROOT: the only folder models are loaded from
+    memory_budget_mb: float | None = None        # SERVE_MEMORY_BUDGET_MB: what loaded models may cost
+    memory_fraction: float = 0.7                 # SERVE_MEMORY_FRACTION: else this part of the memory limit
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -80,6 +85,10 @@ class Settings:
             max_concurrent_transforms=env.integer("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", None, low=1, high=1024),
             batch_strategy=env.choice("SAGEMAKER_BATCH_STRATEGY", cls.batch_strategy,
                                       ("MULTI_RECORD", "SINGLE_RECORD"), lower=False),
+            multi_model=env.flag("SAGEMAKER_MULTI_MODEL", cls.multi_model),
+            model_root=Path(env.text("SERVE_MODEL_ROOT", str(cls.model_root))),
+            memory_budget_mb=env.number("SERVE_MEMORY_BUDGET_MB", None, low=0.0),
+            memory_fraction=env.number("SERVE_MEMORY_FRACTION", cls.memory_fraction, low=0.01, high=1.0),
         )
         if settings.threshold != settings.threshold:   # NaN would make every label 0
             raise SettingsError("SERVE_DECISION_THRESHOLD: must be a number, not NaN")

@@ -58,3 +58,15 @@ def test_numeric_log_level_and_blank_values():
 def test_unusable_values_are_refused_with_the_variable_name(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_multi_model_variables():
+    assert Settings.from_env({}).multi_model is False
+    settings = Settings.from_env({"SAGEMAKER_MULTI_MODEL": "TRUE", "SERVE_MODEL_ROOT": "/data/models",
+                                  "SERVE_MEMORY_BUDGET_MB": "512", "SERVE_MEMORY_FRACTION": "0.5"})
+    assert settings.multi_model and settings.model_root == Path("/data/models")
+    assert settings.memory_budget_mb == 512 and settings.memory_fraction == 0.5
+    for name, value in (("SAGEMAKER_MULTI_MODEL", "maybe"), ("SERVE_MEMORY_FRACTION", "1.5"),
+                        ("SERVE_MEMORY_BUDGET_MB", "-1")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: value})
