@@ -15,12 +15,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# System tools the benchmark needs: the `wrk` load generator (Debian package; see bench/load.py).
+# System tools (Debian packages): the `wrk` load generator the benchmark drives (bench/load.py);
+# the arm64 cross compiler and its C library, and qemu user-mode emulation, with which
+# `model-compile --target linux-aarch64` builds and verifies Graviton libraries here.
+TOOL_PACKAGES := wrk gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
 tools:
-	@command -v wrk >/dev/null 2>&1 || { \
+	@command -v wrk >/dev/null 2>&1 && command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 \
+	  && command -v qemu-aarch64-static >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(TOOL_PACKAGES); }
 
 # The whole chain: sample models -> compile -> serve -> benchmark against stock -> table + report folder.
 demo: venv tools

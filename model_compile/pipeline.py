@@ -1,9 +1,11 @@
 """compile_artifact: a user's XGBoost model -> verified library -> deployable model.tar.gz.
 
 Steps: read the source safely -> XGBoost booster (converted for legacy
-formats) + Treelite model -> optional branch annotation -> TL2cgen library ->
-verification against the reference -> crossover measurement -> archive
-written under a temporary name and renamed. Nothing is written at ``output``
+formats) + Treelite model -> optional branch annotation -> TL2cgen library per
+target (this machine's by default; another architecture with its cross
+compiler) -> verification of each against the reference (another
+architecture's under user-mode emulation) -> crossover measurement (this
+machine's library only) -> archive written under a temporary name and renamed. Nothing is written at ``output``
 unless every step passed.
 """
 from __future__ import annotations
@@ -20,7 +22,10 @@ import numpy as np
 
 from model_core.artifact import (LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, LibraryInfo, Manifest,
                                     ModelInfo, Verification, sha256_file, write_tar_atomically)
-from model_compile.compiler import annotate_branches, build_library
+from model_compile.compiler import CompileError, annotate_branches, build_library
+from model_compile.emulate import EmulatedModel, emulator_for
+from model_compile.toolchain import (Target, ToolchainError, compiler_for, cpu_options, get_target,
+                                     native_target_name, target_libc)
 from model_core.description import ModelDescription
 from model_core.formats import FormatError, SourceModel, load_source
 from model_core.runtime import CompiledModel
@@ -85,6 +90,33 @@ def _labelled(comparison: Comparison, sample_rows: int) -> Comparison:
     return comparison
 
 
+def _plan_targets(targets: list[str] | None, cpu: str) -> list[tuple[Target, str, list[str]]]:
+    """(target, compiler, -mcpu options) per target, this machine's first; checked before any
+    work so that a missing cross compiler or emulator fails at once. Raises CompileError."""
+    names = list(targets or [native_target_name()])
+    if len(set(names)) != len(names):
+        raise CompileError(f"a target is named twice: {', '.join(names)}")
+    try:
+        chosen = sorted((get_target(name) for name in names), key=lambda t: not t.is_native)
+        if cpu and not any(cpu in t.cpus for t in chosen):
+            raise ToolchainError(f"--cpu {cpu} applies to none of the targets {', '.join(names)} "
+                                 f"(it tunes for a Graviton generation: add --target linux-aarch64)")
+        plan = []
+        for target in chosen:
+            compiler = compiler_for(target)
+            if not target.is_native:
+                emulator_for(target)
+            plan.append((target, compiler, cpu_options(target, cpu, compiler) if cpu in target.cpus else []))
+    except ToolchainError as exc:
+        raise CompileError(str(exc)) from exc
+    return plan
+
+
+def _library_file(index: int, target: Target, cpu: str) -> str:
+    """model.so for the first library (what readers of one library load), then model-TARGET[-CPU].so."""
+    return LIBRARY_NAME if index == 0 else f"model-{target.name}{'-' + cpu if cpu else ''}.so"
+
+
 def _resolve_output(output: str | Path) -> Path:
     output = Path(output)
     if output.is_dir():
@@ -101,7 +133,8 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
                      parallel_comp: int | None = None, progress: Progress | None = None,
                      tolerance: float = DEFAULT_TOLERANCE,
                      generated_rows: int = DEFAULT_GENERATED_ROWS,
-                     measure_speed: bool = True) -> Manifest:
+                     measure_speed: bool = True, targets: list[str] | None = None,
+                     cpu: str = "") -> Manifest:
     """Compile ``source`` into a verified, deployable ``output`` (a model.tar.gz path,
     or a folder to write model.tar.gz into).
 
@@ -112,11 +145,16 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     ``parallel_comp``: C files to split the trees into (None = from tree count).
     ``progress``: called with one line of text per step. ``measure_speed``: measure
     the crossover batch size (False leaves it None: compiled always used).
+    ``targets``: target names (``linux-x86_64``, ``linux-aarch64``; default this
+    machine's), one library each; another architecture's is cross-compiled and
+    verified under emulation. ``cpu``: tune the targets that know it for one
+    Graviton generation (``neoverse-n1``/``-v1``/``-v2``).
     Returns the Manifest written. Raises FormatError, CompileError or
     VerificationError (nothing written then).
     """
     say = progress or (lambda message: None)
     started = time.perf_counter()
+    plan = _plan_targets(targets, cpu)
     output = _resolve_output(output)
     if not isinstance(source, SourceModel):
         say(f"reading {source}")
@@ -159,33 +197,64 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
             annotation = tmp / "annotation.json"
             annotate_branches(tl_model, rows, annotation)
 
-        say(f"generating C code ({'quantized' if quantize else 'not quantized'})")
-        libpath = tmp / LIBRARY_NAME
-        build = build_library(tl_model, libpath, description=description, quantize=quantize,
-                              parallel_comp=parallel_comp, annotation=annotation, progress=say)
-        say(f"compiled in {build.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
-
-        compiled = CompiledModel(libpath)
         reference = "xgboost" if source.is_native else "gtil"
-        say(f"verifying on {X.shape[0]} rows ({n_sample} sample, {generated.shape[0]} generated) "
-            f"against {'XGBoost' if reference == 'xgboost' else 'Treelite GTIL'}")
         ref_out = (xgboost_predict(booster, X, info.objective) if reference == "xgboost"
                    else gtil_predict(tl_model, X))
         ref_margin = (xgboost_predict(booster, X, info.objective, margin=True) if reference == "xgboost"
                       else gtil_predict(tl_model, X, margin=True))
-        result = compare(compiled.predict(X), ref_out, candidate_name="compiled",
-                         reference_name=reference, tolerance=tolerance)
-        result.margin_max_abs_diff = compare(compiled.predict(X, margin=True), ref_margin,
-                                             candidate_name="compiled", reference_name=reference,
-                                             tolerance=tolerance).max_abs_diff
-        if not result.passed:
-            raise VerificationError(_labelled(result, n_sample).describe_worst(X))
-        say(f"verified: max abs difference {result.max_abs_diff:.3g} "
-            f"(margins {result.margin_max_abs_diff:.3g}), tolerance {tolerance:g}")
+        libraries: list[LibraryInfo] = []
+        results: list[Comparison] = []
+        compiled = None     # this machine's library, for the crossover measurement
+        for index, (target, compiler, options) in enumerate(plan):
+            tuned = cpu if options else ""
+            say(f"generating C code for {target.name}{' tuned for ' + cpu if tuned else ''} "
+                f"({'quantized' if quantize else 'not quantized'})")
+            libpath = tmp / _library_file(index, target, tuned)
+            build = build_library(tl_model, libpath, description=description, quantize=quantize,
+                                  parallel_comp=parallel_comp, annotation=annotation, toolchain=compiler,
+                                  options=options, progress=say)
+            say(f"compiled in {build.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
+            try:
+                runner = (CompiledModel(libpath) if target.is_native
+                          else EmulatedModel(libpath, target, compiler, info.num_feature))
+            except ToolchainError as exc:
+                raise CompileError(str(exc)) from exc
+            method = "native" if target.is_native else runner.method
+            say(f"verifying on {X.shape[0]} rows ({n_sample} sample, {generated.shape[0]} generated) "
+                f"against {'XGBoost' if reference == 'xgboost' else 'Treelite GTIL'}"
+                + ("" if target.is_native else f", {method}"))
+            where = "" if target.is_native else f"{target.name} library ({method}): "
+            try:
+                predicted, margins = runner.predict(X), runner.predict(X, margin=True)
+            except RuntimeError as exc:   # the library crashed or failed under emulation
+                raise VerificationError(f"{where}{exc}") from exc
+            result = compare(predicted, ref_out, candidate_name="compiled",
+                             reference_name=reference, tolerance=tolerance)
+            result.margin_max_abs_diff = compare(margins, ref_margin, candidate_name="compiled",
+                                                 reference_name=reference, tolerance=tolerance).max_abs_diff
+            if not result.passed:
+                raise VerificationError(where + _labelled(result, n_sample).describe_worst(X))
+            say(f"verified: max abs difference {result.max_abs_diff:.3g} "
+                f"(margins {result.margin_max_abs_diff:.3g}), tolerance {tolerance:g}")
+            direct = not target.is_native or runner.backend == "direct"
+            libraries.append(LibraryInfo(
+                file=libpath.name, sha256=sha256_file(libpath), platform=target.platform,
+                libc=target_libc(compiler), compiler=build.compiler, params=build.params, flags=build.flags,
+                entry_point=ENTRY_POINT if direct else None, target=target.name, cpu=tuned,
+                verified_by=method, max_abs_diff=result.max_abs_diff))
+            results.append(result)
+            if target.is_native:
+                compiled = runner
+            else:
+                runner.close()
+        result = max(results, key=lambda r: r.max_abs_diff)
+        result.margin_max_abs_diff = max(r.margin_max_abs_diff for r in results)
 
         crossover = None
         timings: list[dict] = []
-        if measure_speed:
+        if measure_speed and compiled is None:
+            say("crossover not measured: no library for this machine (emulation says nothing about speed)")
+        elif measure_speed:
             say("measuring the crossover batch size (compiled vs XGBoost inplace_predict, 1 thread)")
             measured = measure_crossover(compiled, booster, X)
             crossover, timings = measured.batch_size, measured.timings
@@ -201,10 +270,8 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
 
         manifest = Manifest(
             model=info,
-            library=LibraryInfo(file=LIBRARY_NAME, sha256=sha256_file(libpath),
-                                platform=machine["platform"], libc=machine["libc"],
-                                compiler=build.compiler, params=build.params, flags=build.flags,
-                                entry_point=ENTRY_POINT if compiled.backend == "direct" else None),
+            library=libraries[0],
+            other_libraries=libraries[1:],
             verification=_as_verification(result, n_sample, generated.shape[0]),
             versions={"treelite": treelite.__version__, "tl2cgen": tl2cgen.__version__,
                       "xgboost": xgboost.__version__, "numpy": np.__version__,
@@ -218,7 +285,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
         )
         manifest_path = tmp / MANIFEST_NAME
         manifest_path.write_text(manifest.to_json())
-        write_tar_atomically({MANIFEST_NAME: manifest_path, LIBRARY_NAME: libpath, MODEL_NAME: model_path},
-                             output)
+        write_tar_atomically({MANIFEST_NAME: manifest_path, MODEL_NAME: model_path,
+                              **{lib.file: tmp / lib.file for lib in libraries}}, output)
     say(f"wrote {output} in {manifest.compile_seconds:.1f} s")
     return manifest
