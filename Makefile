@@ -16,12 +16,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 # System tools (Debian packages): the `wrk` load generator the benchmark drives (bench/load.py);
-# the arm64 cross compiler and its C library, and qemu user-mode emulation, with which
-# `model-compile --target linux-aarch64` builds and verifies Graviton libraries here.
+# on x86-64, the arm64 cross compiler and its C library, and qemu user-mode emulation, with
+# which `model-compile --target linux-aarch64` builds and verifies Graviton libraries; on an
+# arm64 machine (Graviton), g++ and cmake, which build TL2cgen from its sdist (no arm64 wheel).
+ifeq ($(shell uname -m),aarch64)
+TOOL_PACKAGES := wrk gcc g++ cmake
+TOOL_COMMANDS := wrk g++ cmake
+else
 TOOL_PACKAGES := wrk gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+TOOL_COMMANDS := wrk aarch64-linux-gnu-gcc qemu-aarch64-static
+endif
 tools:
-	@command -v wrk >/dev/null 2>&1 && command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 \
-	  && command -v qemu-aarch64-static >/dev/null 2>&1 || { \
+	@missing=; for tool in $(TOOL_COMMANDS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	[ -z "$$missing" ] || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(TOOL_PACKAGES); }

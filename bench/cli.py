@@ -85,7 +85,7 @@ def _positive_int(text: str) -> int:
 
 def _capacity(report: dict, args) -> None:
     """Fill report['capacity'] (and its text) from the best single-row rate of server (a) per model."""
-    from bench.capacity import format_plan, load_prices, plan_fleet
+    from bench.capacity import format_graviton_plan, format_plan, load_prices, measured_on_arm64, plan_fleet
 
     prices = load_prices(args.prices) if args.prices else load_prices()
     cpus = report["machine"]["cpus"] or 1
@@ -115,6 +115,9 @@ def _capacity(report: dict, args) -> None:
         if cpu_bound:
             text += (f"\nUpper bound from the server's CPU cost ({r['cpu_us_per_request']:.0f} us per request): "
                      f"{cpu_bound:,.0f} req/s per vCPU at 100 % CPU; a machine of its own lands between the two.")
+        graviton = per_vcpu if measured_on_arm64(report["machine"]) else args.graviton_rps_per_vcpu
+        text += "\n" + format_graviton_plan(prices, target_rps=args.target_rps, safety=args.safety,
+                                            x86_rps_per_vcpu=per_vcpu, graviton_rps_per_vcpu=graviton, limit=6)
         report["capacity_text"].append(text)
 
 
@@ -255,7 +258,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_capacity(args) -> int:
-    from bench.capacity import format_plan, load_prices, plan_fleet
+    from bench.capacity import format_graviton_plan, format_plan, load_prices, plan_fleet
 
     if args.report:
         report = json.loads(Path(args.report).read_text())
@@ -266,6 +269,9 @@ def cmd_capacity(args) -> int:
     prices = load_prices(args.prices) if args.prices else load_prices()
     plans = plan_fleet(args.rps_per_vcpu, prices, target_rps=args.target_rps, safety=args.safety)
     _say(format_plan(plans, prices, target_rps=args.target_rps, safety=args.safety, rps_per_vcpu=args.rps_per_vcpu))
+    _say("\n" + format_graviton_plan(prices, target_rps=args.target_rps, safety=args.safety,
+                                     x86_rps_per_vcpu=args.rps_per_vcpu,
+                                     graviton_rps_per_vcpu=args.graviton_rps_per_vcpu))
     return 0
 
 
@@ -296,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--target-rps", type=float, default=DEFAULT_TARGET_RPS, help="load to plan for (req/s)")
         p.add_argument("--safety", type=float, default=DEFAULT_SAFETY, help="autoscaling safety factor (0-1]")
         p.add_argument("--prices", type=Path, help="price table (TOML; default bench/sagemaker_prices.toml)")
+        p.add_argument("--graviton-rps-per-vcpu", type=float, metavar="RATE",
+                       help="req/s per vCPU measured on a Graviton machine, for the arm64 plan (default: "
+                            "the x86 rate, labelled as not measured on Graviton)")
 
     p = sub.add_parser("all", help="the whole chain, printed and written to a report folder")
     p.add_argument("--quick", action="store_true", help="shorter runs and a 3-configuration sweep (make demo)")
