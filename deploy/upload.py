@@ -22,7 +22,6 @@ from deploy.aws import Aws, DeployError, is_not_found
 from deploy.settings import UsageError
 from model_core.artifact import (
     ArtifactError,
-    LIBRARY_NAME,
     Manifest,
     read_manifest,
     safe_extract,
@@ -59,14 +58,16 @@ def describe_artifact(archive: Path) -> str:
                 raise DeployError(f"{archive}: the archive holds no file")
             return (f"no manifest.json: not compiled by model-compile (holds {', '.join(sorted(names))}); "
                     f"the server will run it with stock XGBoost")
-        library = Path(tmp) / manifest.library.file
-        if not library.is_file():
-            raise DeployError(f"{archive}: manifest names {manifest.library.file}, which is missing")
-        if sha256_file(library) != manifest.library.sha256:
-            raise DeployError(f"{archive}: {manifest.library.file} does not match the sha256 in manifest.json")
+        for lib in manifest.libraries:
+            library = Path(tmp) / lib.file
+            if not library.is_file():
+                raise DeployError(f"{archive}: manifest names {lib.file}, which is missing")
+            if sha256_file(library) != lib.sha256:
+                raise DeployError(f"{archive}: {lib.file} does not match the sha256 in manifest.json")
         m = manifest.model
-        return (f"compiled {m.objective} model, {m.num_feature} features, {m.num_tree} trees, "
-                f"{manifest.library.file or LIBRARY_NAME} for {manifest.library.platform} ({manifest.library.libc})")
+        built_for = ", ".join(f"{lib.file} for {lib.platform}{' tuned for ' + lib.cpu if lib.cpu else ''} "
+                              f"({lib.libc})" for lib in manifest.libraries)
+        return f"compiled {m.objective} model, {m.num_feature} features, {m.num_tree} trees, {built_for}"
 
 
 def artifact_manifest(archive: Path) -> Manifest | None:

@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--generator", choices=("auto", "tl2cgen", "kernel"), default="auto",
                         help="code generator: auto (default) builds both, verifies both and ships the "
                              "faster on this machine; tl2cgen or kernel builds that one only")
+    from model_compile.toolchain import TARGETS, native_target_name
+
+    cpus = sorted({cpu for target in TARGETS.values() for cpu in target.cpus})
+    parser.add_argument("--target", dest="targets", action="append", choices=sorted(TARGETS),
+                        metavar="TARGET",
+                        help=f"platform to compile for: {', '.join(sorted(TARGETS))} (default: this "
+                             f"machine's, {native_target_name()}); repeat for one library per target in "
+                             "the same artifact (the server loads the one for its machine). Another "
+                             "architecture is cross-compiled and verified under qemu user-mode emulation")
+    parser.add_argument("--cpu", default="", choices=cpus, metavar="CPU",
+                        help="tune the linux-aarch64 library for one Graviton generation: neoverse-n1 "
+                             "(Graviton2), neoverse-v1 (Graviton3), neoverse-v2 (Graviton4); the server "
+                             "refuses it on an older CPU (default: any arm64 CPU)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
     return parser
 
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=None if args.quiet else progress, tolerance=args.tolerance,
             relative=args.relative_tolerance,
             generated_rows=args.verify_rows, measure_speed=args.measure_speed,
-            generator=args.generator)
+            generator=args.generator, targets=args.targets, cpu=args.cpu)
     except VerificationError as exc:
         print(f"model-compile: verification FAILED, nothing written: {exc}", file=sys.stderr)
         return EXIT_VERIFY
@@ -108,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output / "model.tar.gz" if args.output.is_dir() else args.output
     print(f"{output}: {m.model.objective}, {m.model.num_tree} trees, {m.model.num_feature} features, "
           f"from {m.model.source_format}")
-    print(f"  library {m.library.platform} {m.library.libc}, {m.library.compiler}, params {m.library.params}")
+    for lib in m.libraries:
+        print(f"  library {lib.file}: {lib.platform}{' -mcpu ' + lib.cpu if lib.cpu else ''} {lib.libc}, "
+              f"{lib.compiler}, params {lib.params}, verified {lib.verified_by}")
     print(f"  generator {m.library.generator}: {m.library.generator_choice.get('reason', '')}")
     print(f"  verified on {m.verification.rows} rows against {m.verification.reference}: "
           f"max abs diff {m.verification.max_abs_diff:.3g} (tolerance {m.verification.tolerance:g} "

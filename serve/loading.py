@@ -4,8 +4,9 @@ The folder holds either a compiled artifact (manifest, library, UBJSON model;
 ``model_core.artifact``) or a bare XGBoost model (SageMaker's ``xgboost-model``
 or any model file ``model_core.formats`` reads).
 
-For an artifact the library is checked against this runtime (file checksum,
-platform, libc, TL2cgen version), loaded, self-tested and compared with stock
+For an artifact the library for this machine is picked (an artifact may carry
+one per target: x86-64, arm64, arm64 tuned for one Graviton), checked against
+this runtime (file checksum, platform, libc, CPU tuning, TL2cgen version), loaded, self-tested and compared with stock
 XGBoost on a few rows. If any check fails, the server answers with the stock
 predictor and logs one loud warning naming the reason, rather than failing:
 a slower endpoint beats none. A model that cannot be loaded at all raises
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_core.artifact import ArtifactError, Manifest, read_manifest, sha256_file
+from model_core.artifact import ArtifactError, LibraryInfo, Manifest, read_manifest, sha256_file
 from model_core.description import ModelDescription
 from model_core.formats import FormatError, load_source
 from model_core.machine import compatibility_problems
@@ -117,10 +118,26 @@ def _load_artifact(model_dir: Path, manifest: Manifest, choice: str) -> LoadedMo
                        [f"stock XGBoost measured faster from {crossover} rows per request at compile time"])
 
 
+def pick_library(manifest: Manifest, runtime: dict | None = None) -> tuple[LibraryInfo | None, str | None]:
+    """The artifact's first library built for this machine (platform, libc, CPU tuning), or
+    (None, why none is: each library's reason). ``runtime``: as model_core.machine's."""
+    reasons = []
+    for library in manifest.libraries:
+        problems = compatibility_problems(library.platform, library.libc, runtime, cpu=library.cpu)
+        if not problems:
+            return library, None
+        reasons.append(f"{library.file}: {'; '.join(problems)}" if len(manifest.libraries) > 1
+                       else "; ".join(problems))
+    return None, ("no library of the artifact runs on this machine: " if len(reasons) > 1 else "") \
+        + " | ".join(reasons)
+
+
 def library_problem(model_dir: Path, manifest: Manifest) -> str | None:
-    """Why the artifact's library cannot run here (missing, altered, built for another
-    platform or libc, another TL2cgen), or None when it may be loaded."""
-    library = manifest.library
+    """Why no library of the artifact can run here (missing, altered, built for another
+    platform, libc or CPU, another TL2cgen), or None when the one pick_library picks may be loaded."""
+    library, problem = pick_library(manifest)
+    if library is None:
+        return problem
     path = model_dir / library.file
     if not path.is_file():
         return f"library {library.file} is missing from the artifact"
@@ -128,9 +145,6 @@ def library_problem(model_dir: Path, manifest: Manifest) -> str | None:
     if digest != library.sha256:
         return (f"library {library.file} does not match its manifest checksum "
                 f"(sha256 {digest[:12]}..., manifest says {library.sha256[:12]}...): corrupted or replaced")
-    problems = compatibility_problems(library.platform, library.libc)
-    if problems:
-        return "; ".join(problems)
     built_with = manifest.versions.get("tl2cgen")
     installed = _installed_version("tl2cgen")
     if built_with and installed and built_with != installed:
@@ -152,10 +166,11 @@ def _compiled_predictor(model_dir: Path, manifest: Manifest) -> CompiledPredicto
         raise ModelLoadError(problem)
     from model_core.runtime import CompiledModel
 
+    library, _ = pick_library(manifest)
     try:
-        predictor = CompiledPredictor(CompiledModel(model_dir / manifest.library.file))
+        predictor = CompiledPredictor(CompiledModel(model_dir / library.file))
     except Exception as exc:   # a library that fails to load may raise anything (OSError, RuntimeError, ...)
-        raise ModelLoadError(f"library {manifest.library.file} failed to load: {exc}") from exc
+        raise ModelLoadError(f"library {library.file} failed to load: {exc}") from exc
     if predictor.num_feature != manifest.model.num_feature:
         raise ModelLoadError(f"library takes {predictor.num_feature} features, "
                              f"the manifest says {manifest.model.num_feature}")
