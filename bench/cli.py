@@ -134,6 +134,9 @@ def cmd_compare(args) -> int:
                           slo_ms=args.slo_ms, keys=tuple(args.keys), duration_s=args.duration, steps=args.steps,
                           connections=args.connections, log_dir=Path(args.logs), ceiling=ceiling, progress=_say)
     _say(http_table(results, CeilingSummary.of(ceiling), args.slo_ms))
+    from bench.report import figures_table, frontend_figures
+
+    _say(figures_table(frontend_figures(results)))
     return 0
 
 
@@ -249,10 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     http_options(p, duration=5)
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("compare", help="servers (a)-(d) side by side")
+    p = sub.add_parser("compare", help="servers (a)-(f) side by side")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=DEFAULT_MODELS)
     p.add_argument("--rows", type=_at_least_one, default=1)
-    p.add_argument("--keys", nargs="+", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d"])
+    p.add_argument("--keys", nargs="+", default=["a", "b", "c", "d", "e", "f"], choices=["a", "b", "c", "d", "e", "f"])
     p.add_argument("--config", type=_config_arg, help="CLASS:WORKERS[:THREADS] for (a), (b), (d)")
     p.add_argument("--logs", default="reports/logs", help="server logs folder")
     http_options(p)

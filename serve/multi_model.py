@@ -357,12 +357,19 @@ def memory_budget(settings) -> int:
 
 
 def serve_multi_model(settings, state_dir: Path) -> int:
-    """Serve the multi-model routes with gunicorn until it stops."""
+    """Serve the multi-model routes with gunicorn until it stops. This mode runs on gunicorn +
+    gevent whatever the default front end: each worker starts its registry poller from
+    gunicorn's post_worker_init hook, which granian has no equivalent of."""
+    import dataclasses
+
     from serve.app import create_flask_app
     from serve.cpus import available_cpus
-    from serve.gunicorn_conf import GunicornServer, gunicorn_options, plan_workers
+    from serve.gunicorn_conf import GRANIAN, GunicornServer, gunicorn_options, plan_workers
 
-    plan = plan_workers(settings, available_cpus())
+    if settings.frontend == GRANIAN:
+        log.error("cannot serve: multi-model endpoints run on gunicorn + gevent; unset SERVE_FRONTEND=granian")
+        return 2
+    plan = plan_workers(dataclasses.replace(settings, frontend="gunicorn"), available_cpus())
     budget = memory_budget(settings)
     registry = Registry(state_dir, settings.model_root, budget).create()
     app = MultiModelApp(registry, settings, create_flask_app(settings, plan.workers), workers=plan.workers,

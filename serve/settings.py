@@ -18,7 +18,9 @@ from typing import Mapping
 from sagemaker_inference import parameters as sm
 
 PREDICTOR_CHOICES = ("auto", "compiled", "stock")
-WORKER_CLASSES = ("sync", "gthread", "gevent")
+FRONTENDS = ("granian", "gunicorn")         # the HTTP servers serve runs on (serve.frontends)
+WORKER_CLASSES = ("sync", "gthread", "gevent")   # gunicorn's
+
 RESPONSE_TYPES = ("text/csv", "application/json", "application/jsonlines")
 ONE_MB = 1024 * 1024
 
@@ -41,8 +43,11 @@ class Settings:
     outputs: tuple[str, ...] | None = None       # SAGEMAKER_INFERENCE_OUTPUT (None: the model's prediction)
     threshold: float = 0.5                       # SERVE_DECISION_THRESHOLD, for predicted_label
     predictor: str = "auto"                      # SERVE_PREDICTOR: auto | compiled | stock
-    worker_class: str | None = None              # SERVE_WORKER_CLASS: sync | gthread | gevent (None: derived)
-    threads: int | None = None                   # SERVE_THREADS, threads per gthread worker (None: derived)
+    frontend: str | None = None                  # SERVE_FRONTEND: granian | gunicorn (None: derived)
+    worker_class: str | None = None              # SERVE_WORKER_CLASS (gunicorn): sync | gthread | gevent (None: derived)
+    threads: int | None = None                   # SERVE_THREADS, Python threads per gthread or granian worker
+    runtime_threads: int | None = None           # SERVE_RUNTIME_THREADS (granian): Rust I/O threads per worker
+    backpressure: int | None = None              # SERVE_BACKPRESSURE (granian): open connections per worker
     keepalive: int = 75                          # SERVE_KEEPALIVE, seconds an idle connection stays open
     graceful_timeout: int = 20                   # SERVE_GRACEFUL_TIMEOUT, seconds to finish requests on SIGTERM
     access_log: bool = False                     # SERVE_ACCESS_LOG: one log line per request when true
@@ -74,8 +79,11 @@ class Settings:
             outputs=env.names("SAGEMAKER_INFERENCE_OUTPUT"),
             threshold=env.number("SERVE_DECISION_THRESHOLD", cls.threshold),
             predictor=env.choice("SERVE_PREDICTOR", cls.predictor, PREDICTOR_CHOICES, lower=True),
+            frontend=env.choice("SERVE_FRONTEND", None, FRONTENDS, lower=True),
             worker_class=env.choice("SERVE_WORKER_CLASS", None, WORKER_CLASSES, lower=True),
             threads=env.integer("SERVE_THREADS", None, low=1, high=1024),
+            runtime_threads=env.integer("SERVE_RUNTIME_THREADS", None, low=1, high=64),
+            backpressure=env.integer("SERVE_BACKPRESSURE", None, low=1, high=100_000),
             keepalive=env.integer("SERVE_KEEPALIVE", cls.keepalive, low=0, high=3600),
             graceful_timeout=env.integer("SERVE_GRACEFUL_TIMEOUT", cls.graceful_timeout, low=1, high=3600),
             access_log=env.flag("SERVE_ACCESS_LOG", cls.access_log),
@@ -92,6 +100,15 @@ class Settings:
         )
         if settings.threshold != settings.threshold:   # NaN would make every label 0
             raise SettingsError("SERVE_DECISION_THRESHOLD: must be a number, not NaN")
+        # Knobs of the other front end would be silently ignored: refuse them instead.
+        if settings.frontend == "granian" and settings.worker_class:
+            raise SettingsError("SERVE_WORKER_CLASS: applies to SERVE_FRONTEND=gunicorn only (granian has "
+                                "no worker classes)")
+        if settings.frontend == "gunicorn" or settings.worker_class:
+            for name, value in (("SERVE_RUNTIME_THREADS", settings.runtime_threads),
+                                ("SERVE_BACKPRESSURE", settings.backpressure)):
+                if value is not None:
+                    raise SettingsError(f"{name}: applies to SERVE_FRONTEND=granian only")
         return settings
 
 

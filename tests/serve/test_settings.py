@@ -70,3 +70,23 @@ def test_multi_model_variables():
                         ("SERVE_MEMORY_BUDGET_MB", "-1")):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({name: value})
+
+
+def test_front_end_variables():
+    settings = Settings.from_env({"SERVE_FRONTEND": "Granian", "SERVE_THREADS": "2", "SERVE_RUNTIME_THREADS": "3",
+                                  "SERVE_BACKPRESSURE": "64"})
+    assert (settings.frontend, settings.threads, settings.runtime_threads, settings.backpressure) == (
+        "granian", 2, 3, 64)
+    assert Settings.from_env({"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": "sync"}).worker_class == "sync"
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"SERVE_FRONTEND": "nginx"}, "SERVE_FRONTEND"),
+    ({"SERVE_FRONTEND": "granian", "SERVE_WORKER_CLASS": "gevent"}, "SERVE_WORKER_CLASS"),
+    ({"SERVE_FRONTEND": "gunicorn", "SERVE_BACKPRESSURE": "10"}, "SERVE_BACKPRESSURE"),
+    ({"SERVE_WORKER_CLASS": "gthread", "SERVE_RUNTIME_THREADS": "2"}, "SERVE_RUNTIME_THREADS"),
+    ({"SERVE_RUNTIME_THREADS": "0"}, "SERVE_RUNTIME_THREADS"),
+])
+def test_front_end_knobs_of_the_other_front_end_are_refused(env, name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
