@@ -114,6 +114,18 @@ def object_key(prefix: str, archive: Path, sha256: str) -> str:
     return "/".join(parts)
 
 
+def _checked(aws: Aws, archive: Path, bucket: str | None) -> tuple[str, int, str]:
+    """Check ``archive`` as the server will; its sha256, size and the bucket to put it in (the
+    default bucket, made if missing, when ``bucket`` is None)."""
+    aws.say(f"checking {archive}: {describe_artifact(archive)}")
+    sha256 = sha256_file(archive)
+    size = archive.stat().st_size
+    if bucket is None:
+        bucket = default_bucket(aws)
+        ensure_default_bucket(aws, bucket)
+    return sha256, size, bucket
+
+
 def upload_model(aws: Aws, archive: Path, bucket: str | None, prefix: str) -> Uploaded:
     """Check ``archive``, then upload it to ``s3://bucket/<key>`` unless that object
     already has the same sha256. ``bucket`` None means the default bucket.
@@ -121,12 +133,7 @@ def upload_model(aws: Aws, archive: Path, bucket: str | None, prefix: str) -> Up
     Returns where it is. An explicitly named bucket must exist: a missing one
     is an error, not created, so that a typo does not make a new bucket.
     """
-    aws.say(f"checking {archive}: {describe_artifact(archive)}")
-    sha256 = sha256_file(archive)
-    size = archive.stat().st_size
-    if bucket is None:
-        bucket = default_bucket(aws)
-        ensure_default_bucket(aws, bucket)
+    sha256, size, bucket = _checked(aws, archive, bucket)
     key = object_key(prefix, archive, sha256)
     url = f"s3://{bucket}/{key}"
     s3 = aws.client("s3")
@@ -185,12 +192,7 @@ def upload_multi_model(aws: Aws, archive: Path, bucket: str | None, prefix: str,
     refused: SageMaker keeps serving the copy it has cached for a TargetModel, so a new model
     needs a new name."""
     key = multi_model_key(prefix, name)
-    aws.say(f"checking {archive}: {describe_artifact(archive)}")
-    sha256 = sha256_file(archive)
-    size = archive.stat().st_size
-    if bucket is None:
-        bucket = default_bucket(aws)
-        ensure_default_bucket(aws, bucket)
+    sha256, size, bucket = _checked(aws, archive, bucket)
     url = f"s3://{bucket}/{key}"
     s3 = aws.client("s3")
     try:

@@ -255,6 +255,12 @@ def _start_container(backend, endpoint) -> str | None:
                 f"Please ensure that there is an object located at the URL and that the role passed to "
                 f"CreateModel has permissions to download the object. ({type(exc).__name__})")
     started = Container(_state["container_command"], model_dir, dict(container.get("Environment") or {}))
+    return _swap_in(endpoint, variant, started)
+
+
+def _swap_in(endpoint, variant, started) -> str | None:
+    """Once ``started`` passes /ping, it serves the endpoint and the old container stops (as an
+    update does); else SageMaker's failure reason."""
     if not started.healthy_within(_state["health_timeout"]):
         started.stop()
         return (f"The primary container for production variant {variant['VariantName']} did not pass the "
@@ -292,15 +298,7 @@ def _start_multi_model_container(endpoint, variant, container) -> str | None:
                    "SERVE_MODEL_ROOT": models}
     started = Container(_state["container_command"], os.path.join(work, "model"), environment)
     started.models_dir, started.prefix, started.loaded = models, container.get("ModelDataUrl", ""), {}
-    if not started.healthy_within(_state["health_timeout"]):
-        started.stop()
-        return (f"The primary container for production variant {variant['VariantName']} did not pass the "
-                f"ping health check. Please check CloudWatch logs for this endpoint.")
-    old = _state["running"].get(endpoint.endpoint_name)
-    _state["running"][endpoint.endpoint_name] = started
-    if old:
-        old.stop()
-    return None
+    return _swap_in(endpoint, variant, started)
 
 
 def _multi_model_path(backend, running, target: str) -> str:
