@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.multi_model:
             from serve.multi_model import serve_multi_model
 
-            return serve_multi_model(settings, scratch / "multi-model", GunicornServer)
+            return serve_multi_model(settings, scratch / "multi-model")
         model_dir = args.model or settings.model_dir
         try:
             model_dir = _model_folder(model_dir, scratch)

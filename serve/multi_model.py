@@ -356,11 +356,11 @@ def memory_budget(settings) -> int:
     return int(settings.memory_fraction * container_memory_limit())
 
 
-def serve_multi_model(settings, state_dir: Path, server_class) -> int:
-    """Serve the multi-model routes with gunicorn (``server_class``) until it stops."""
+def serve_multi_model(settings, state_dir: Path) -> int:
+    """Serve the multi-model routes with gunicorn until it stops."""
     from serve.app import create_flask_app
     from serve.cpus import available_cpus
-    from serve.gunicorn_conf import gunicorn_options, plan_workers
+    from serve.gunicorn_conf import GunicornServer, gunicorn_options, plan_workers
 
     plan = plan_workers(settings, available_cpus())
     budget = memory_budget(settings)
@@ -372,5 +372,5 @@ def serve_multi_model(settings, state_dir: Path, server_class) -> int:
     options["post_worker_init"] = lambda worker: app.start_worker()
     options["access_log_format"] = ACCESS_LOG_FORMAT
     log.info("serving a %s. gunicorn: %s, on %s:%d", note, plan.describe(), settings.host, settings.port)
-    server_class(app, options).run()
+    GunicornServer(lambda: app, options).run()
     return 0
