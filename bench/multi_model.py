@@ -186,7 +186,8 @@ def warm_every_worker(url: str, names: list[str], body: bytes, workers: int) -> 
 def run(model_counts: list[int], *, root: Path = DEFAULT_ROOT, slo_ms: float = DEFAULT_SLO_MS,
         workers: int = 2, duration_s: int = 3, steps: int = 4, connections: int = 32, cold_repeats: int = 5,
         log_dir: Path | None = None, progress=print) -> MultiModelReport:
-    folders, sample_csv = variant_models(max(model_counts), root, progress)
+    # Absolute: the server reads POST /models urls in its own terms, not the caller's working folder.
+    folders, sample_csv = variant_models(max(model_counts), Path(root).resolve(), progress)
     rows = read_sample_rows(sample_csv)
     bodies = make_bodies(rows, 1)
     log_dir = Path(log_dir or root / "logs")
