@@ -333,7 +333,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
                 raise VerificationError(f"{where}{exc}") from exc
             finally:
                 runner.close()
-            result = verified(predicted, margins, f"compiled ({target.name})", where)
+            result = verified(predicted, margins, "compiled", where)
             libraries.append(LibraryInfo(
                 file=libpath.name, sha256=sha256_file(libpath), platform=target.platform,
                 libc=target_libc(compiler), compiler=build.compiler, params=build.params, flags=build.flags,
