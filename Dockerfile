@@ -30,7 +30,9 @@ RUN for cert in /tmp/build-ca/*.pem /tmp/build-ca/*.crt; do \
     python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         >requirements.txt; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-        -c constraints.txt -r requirements.txt
+        -c constraints.txt -r requirements.txt; \
+    # The installed packages' own test suites (numpy's, gevent's: ~20 MB) never run here.
+    find /opt/venv/lib -type d -name tests -prune -exec rm -rf {} +
 COPY README.md ./
 COPY model_core/ model_core/
 COPY model_compile/ model_compile/
@@ -73,6 +75,8 @@ CMD ["model-compile", "--help"]
 # runtime (the default target): the serving image. No compiler, no pip, no build caches.
 FROM server-base AS runtime
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+# Multi-model endpoints: SageMaker then sets SAGEMAKER_MULTI_MODEL=true (docs/serve.md).
+LABEL com.amazonaws.sagemaker.capabilities.multi-models=true
 USER 10001:10001
 EXPOSE 8080
 CMD ["serve"]

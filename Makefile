@@ -15,12 +15,23 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# System tools the benchmark needs: the `wrk` load generator (Debian package; see bench/load.py).
+# System tools (Debian packages): the `wrk` load generator the benchmark drives (bench/load.py);
+# on x86-64, the arm64 cross compiler and its C library, and qemu user-mode emulation, with
+# which `model-compile --target linux-aarch64` builds and verifies Graviton libraries; on an
+# arm64 machine (Graviton), g++ and cmake, which build TL2cgen from its sdist (no arm64 wheel).
+ifeq ($(shell uname -m),aarch64)
+TOOL_PACKAGES := wrk gcc g++ cmake
+TOOL_COMMANDS := wrk g++ cmake
+else
+TOOL_PACKAGES := wrk gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+TOOL_COMMANDS := wrk aarch64-linux-gnu-gcc qemu-aarch64-static
+endif
 tools:
-	@command -v wrk >/dev/null 2>&1 || { \
+	@missing=; for tool in $(TOOL_COMMANDS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	[ -z "$$missing" ] || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(TOOL_PACKAGES); }
 
 # The whole chain: sample models -> compile -> serve -> benchmark against stock -> table + report folder.
 demo: venv tools

@@ -12,9 +12,14 @@ IMAGE_NAME:TAG (TAG defaults to "latest"), and prints the image URI as its last 
 
 Options:
   --dry-run           print the commands instead of running them (no AWS or Docker call)
-  --platform P        target platform (default: $PLATFORM or linux/amd64)
+  --platform P        target platform: linux/amd64 or linux/arm64 (Graviton), or both
+                      comma-separated: one image each, pushed as TAG-amd64 and TAG-arm64,
+                      and a manifest list TAG naming both (default: $PLATFORM or linux/amd64).
+                      Another architecture than the machine's builds under emulation
+                      (binfmt_misc + qemu-user-static: `.ci/docker-host.sh arm64` sets it up)
   --base-image IMG    base image with Python 3.11 (default: $BASE_IMAGE, else the
-                      Dockerfile's python:3.11-slim)
+                      Dockerfile's python:3.11-slim); for several platforms, a multi-arch
+                      image, or set BASE_IMAGE_AMD64 / BASE_IMAGE_ARM64 per platform
   --extra-ca FILE     PEM CA certificate trusted by pip during the build only, for builds
                       behind a TLS-intercepting proxy (default: $EXTRA_CA_CERT)
   -h, --help          this help
@@ -125,13 +130,40 @@ if [ -n "$EXTRA_CA" ] && [ -z "$DRY_RUN" ]; then
     cp "$EXTRA_CA" "$ca_copy"
     trap 'rm -f "$ca_copy"' EXIT
 fi
-build=(docker build --network "${DOCKER_BUILD_NETWORK:-host}" --platform "$PLATFORM"
-       --target runtime -t "$NAME:$TAG")
-[ -z "$BASE" ] || build+=(--build-arg "BASE_IMAGE=$BASE")
+# build_one PLATFORM TAG: the runtime image for one platform.
+build_one() {
+    local arch=${1#linux/} base=$BASE
+    case "$arch" in
+        amd64) base=${BASE_IMAGE_AMD64:-$base} ;;
+        arm64) base=${BASE_IMAGE_ARM64:-$base} ;;
+        *) die "unsupported platform '$1' (linux/amd64 or linux/arm64)" ;;
+    esac
+    local build=(docker build --network "${DOCKER_BUILD_NETWORK:-host}" --platform "$1"
+                 --target runtime -t "$NAME:$2")
+    [ -z "$base" ] || build+=(--build-arg "BASE_IMAGE=$base")
+    run "${build[@]}" "$ROOT" >&2
+}
 [ -z "$EXTRA_CA" ] || [ -z "$DRY_RUN" ] || echo "# with $EXTRA_CA copied into container/build-ca/ for the build"
-run "${build[@]}" "$ROOT" >&2
 
-# 4. Tag and push.
-run docker tag "$NAME:$TAG" "$URI"
-run docker push "$URI" >&2
+IFS=, read -r -a PLATFORMS <<<"$PLATFORM"
+if [ ${#PLATFORMS[@]} -eq 1 ]; then
+    build_one "${PLATFORMS[0]}" "$TAG"
+    # 4. Tag and push.
+    run docker tag "$NAME:$TAG" "$URI"
+    run docker push "$URI" >&2
+else
+    # 4. One image per platform, pushed under TAG-ARCH, then the manifest list TAG naming them
+    #    (docker manifest: the legacy builder cannot build several platforms in one go).
+    images=()
+    for p in "${PLATFORMS[@]}"; do
+        build_one "$p" "$TAG-${p#linux/}"
+        run docker tag "$NAME:$TAG-${p#linux/}" "$URI-${p#linux/}"
+        run docker push "$URI-${p#linux/}" >&2
+        images+=("$URI-${p#linux/}")
+    done
+    insecure=()
+    case "$REGISTRY" in 127.0.0.1:*|localhost:*) insecure=(--insecure) ;; esac   # a local test registry
+    run docker manifest create "${insecure[@]}" --amend "$URI" "${images[@]}" >&2
+    run docker manifest push "${insecure[@]}" "$URI" >&2
+fi
 echo "$URI"

@@ -2,6 +2,7 @@
 # Provision a Docker engine for the image tests and CI on a bare Debian machine.
 #
 #   eval "$(.ci/docker-host.sh up)"   # ensure an engine + base image; exports DOCKER_HOST, BASE_IMAGE
+#   eval "$(.ci/docker-host.sh arm64)"  # the same, plus arm64 emulation; exports BASE_IMAGE_ARM64
 #   .ci/docker-host.sh down           # stop the engine this script started
 #
 # `up` is idempotent: an engine that already answers (the caller's DOCKER_HOST, a
@@ -10,12 +11,17 @@
 # dockerd with the bridge OFF (these machines may send traffic to loopback only:
 # every build and run uses --network host), and builds a Python 3.11 base image from
 # Debian's packages because no container registry can be reached here.
+# `arm64` also registers qemu-aarch64 with the kernel's binfmt_misc (flag F: the
+# emulator is opened once, so it works inside containers too) and builds an arm64 base
+# image with debootstrap under that emulation, for `docker build --platform linux/arm64`.
 # stdout carries only the `export` lines; progress goes to stderr.
 # Exit codes: 0 ready, 3 no engine and no way to start one (not root), 1 failure.
 set -euo pipefail
 
 WORK=${DOCKER_WORK_DIR:-/tmp/xgb-neo-serve-docker}
 LOCAL_BASE=${LOCAL_BASE_IMAGE:-local/bookworm-py311:latest}
+LOCAL_BASE_ARM64=${LOCAL_BASE_IMAGE_ARM64:-local/bookworm-py311-arm64:latest}
+BINFMT=/proc/sys/fs/binfmt_misc
 OUR_SOCKET="unix://$WORK/docker.sock"
 DEBIAN_SOURCES=/etc/apt/sources.list.d/debian.sources
 
@@ -99,17 +105,46 @@ debian_mirror() {
     echo "$uri"
 }
 
-build_local_base() {
-    local mirror rootfs="$WORK/rootfs"
+build_local_base() {  # build_local_base TAG [ARCH]: Debian bookworm + Python 3.11, imported as TAG
+    local tag=$1 arch=${2:-} mirror rootfs="$WORK/rootfs${2:+-$2}"
     mirror=$(debian_mirror)
-    log "building $LOCAL_BASE with debootstrap from $mirror (~80 s)"
+    log "building $tag with debootstrap${arch:+ --arch=$arch (under emulation, ~5 min)} from $mirror (~80 s)"
     rm -rf "$rootfs"
-    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+    debootstrap ${arch:+--arch="$arch"} --variant=minbase \
+        --include=python3,python3-venv,python3-pip,ca-certificates \
         bookworm "$rootfs" "$mirror" >&2 || { rm -rf "$rootfs"; die "debootstrap failed"; }
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | DOCKER_HOST="$OUR_SOCKET" docker import -c 'ENV LANG=C.UTF-8' - \
-        "$LOCAL_BASE" >&2
+    if [ -z "$arch" ]; then
+        tar -C "$rootfs" -c . | DOCKER_HOST="${ENGINE:-$OUR_SOCKET}" docker import \
+            -c 'ENV LANG=C.UTF-8' - "$tag" >&2
+    else
+        # `docker import --platform` is ignored by this engine (the image says amd64): a
+        # FROM-scratch build for the platform records the architecture.
+        local context="$WORK/base-$arch"
+        mkdir -p "$context"
+        tar -C "$rootfs" -cf "$context/rootfs.tar" .
+        printf 'FROM scratch\nADD rootfs.tar /\nENV LANG=C.UTF-8\n' >"$context/Dockerfile"
+        DOCKER_HOST="${ENGINE:-$OUR_SOCKET}" docker build --network host --platform "linux/$arch" \
+            -t "$tag" "$context" >&2
+        rm -rf "$context"
+    fi
     rm -rf "$rootfs"
+}
+
+register_arm64_emulation() {
+    # Debian's qemu-user-static ships the binfmt rule; without systemd nobody loads it.
+    if ! command -v qemu-aarch64-static >/dev/null; then
+        log "installing qemu-user-static (apt)"
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+            --no-install-recommends qemu-user-static >>"$WORK/apt.log" 2>&1 || apt_failed install
+    fi
+    [ -e "$BINFMT/register" ] || mount -t binfmt_misc binfmt_misc "$BINFMT" \
+        || die "cannot mount binfmt_misc at $BINFMT: arm64 images cannot run here"
+    [ -e "$BINFMT/qemu-aarch64" ] && return 0
+    local rule=/usr/lib/binfmt.d/qemu-aarch64.conf
+    [ -f "$rule" ] || die "no $rule: qemu-user-static did not install its binfmt rule"
+    log "registering qemu-aarch64 with binfmt_misc"
+    cat "$rule" >"$BINFMT/register" || die "the kernel refused the qemu-aarch64 binfmt rule"
 }
 
 up() {
@@ -142,9 +177,27 @@ up() {
     else
         start_daemon
     fi
-    have_image "$OUR_SOCKET" "$LOCAL_BASE" || build_local_base
+    have_image "$OUR_SOCKET" "$LOCAL_BASE" || build_local_base "$LOCAL_BASE"
     echo "export DOCKER_HOST=$OUR_SOCKET"
     echo "export BASE_IMAGE=$LOCAL_BASE"
+}
+
+arm64() {
+    local exports
+    exports=$(up)
+    echo "$exports"
+    ENGINE=$(sed -n 's/^export DOCKER_HOST=//p' <<<"$exports")   # the engine up found or started
+    mkdir -p "$WORK"
+    if [ -e "$BINFMT/qemu-aarch64" ] && have_image "$ENGINE" "$LOCAL_BASE_ARM64"; then
+        echo "export BASE_IMAGE_ARM64=$LOCAL_BASE_ARM64"
+        return 0
+    fi
+    [ "$(id -u)" -eq 0 ] || die "registering arm64 emulation needs root" 3
+    exec 9>"$WORK/lock-arm64"
+    flock 9
+    register_arm64_emulation
+    have_image "$ENGINE" "$LOCAL_BASE_ARM64" || build_local_base "$LOCAL_BASE_ARM64" arm64
+    echo "export BASE_IMAGE_ARM64=$LOCAL_BASE_ARM64"
 }
 
 down() {
@@ -161,7 +214,8 @@ down() {
 
 case "${1:-up}" in
     up) up ;;
+    arm64) arm64 ;;
     down) down ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command ${1} (use up, down or --help)" 2 ;;
 esac

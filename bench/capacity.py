@@ -19,6 +19,11 @@ Prices come from a user-editable, dated TOML file (``sagemaker_prices.toml``).
 
 :func:`plan_from_results` picks the measured rate to plan from out of a benchmark run
 (server (a), one row per request) and makes one :class:`CapacityEstimate` per model.
+
+Graviton (arm64) types get a plan of their own (:func:`format_graviton_plan`): with a
+rate measured on a Graviton machine when one is given, else with the x86 rate per vCPU
+carried over and labelled as NOT measured on Graviton. No figure here comes from
+emulation: qemu checks that the arm64 library is right, never how fast it is.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ class InstanceType:
     usd_per_hour: float
     arch: str
     memory_gib: float | None = None
+    cpu: str = ""                   # arm64: the core, i.e. model-compile --cpu (neoverse-v1, ...)
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ def load_prices(path: Path = PRICES_FILE) -> PriceTable:
         for row in data["instance"]:
             item = InstanceType(name=str(row["type"]), vcpus=int(row["vcpus"]),
                                 usd_per_hour=float(row["usd_per_hour"]), arch=str(row.get("arch", "x86_64")),
-                                memory_gib=row.get("memory_gib"))
+                                memory_gib=row.get("memory_gib"), cpu=str(row.get("cpu", "")))
             if item.vcpus <= 0 or item.usd_per_hour <= 0:
                 raise ValueError(f"{item.name}: vcpus and usd_per_hour must be positive")
             instances.append(item)
@@ -159,9 +165,12 @@ class CapacityEstimate:
 
 
 def plan_from_results(http: list["ServerResult"], sweep: "SweepReport | None", cpus: int, prices: PriceTable, *,
-                      target_rps: float = DEFAULT_TARGET_RPS,
-                      safety: float = DEFAULT_SAFETY) -> tuple[dict[str, CapacityEstimate], list[str]]:
-    """Per model, a CapacityEstimate and its text, from the best single-row rate of server (a)."""
+                      target_rps: float = DEFAULT_TARGET_RPS, safety: float = DEFAULT_SAFETY,
+                      machine_platform: str = "",
+                      graviton_rps_per_vcpu: float | None = None) -> tuple[dict[str, CapacityEstimate], list[str]]:
+    """Per model, a CapacityEstimate and its text, from the best single-row rate of server (a);
+    the text ends with the Graviton plan (measured when the run was on arm64, ``machine_platform``,
+    or ``graviton_rps_per_vcpu`` is given; else labelled as not measured)."""
     # Per model: server (a) at 1 row as compared side by side (serve's configuration), or, where
     # the sweep recommends another configuration for that model, the sweep's run of that one.
     best: dict[str, "ServerResult"] = {r.model: r for r in http if r.key == "a" and r.rows == 1}
@@ -186,5 +195,42 @@ def plan_from_results(http: list["ServerResult"], sweep: "SweepReport | None", c
         if cpu_bound:
             text += (f"\nUpper bound from the server's CPU cost ({r.cpu_us_per_request:.0f} us per request): "
                      f"{cpu_bound:,.0f} req/s per vCPU at 100 % CPU; a machine of its own lands between the two.")
+        graviton = per_vcpu if measured_on_arm64({"platform": machine_platform}) else graviton_rps_per_vcpu
+        text += "\n" + format_graviton_plan(prices, target_rps=target_rps, safety=safety,
+                                            x86_rps_per_vcpu=per_vcpu, graviton_rps_per_vcpu=graviton, limit=6)
         texts.append(text)
     return estimates, texts
+
+
+# The one command that measures the Graviton rate, run on a Graviton machine (an EC2
+# c7g/m7g/c6g instance or a SageMaker notebook on one): the whole benchmark chain, whose
+# capacity section then holds that machine's measured req/s per vCPU.
+GRAVITON_MEASURE_COMMAND = "make venv tools && .venv/bin/python -m bench all --quick"
+
+
+def measured_on_arm64(machine: dict) -> bool:
+    """Whether a report's figures were measured on an arm64 machine (``machine`` as bench records it)."""
+    return any(arch in str(machine.get("platform", "")) for arch in ("aarch64", "arm64"))
+
+
+def format_graviton_plan(prices: PriceTable, *, target_rps: float, safety: float,
+                         x86_rps_per_vcpu: float, graviton_rps_per_vcpu: float | None = None,
+                         limit: int | None = None) -> str:
+    """The plan for the price table's arm64 types. Without ``graviton_rps_per_vcpu`` the
+    x86 figure stands in, and the heading says so in capitals."""
+    measured = graviton_rps_per_vcpu is not None
+    rate = graviton_rps_per_vcpu if measured else x86_rps_per_vcpu
+    plans = plan_fleet(rate, prices, target_rps=target_rps, safety=safety, arch="arm64")
+    if not plans:
+        return "Graviton (arm64): the price table lists no arm64 instance type"
+    label = ("arm64, rate measured on Graviton" if measured else
+             "arm64, rate NOT MEASURED ON GRAVITON: the x86 req/s per vCPU carried over")
+    text = format_plan(plans[:limit] if limit else plans, prices, target_rps=target_rps, safety=safety,
+                       rps_per_vcpu=rate, label=label)
+    cpus = {item.name: item.cpu for item in prices.instances}
+    text += "\ncompile for them with: model-compile ... --target linux-aarch64 [--cpu " + "|".join(
+        sorted({cpus[p.instance] for p in plans if cpus[p.instance]})) + "] (cpu per type in the price table)"
+    if not measured:
+        text += (f"\nTo measure the Graviton rate, run on a Graviton machine: {GRAVITON_MEASURE_COMMAND}"
+                 f"\n  then pass its req/s per vCPU as --graviton-rps-per-vcpu")
+    return text

@@ -43,6 +43,7 @@ class ChainOptions:
     target_rps: float = DEFAULT_TARGET_RPS
     safety: float = DEFAULT_SAFETY
     prices: Path | None = None                 # None: bench/sagemaker_prices.toml
+    graviton_rps_per_vcpu: float | None = None  # measured on Graviton; None: labelled not measured
 
 
 def run_chain(options: ChainOptions, *, command: str = "", logs: Path = Path("logs"),
@@ -94,7 +95,8 @@ def run_chain(options: ChainOptions, *, command: str = "", logs: Path = Path("lo
         report.sweep = SweepReport(model=sweep_model.name, results=results, recommendation=recommend(results, grid))
     report.capacity, report.capacity_text = plan_from_results(
         report.http, report.sweep, report.machine.cpus or 1, load_prices(options.prices or PRICES_FILE),
-        target_rps=options.target_rps, safety=options.safety)
+        target_rps=options.target_rps, safety=options.safety, machine_platform=report.machine.platform,
+        graviton_rps_per_vcpu=options.graviton_rps_per_vcpu)
     report.figures = compute_figures(report.kernel or [], report.http)
     report.elapsed_s = round(time.monotonic() - started, 1)
     return report

@@ -62,7 +62,7 @@ def cmd_all(args) -> int:
         sweep_rows=tuple(args.sweep_rows), sweep_plans=tuple(args.configs) if args.configs else None,
         skip_kernel=args.skip_kernel, skip_sweep=args.skip_sweep, slo_ms=args.slo_ms, connections=args.connections,
         duration_s=args.duration, steps=args.steps, target_rps=args.target_rps, safety=args.safety,
-        prices=args.prices)
+        prices=args.prices, graviton_rps_per_vcpu=args.graviton_rps_per_vcpu)
     out = Path(args.out or f"reports/{dt.datetime.now():%Y%m%d-%H%M%S}")
     report = run_chain(options, command=" ".join(sys.argv), logs=out / "logs", progress=_say)
     written = write_report(report, out)
@@ -75,13 +75,14 @@ def cmd_all(args) -> int:
 def cmd_kernel(args) -> int:
     from bench.kernel import run_kernel
     from bench.models import prepare_model
-    from bench.report import kernel_table
+    from bench.report import figures_table, kernel_goals, kernel_table
 
     timings = []
     for name in args.models:
         model = prepare_model(name, progress=_say)
         timings += run_kernel(model, batch_sizes=args.batch_sizes, min_time_s=args.min_time, progress=_say)
     _say(kernel_table(timings))
+    _say(figures_table(kernel_goals(timings)))
     if args.json:
         Path(args.json).write_text(json.dumps([t.to_dict() for t in timings], indent=1) + "\n")
     return 0
@@ -133,6 +134,9 @@ def cmd_compare(args) -> int:
                           slo_ms=args.slo_ms, keys=tuple(args.keys), duration_s=args.duration, steps=args.steps,
                           connections=args.connections, log_dir=Path(args.logs), ceiling=ceiling, progress=_say)
     _say(http_table(results, CeilingSummary.of(ceiling), args.slo_ms))
+    from bench.report import figures_table, frontend_figures
+
+    _say(figures_table(frontend_figures(results)))
     return 0
 
 
@@ -150,7 +154,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_capacity(args) -> int:
-    from bench.capacity import format_plan, plan_fleet, plan_from_results
+    from bench.capacity import format_graviton_plan, format_plan, plan_fleet, plan_from_results
 
     prices = _prices(args)
     if args.report:
@@ -158,12 +162,17 @@ def cmd_capacity(args) -> int:
 
         report = Report.from_dict(json.loads(Path(args.report).read_text()))
         _, texts = plan_from_results(report.http or [], report.sweep, report.machine.cpus or 1, prices,
-                                     target_rps=args.target_rps, safety=args.safety)
+                                     target_rps=args.target_rps, safety=args.safety,
+                                     machine_platform=report.machine.platform,
+                                     graviton_rps_per_vcpu=args.graviton_rps_per_vcpu)
         for text in texts:
             _say(text + "\n")
         return 0
     plans = plan_fleet(args.rps_per_vcpu, prices, target_rps=args.target_rps, safety=args.safety)
     _say(format_plan(plans, prices, target_rps=args.target_rps, safety=args.safety, rps_per_vcpu=args.rps_per_vcpu))
+    _say("\n" + format_graviton_plan(prices, target_rps=args.target_rps, safety=args.safety,
+                                     x86_rps_per_vcpu=args.rps_per_vcpu,
+                                     graviton_rps_per_vcpu=args.graviton_rps_per_vcpu))
     return 0
 
 
@@ -201,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--target-rps", type=float, default=DEFAULT_TARGET_RPS, help="load to plan for (req/s)")
         p.add_argument("--safety", type=float, default=DEFAULT_SAFETY, help="autoscaling safety factor (0-1]")
         p.add_argument("--prices", type=Path, help="price table (TOML; default bench/sagemaker_prices.toml)")
+        p.add_argument("--graviton-rps-per-vcpu", type=float, metavar="RATE",
+                       help="req/s per vCPU measured on a Graviton machine, for the arm64 plan (default: "
+                            "the x86 rate, labelled as not measured on Graviton)")
 
     p = sub.add_parser("all", help="the whole chain, printed and written to a report folder")
     p.add_argument("--quick", action="store_true", help="shorter runs and a 3-configuration sweep (make demo)")
@@ -240,10 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     http_options(p, duration=5)
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("compare", help="servers (a)-(d) side by side")
+    p = sub.add_parser("compare", help="servers (a)-(f) side by side")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=DEFAULT_MODELS)
     p.add_argument("--rows", type=_at_least_one, default=1)
-    p.add_argument("--keys", nargs="+", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d"])
+    p.add_argument("--keys", nargs="+", default=["a", "b", "c", "d", "e", "f"], choices=["a", "b", "c", "d", "e", "f"])
     p.add_argument("--config", type=_config_arg, help="CLASS:WORKERS[:THREADS] for (a), (b), (d)")
     p.add_argument("--logs", default="reports/logs", help="server logs folder")
     http_options(p)

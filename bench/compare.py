@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling
+from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling, run_load
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
-from bench.contenders import Contender, hello_command, serve_command, stock_command
-from bench.search import DEFAULT_CONNECTIONS, SearchedServer, find_max_rates
+from bench.contenders import Contender, hello_command, other_frontend_plan, serve_command, stock_command
+from bench.search import DEFAULT_CONNECTIONS, SearchedServer, find_max_rates, open_loop_connections
 from bench.servers import RunningServer, free_port, running_server
 from serve.gunicorn_conf import WorkerPlan
 
@@ -41,9 +41,16 @@ class ServerResult:
     near_ceiling: bool
     loadavg: list[float] = field(default_factory=list)   # machine's 1-minute load before and after
     search: dict = field(default_factory=dict)
+    # p99 of one open-loop run at HEADROOM_SHARE of max_rate (serve's rows only): the latency
+    # with the headroom an autoscaling target leaves.
+    p99_at_headroom_ms: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+HEADROOM_SHARE = 0.8
+SERVE_KEYS = ("a", "e")   # serve's own rows, on each front end
 
 
 def _with_server_cpu(server: RunningServer) -> Callable[[Callable[[], LoadResult]], LoadResult]:
@@ -82,6 +89,15 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
                                         lambda r, tag=tag: progress(f"    {tag:<16}" + describe_run(r).strip())))
         searches = find_max_rates(searched, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                                   steps=steps)
+        headroom = {}
+        for c, srv, search in zip(contenders, searched, searches):
+            if c.command.key in SERVE_KEYS and search.max_rate > 0:
+                rate = HEADROOM_SHARE * search.max_rate
+                run = run_load(srv.url, c.bodies, rate=rate, connections=open_loop_connections(rate, connections),
+                               duration_s=duration_s)
+                headroom[c.command.key] = run.latency_ms["p99"]
+                progress(f"    {c.command.key} {c.command.plan.label():<14} at {HEADROOM_SHARE:.0%} of its max: "
+                         + describe_run(run).strip())
     load_after = os.getloadavg()[0]
     results = []
     for c, search in zip(contenders, searches):
@@ -99,7 +115,8 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             p99_ms=best.latency_ms["p99"] if best else None, closed_rate=search.closed.achieved_rate,
             closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
             near_ceiling=bool(best and best.near_ceiling) or bool(search.closed.near_ceiling),
-            loadavg=[load_before, load_after], search=search.to_dict()))
+            loadavg=[load_before, load_after], search=search.to_dict(),
+            p99_at_headroom_ms=headroom.get(c.command.key)))
     return results
 
 
@@ -114,26 +131,30 @@ def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, dur
 
 
 def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1, slo_ms: float = 20.0,
-                keys: tuple[str, ...] = ("a", "b", "c", "d"), duration_s: int = 3, steps: int = 4,
+                keys: tuple[str, ...] = ("a", "b", "c", "d", "e", "f"), duration_s: int = 3, steps: int = 4,
                 connections: int = DEFAULT_CONNECTIONS, log_dir: Path = Path("."),
                 ceiling: Ceiling | None = None, progress: Callable[[str], None] = print) -> list[ServerResult]:
     """Servers ``keys`` on every model at ``rows`` rows per request; the servers of one model
-    are searched together (the hello world, which needs no model, with the first)."""
+    are searched together (the hello worlds, which need no model, with the first). (e) and
+    (f) run on the other front end (``bench.contenders.other_frontend_plan``)."""
+    other = other_frontend_plan(plan)
     results = []
     for index, model in enumerate(models):
         bodies = make_bodies(read_sample_rows(model.sample_csv), rows)
         contenders = []
         for key in keys:
-            if key == "d" and index > 0:
+            if key in ("d", "f") and index > 0:
                 continue
             port = free_port()
             if key in ("a", "b"):
                 command = serve_command(key, model.deployed, port, plan)
+            elif key == "e":
+                command = serve_command(key, model.deployed, port, other)
             elif key == "c":
                 command = stock_command(model.stock_dir, port, cpus=os.cpu_count())
             else:
-                command = hello_command(port, plan)
-            contenders.append(Contender(command, port, bodies, model.name if key != "d" else "-", rows))
+                command = hello_command(port, plan if key == "d" else other, key=key)
+            contenders.append(Contender(command, port, bodies, model.name if key not in ("d", "f") else "-", rows))
         results += benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
                                      duration_s=duration_s, steps=steps, connections=connections, progress=progress)
     return results

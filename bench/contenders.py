@@ -4,10 +4,12 @@
 * (b) ``serve`` forced to stock XGBoost (``--predictor stock``);
 * (c) the stock-container equivalent (``bench.baselines.stock_app``) under the stock
       container's own gunicorn settings (gevent, one worker per CPU);
-* (d) the hello-world WSGI app under ``serve``'s gunicorn settings: Python's floor.
+* (d) the hello-world WSGI app under ``serve``'s front end and settings: Python's floor;
+* (e), (f): (a) and (d) on the other front end (``other_frontend_plan``).
 
 (a), (b) and (d) run with the same WorkerPlan, handed over the way ``serve`` reads it
-(its environment and ``--workers``); (c) keeps the stock container's.
+(its environment and ``--workers``), (e) and (f) with the other front end's plan for as
+many workers; (c) keeps the stock container's.
 """
 from __future__ import annotations
 
@@ -23,12 +25,16 @@ SERVER_LABELS = {
     "b": "(b) serve, stock XGBoost",
     "c": "(c) stock-container equivalent",
     "d": "(d) hello-world WSGI",
+    # (a) and (d) on the other front end (gunicorn + gevent when the default is granian, and
+    # the other way round): the front ends side by side, each with its hello-world floor.
+    "e": "(e) serve, router, other front end",
+    "f": "(f) hello-world, other front end",
 }
 
 
 @dataclass(frozen=True)
 class ServerCommand:
-    key: str                    # a, b, c or d
+    key: str                    # a to f
     label: str
     plan: WorkerPlan
     argv: list[str]
@@ -54,20 +60,28 @@ def serve_default_plan() -> WorkerPlan:
     return plan_workers(Settings.from_env({}), available_cpus())
 
 
+def other_frontend_plan(plan: WorkerPlan) -> WorkerPlan:
+    """The other front end's default plan for as many workers as ``plan``: how (e) and (f) run."""
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS, DEFAULT_WORKER_CLASS, GRANIAN
+
+    if plan.frontend == GRANIAN:
+        return WorkerPlan(DEFAULT_WORKER_CLASS, plan.workers, 1, cpus=plan.cpus)
+    return WorkerPlan(GRANIAN, plan.workers, DEFAULT_GRANIAN_THREADS, cpus=plan.cpus)
+
+
 def stock_plan(cpus: int | None = None) -> WorkerPlan:
     """The stock container's worker plan: gevent, one worker per CPU."""
     return WorkerPlan("gevent", cpus or os.cpu_count() or 1, 1)
 
 
 def _serve_env(plan: WorkerPlan) -> dict[str, str]:
-    """The environment that gives ``serve``'s gunicorn ``plan`` (with ``--workers``), quiet."""
-    return {"SERVE_WORKER_CLASS": plan.worker_class, "SERVE_THREADS": str(plan.threads),
-            "SAGEMAKER_CONTAINER_LOG_LEVEL": "WARNING", "SERVE_ACCESS_LOG": "false"}
+    """The environment that gives ``serve``'s ``plan`` (with ``--workers``), quiet."""
+    return {**plan.environment(), "SAGEMAKER_CONTAINER_LOG_LEVEL": "WARNING", "SERVE_ACCESS_LOG": "false"}
 
 
 def serve_command(key: str, artifact_dir: Path, port: int, plan: WorkerPlan) -> ServerCommand:
-    """(a) or (b): this project's ``serve`` on ``artifact_dir`` (an extracted model.tar.gz)."""
-    predictor = {"a": "auto", "b": "stock"}[key]
+    """(a), (b) or (e): this project's ``serve`` on ``artifact_dir`` (an extracted model.tar.gz)."""
+    predictor = {"a": "auto", "b": "stock", "e": "auto"}[key]
     argv = [sys.executable, "-m", "serve.cli", "--model", str(artifact_dir), "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(plan.workers), "--predictor", predictor]
     return ServerCommand(key, SERVER_LABELS[key], plan, argv, _serve_env(plan))
@@ -82,8 +96,9 @@ def stock_command(stock_dir: Path, port: int, cpus: int | None = None) -> Server
                          {"BENCH_MODEL_DIR": str(stock_dir), "OMP_NUM_THREADS": "1"})
 
 
-def hello_command(port: int, plan: WorkerPlan, app: str = "bench.baselines:hello_app") -> ServerCommand:
-    """(d): the hello-world app (or another WSGI ``app``) under serve's gunicorn settings for ``plan``."""
+def hello_command(port: int, plan: WorkerPlan, app: str = "bench.baselines:hello_app", key: str = "d") -> ServerCommand:
+    """(d) (or (f)): the hello-world app (or another WSGI ``app``) under serve's front end and
+    settings for ``plan``."""
     argv = [sys.executable, "-m", "bench.gunicorn_app", app, "--options", "serve", "--port", str(port),
             "--workers", str(plan.workers)]
-    return ServerCommand("d", SERVER_LABELS["d"], plan, argv, _serve_env(plan))
+    return ServerCommand(key, SERVER_LABELS[key], plan, argv, _serve_env(plan))

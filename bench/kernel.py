@@ -168,3 +168,4 @@ def run_kernel(model: ModelUnderTest, *, batch_sizes=BATCH_SIZES, repeats: int =
         progress(f"  {model.name}, {size:,} row(s): " + ", ".join(f"{name} {ms:.3f}" for name, ms in best.items())
                  + " ms")
     return timings
+

@@ -6,8 +6,10 @@ For a sample model (``sample_models``) this makes, under ``<root>/<name>/``:
   what the stock container and the stock-equivalent baseline serve;
 * ``<variant>/model.tar.gz`` and ``<variant>/model/``: the deployable artifact that
   ``model_compile.compile_artifact`` writes, and its extraction, for each compile variant:
-  ``plain`` (no quantization, no branch annotation), ``annotated`` (branch annotation from
-  the sample rows) and ``quantized`` (compile_artifact's default, what is deployed).
+  ``plain`` (TL2cgen, no quantization, no branch annotation), ``annotated`` (TL2cgen, branch
+  annotation from the sample rows), ``quantized`` (compile_artifact's defaults, what is
+  deployed: both generators built and verified, the faster shipped), and each generator
+  alone, ``tl2cgen`` (quantized) and ``kernel`` (model_compile.codegen), side by side.
 
 A variant is compiled again only when the source model, its options or model_compile's
 code changed (``stamp.json``), so that a second benchmark run starts in seconds.
@@ -23,9 +25,11 @@ from typing import Callable
 from model_core.artifact import safe_extract, sha256_file
 
 VARIANTS: dict[str, dict] = {
-    "plain": {"quantize": False, "annotate": False},
-    "annotated": {"quantize": False, "annotate": True},
+    "plain": {"quantize": False, "annotate": False, "generator": "tl2cgen"},
+    "annotated": {"quantize": False, "annotate": True, "generator": "tl2cgen"},
     "quantized": {"quantize": True, "annotate": False},
+    "tl2cgen": {"generator": "tl2cgen"},
+    "kernel": {"generator": "kernel"},
 }
 DEPLOYED_VARIANT = "quantized"          # compile_artifact's defaults
 DEFAULT_ROOT = Path("artifacts/bench")

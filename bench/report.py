@@ -115,9 +115,58 @@ def sweep_table(sweep: SweepReport) -> str:
     rec = sweep.recommendation
     if rec:
         out.append(f"Recommended: {rec.config} ({rec.workers_per_vcpu:g} worker(s) per vCPU"
-                   + (f", {rec.threads} threads" if rec.worker_class == "gthread" else "")
+                   + (f", {rec.threads} threads" if rec.worker_class in ("gthread", "granian") else "")
                    + f"): {rec.reason}")
     return "\n".join(out)
+
+
+# The kernel generator's goals, from the ``compiled kernel`` rows of a run.
+KERNEL = "compiled kernel"
+ONE_ROW_US = {"rtb-large": 8.0, "rtb-small": 1.5}
+NS_PER_TREE_ROW_AT_1000 = {"rtb-large": 12.0}
+MIN_SPEEDUP_VS_STOCK = {"rtb-large": 1.5}
+
+
+def kernel_goals(kernel: list[KernelTiming]) -> list[Figure]:
+    """The kernel generator's figures as met or missed (the better repeat of each measurement)."""
+    from sample_models.build import RECIPES
+
+    best: dict[tuple, float] = {}
+    for t in kernel:
+        key = (t.model, t.predictor, t.batch)
+        best[key] = min(best.get(key, float("inf")), t.median_ms)
+    figures = []
+    for model in sorted({t.model for t in kernel}):
+        trees = RECIPES[model][0].n_trees if model in RECIPES else None
+        one = best.get((model, KERNEL, 1))
+        if one is not None and model in ONE_ROW_US:
+            target = ONE_ROW_US[model]
+            figures.append(Figure(name=f"{model}, 1 row, in-process: kernel library", target=f"<= {target:g} us",
+                                measured=f"{one * 1e3:.2f} us", met=one * 1e3 <= target,
+                                detail=f"{one * 1e3 / target:.2f}x the target"))
+        thousand = best.get((model, KERNEL, 1000))
+        if thousand is not None and trees and model in NS_PER_TREE_ROW_AT_1000:
+            ns = thousand * 1e6 / 1000 / trees
+            target = NS_PER_TREE_ROW_AT_1000[model]
+            figures.append(Figure(name=f"{model}, 1,000 rows, in-process: kernel ns per tree per row",
+                                target=f"<= {target:g} ns", measured=f"{ns:.2f} ns", met=ns <= target,
+                                detail=f"{thousand:.3f} ms per call, {trees} trees"))
+        ratios = {b: best[(model, "inplace_predict", b)] / best[(model, KERNEL, b)]
+                  for (m, p, b) in best if m == model and p == KERNEL and (model, "inplace_predict", b) in best}
+        if ratios and model in MIN_SPEEDUP_VS_STOCK:
+            worst = min(ratios, key=ratios.get)
+            target = MIN_SPEEDUP_VS_STOCK[model]
+            figures.append(Figure(name=f"{model}: kernel vs inplace_predict at every batch size",
+                                target=f">= {target:g}x", measured=f"{ratios[worst]:.2f}x (worst, at {worst:,} rows)",
+                                met=ratios[worst] >= target,
+                                detail=", ".join(f"{b:,}: {r:.1f}x" for b, r in sorted(ratios.items()))))
+        tl2cgen = {b: best[(model, "compiled tl2cgen", b)] / best[(model, KERNEL, b)]
+                   for (m, p, b) in best if m == model and p == KERNEL and (model, "compiled tl2cgen", b) in best}
+        if tl2cgen:
+            figures.append(Figure(name=f"{model}: kernel vs TL2cgen (quantized) library", target="(reported)",
+                                measured=f"{min(tl2cgen.values()):.2f}x to {max(tl2cgen.values()):.2f}x", met=None,
+                                detail=", ".join(f"{b:,}: {r:.1f}x" for b, r in sorted(tl2cgen.items()))))
+    return figures
 
 
 def compute_figures(kernel: list[KernelTiming], http: list[ServerResult]) -> list[Figure]:
@@ -152,6 +201,7 @@ def compute_figures(kernel: list[KernelTiming], http: list[ServerResult]) -> lis
                                 target="<= 1.10x", measured=f"{worst:.2f}x (worst, at {worst_batch:,} rows)",
                                 met=worst <= 1.10,
                                 detail="router / min(compiled quantized, inplace_predict), better repeat"))
+    figures += kernel_goals(kernel)
     rates = {(r.key, r.model, r.rows): r.max_rate for r in http}
     cpu = {(r.key, r.model, r.rows): r.cpu_us_per_request for r in http}
 
@@ -179,6 +229,55 @@ def compute_figures(kernel: list[KernelTiming], http: list[ServerResult]) -> lis
         figures.append(Figure(name="rtb-small, 1 row, HTTP: (a) vs hello world (d)", target=">= 60 %",
                             measured=f"{share:.0%}", met=share >= 0.6,
                             detail=f"{a:,.0f} vs {d:,.0f} req/s" + cpu_note("a", "rtb-small", "d", "-", True)))
+    return figures + frontend_figures(http)
+
+
+def frontend_figures(http: list[ServerResult]) -> list[Figure]:
+    """granian vs gunicorn + gevent, serve's rows (a) and (e) and hello worlds (d) and (f), 1 row:
+    CPU per request <= 1/4, max rate >= 3x, p99 <= 5 ms at 80 % of that rate, ServeApp's own
+    cost (CPU per request minus its front end's hello world) <= 25 us, rtb-large's CPU ratio
+    within 20 % of rtb-small's."""
+    one_row = [r for r in http if r.rows == 1]
+
+    def row(model: str, granian: bool, serve: bool = True) -> ServerResult | None:
+        keys = ("a", "e") if serve else ("d", "f")
+        return next((r for r in one_row if r.key in keys and (r.model == model or not serve)
+                     and r.config.startswith("granian") == granian), None)
+
+    figures, cpu_ratio = [], {}
+    for model in ("rtb-small", "rtb-large"):
+        fast, slow = row(model, True), row(model, False)
+        if not fast or not slow or not fast.cpu_us_per_request or not slow.cpu_us_per_request:
+            continue
+        ratio = slow.cpu_us_per_request / fast.cpu_us_per_request
+        cpu_ratio[model] = ratio
+        detail = f"{fast.cpu_us_per_request:.0f} vs {slow.cpu_us_per_request:.0f} us ({fast.config} vs {slow.config})"
+        if model == "rtb-small":
+            figures.append(Figure(name="rtb-small, 1 row: server CPU per request, granian vs gunicorn + gevent",
+                                target="<= 1/4 (>= 4x less)", measured=f"{ratio:.2f}x less", met=ratio >= 4,
+                                detail=detail))
+            rate = fast.max_rate / slow.max_rate if slow.max_rate else float("inf")
+            figures.append(Figure(name="rtb-small, 1 row: max open-loop rate with p99 under the SLO, granian vs gunicorn",
+                                target=">= 3x", measured=f"{rate:.2f}x", met=rate >= 3,
+                                detail=f"{fast.max_rate:,.0f} vs {slow.max_rate:,.0f} req/s"))
+            p99 = fast.p99_at_headroom_ms
+            if p99 is not None:
+                figures.append(Figure(name="rtb-small, 1 row: granian's p99 at 80 % of its max rate",
+                                    target="<= 5 ms", measured=f"{p99:.2f} ms", met=p99 <= 5,
+                                    detail=f"at {0.8 * fast.max_rate:,.0f} req/s"))
+        for granian in (True, False):
+            serve, hello = row(model, granian), row(model, granian, serve=False)
+            if model == "rtb-small" and serve and hello and serve.cpu_us_per_request and hello.cpu_us_per_request:
+                own = serve.cpu_us_per_request - hello.cpu_us_per_request
+                figures.append(Figure(name=f"rtb-small, 1 row: ServeApp's own CPU per request on "
+                                         f"{'granian' if granian else 'gunicorn + gevent'} (serve minus hello world)",
+                                    target="<= 25 us", measured=f"{own:.0f} us", met=own <= 25,
+                                    detail=f"{serve.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"))
+    if len(cpu_ratio) == 2:
+        drift = cpu_ratio["rtb-large"] / cpu_ratio["rtb-small"]
+        figures.append(Figure(name="rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's",
+                            target="0.80-1.20", measured=f"{drift:.2f}", met=0.8 <= drift <= 1.2,
+                            detail=f"{cpu_ratio['rtb-large']:.2f}x vs {cpu_ratio['rtb-small']:.2f}x"))
     return figures
 
 

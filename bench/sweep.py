@@ -1,4 +1,5 @@
-"""Tuning sweep: gunicorn worker class x workers x threads for ``serve``, at 1 and 100 rows per request.
+"""Tuning sweep of ``serve``'s worker plan, at 1 and 100 rows per request: gunicorn's worker
+class x workers x threads, and granian's workers x Python threads x runtime threads x backpressure.
 
 For each configuration, server (a) (``serve`` with its router) is searched for the
 highest rate it holds with p99 under the SLO (``bench.compare.benchmark_servers``: all
@@ -22,38 +23,54 @@ from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
 from bench.search import DEFAULT_CONNECTIONS
 from bench.servers import free_port
-from serve.gunicorn_conf import WorkerPlan
+from serve.gunicorn_conf import GRANIAN, WorkerPlan
 from serve.settings import WORKER_CLASSES
 
 TIE_SHARE = 0.05
 
 
 def default_grid(cpus: int | None = None) -> list[WorkerPlan]:
-    """The full grid for a machine of ``cpus`` vCPUs: each class at 1x and 2x workers per
-    vCPU, gthread with 2 and 4 threads."""
+    """The full grid for a machine of ``cpus`` vCPUs: each gunicorn class at 1x and 2x workers
+    per vCPU, gthread with 2 and 4 threads; granian with 1, 2 and 4 Python threads, 2 runtime
+    threads, a low backpressure and 2x workers."""
     c = cpus or os.cpu_count() or 1
     return [WorkerPlan("sync", c, 1), WorkerPlan("sync", 2 * c, 1),
             WorkerPlan("gthread", c, 2), WorkerPlan("gthread", c, 4), WorkerPlan("gthread", 2 * c, 2),
-            WorkerPlan("gevent", c, 1), WorkerPlan("gevent", 2 * c, 1)]
+            WorkerPlan("gevent", c, 1), WorkerPlan("gevent", 2 * c, 1),
+            WorkerPlan(GRANIAN, c, 1), WorkerPlan(GRANIAN, c, 2), WorkerPlan(GRANIAN, c, 4),
+            WorkerPlan(GRANIAN, c, 4, runtime_threads=2), WorkerPlan(GRANIAN, c, 4, backpressure=64),
+            WorkerPlan(GRANIAN, 2 * c, 2)]
 
 
 def quick_grid(cpus: int | None = None) -> list[WorkerPlan]:
-    """One configuration per worker class, one worker per vCPU (the demo's sweep)."""
+    """One configuration per gunicorn worker class and granian with 1 and 4 Python threads,
+    one worker per vCPU (the demo's sweep)."""
     c = cpus or os.cpu_count() or 1
-    return [WorkerPlan("sync", c, 1), WorkerPlan("gthread", c, 4), WorkerPlan("gevent", c, 1)]
+    return [WorkerPlan("sync", c, 1), WorkerPlan("gthread", c, 4), WorkerPlan("gevent", c, 1),
+            WorkerPlan(GRANIAN, c, 1), WorkerPlan(GRANIAN, c, 4)]
 
 
 def parse_config(text: str) -> WorkerPlan:
-    """A WorkerPlan from ``CLASS:WORKERS[:THREADS]``, e.g. ``gthread:2:4``; ValueError otherwise."""
+    """A WorkerPlan from ``CLASS:WORKERS[:THREADS]``, e.g. ``gthread:2:4``, or
+    ``granian:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]]``; ValueError otherwise."""
     parts = text.split(":")
-    if len(parts) not in (2, 3) or parts[0] not in WORKER_CLASSES:
-        raise ValueError(f"{text!r}: expected CLASS:WORKERS[:THREADS] with CLASS sync, gthread or gevent")
+    most = 5 if parts[0] == GRANIAN else 3
+    if not 2 <= len(parts) <= most or parts[0] not in (*WORKER_CLASSES, GRANIAN):
+        raise ValueError(f"{text!r}: expected CLASS:WORKERS[:THREADS] with CLASS sync, gthread or gevent, "
+                         "or granian:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]]")
     try:
-        workers, threads = int(parts[1]), int(parts[2]) if len(parts) == 3 else 1
+        numbers = [int(part) for part in parts[1:]]
     except ValueError:
-        raise ValueError(f"{text!r}: WORKERS and THREADS must be whole numbers") from None
-    if workers < 1 or threads < 1:
-        raise ValueError(f"{text!r}: WORKERS and THREADS must be at least 1")
+        raise ValueError(f"{text!r}: WORKERS, THREADS, ... must be whole numbers") from None
+    if min(numbers) < 1:
+        raise ValueError(f"{text!r}: WORKERS, THREADS, ... must be at least 1")
+    workers, threads = numbers[0], numbers[1] if len(numbers) > 1 else 1
+    if parts[0] == GRANIAN:
+        from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS
+
+        return WorkerPlan(GRANIAN, workers, numbers[1] if len(numbers) > 1 else DEFAULT_GRANIAN_THREADS,
+                          runtime_threads=numbers[2] if len(numbers) > 2 else 1,
+                          backpressure=numbers[3] if len(numbers) > 3 else None)
     return WorkerPlan(parts[0], workers, threads)
 
 

@@ -5,6 +5,7 @@
 -- and in one state per thread, and done() gets no arguments):
 --   BENCH_BODIES        file of request bodies separated by a NUL byte
 --   BENCH_PATH          request path (default /invocations)
+--   BENCH_PATHS         optional file of one path per body (overrides BENCH_PATH body by body)
 --   BENCH_CONTENT_TYPE  Content-Type header (default text/csv)
 --   BENCH_RATE          offered requests/s over all threads; unset or 0 = closed loop
 --   BENCH_THREADS       number of wrk threads (open loop: one connection each)
@@ -57,10 +58,18 @@ function init(args)
   local data = f:read("*a")
   f:close()
   local headers = { ["Content-Type"] = content_type, ["Accept"] = "text/csv" }
+  -- BENCH_PATHS (optional): a file with one request path per line, the i-th for the i-th body
+  -- (bench/multi_model.py: requests spread over many models of one endpoint)
+  local paths = {}
+  local paths_file = os.getenv("BENCH_PATHS")
+  if paths_file and paths_file ~= "" then
+    for line in assert(io.open(paths_file, "r")):lines() do table.insert(paths, line) end
+  end
   local start = 1
   while start <= #data do
     local stop = string.find(data, "\0", start, true) or (#data + 1)
-    table.insert(requests, wrk.format("POST", path, headers, string.sub(data, start, stop - 1)))
+    local body_path = paths[#requests + 1] or path
+    table.insert(requests, wrk.format("POST", body_path, headers, string.sub(data, start, stop - 1)))
     start = stop + 1
   end
   assert(#requests > 0, "no request bodies in BENCH_BODIES")

@@ -33,7 +33,10 @@ AUTOSCALE = ["endpoint_name", "variant_name", "min_instances", "max_instances", 
 
 
 def cmd_upload(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
-    done = upload.upload_model(aws, Path(args.archive), s["bucket"], s["prefix"])
+    if args.multi_model:
+        done = upload.upload_multi_model(aws, Path(args.archive), s["bucket"], s["prefix"], args.multi_model)
+    else:
+        done = upload.upload_model(aws, Path(args.archive), s["bucket"], s["prefix"])
     print(done.url)
 
 
@@ -50,6 +53,13 @@ def cmd_register(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
 
 def cmd_endpoint(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
     require(s, "endpoint_name", "role_arn")
+    if args.multi_model:
+        if not args.model_data_prefix:
+            raise UsageError("--multi-model needs --model-data-prefix s3://bucket/prefix/ (where `upload "
+                             "--multi-model NAME` puts models)")
+        if s["model_package"]:
+            raise UsageError("--multi-model serves the models under --model-data-prefix; not with --model-package")
+        s = {**s, "model_data": endpoint.check_model_data_prefix(args.model_data_prefix)}
     if s["model_package"]:
         if args.model_data or args.image_uri:
             raise UsageError("give --model-package, or --image-uri with --model-data, not both")
@@ -68,7 +78,8 @@ def cmd_endpoint(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
         instance_type=s["instance_type"],
         instance_count=s["instance_count"], variant_name=s["variant_name"],
         environment=endpoint.container_environment(s["workers"], s["outputs"], s["env"]),
-        startup_health_timeout=s["startup_health_timeout"], model_download_timeout=s["model_download_timeout"])
+        startup_health_timeout=s["startup_health_timeout"], model_download_timeout=s["model_download_timeout"],
+        mode="MultiModel" if args.multi_model else "SingleModel")
     name = endpoint.deploy(aws, spec, _waiting(s, args))
     aws.say(f"endpoint {spec.endpoint_name} runs {name}" if not args.no_wait
             else f"endpoint {spec.endpoint_name}: {name} requested")
@@ -94,7 +105,8 @@ def cmd_autoscale(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None
 def cmd_invoke(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
     require(s, "endpoint_name")
     body = invoke.read_payload(args.body, Path(args.payload) if args.payload else None, args.rows)
-    answer = invoke.invoke(aws, s["endpoint_name"], body, args.content_type, args.accept, args.repeat)
+    answer = invoke.invoke(aws, s["endpoint_name"], body, args.content_type, args.accept, args.repeat,
+                           target_model=args.target_model)
     aws.say(f"{len(body)} bytes sent; answer from variant {answer.variant} ({answer.content_type}); "
             f"{invoke.summarize_round_trips(answer.round_trips_ms)}")
     sys.stdout.write(answer.body.decode(errors="replace"))
@@ -266,10 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
         settings.add_options(p, COMMON + names)
         if name == "upload":
             p.add_argument("archive", help="model.tar.gz (from model-compile, or a SageMaker XGBoost model)")
+            p.add_argument("--multi-model", metavar="NAME",
+                           help="for a multi-model endpoint: put it at s3://<bucket>/<prefix>/NAME.tar.gz")
         if name == "register":
             p.add_argument("archive", help="model.tar.gz from model-compile")
             p.add_argument("--approve", action="store_true",
                            help="register the version Approved (default: PendingManualApproval)")
+        if name == "endpoint":
+            p.add_argument("--multi-model", action="store_true",
+                           help="a multi-model endpoint (Mode=MultiModel): models loaded on demand from "
+                                "--model-data-prefix, chosen per request by invoke --target-model")
+            p.add_argument("--model-data-prefix", metavar="S3_URL",
+                           help="with --multi-model: the s3://bucket/prefix/ that holds the models")
         if name == "invoke":
             p.add_argument("--body", help="request body, e.g. '2,0,0.0,7.0,3.0,20.0,2'")
             p.add_argument("--payload", help="file of request rows, e.g. artifacts/sample-models/rtb-small/sample.csv")
@@ -279,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--accept", help="Accept header (default: the server's)")
             p.add_argument("--repeat", type=settings.positive_int, default=1,
                            help="send it this many times and summarize the round trips (default 1)")
+            p.add_argument("--target-model", metavar="NAME.tar.gz",
+                           help="on a multi-model endpoint: the model under its prefix that answers")
         if name == "loadtest":
             p.add_argument("--payload", required=True,
                            help="CSV of request rows, e.g. artifacts/sample-models/rtb-small/sample.csv")

@@ -55,6 +55,9 @@ class EndpointSpec:
     network_isolation: bool = True
     startup_health_timeout: int | None = None
     model_download_timeout: int | None = None
+    # "MultiModel": model_data is an S3 prefix; each request's TargetModel names a
+    # model.tar.gz under it, which SageMaker loads into the container on demand.
+    mode: str = "SingleModel"
 
 
 @dataclass
@@ -64,6 +67,13 @@ class Waiting:
     poll: float
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+
+
+def check_model_data_prefix(prefix: str) -> str:
+    """A multi-model endpoint's ModelDataUrl: an s3:// prefix (a "folder", ending in /)."""
+    if not prefix.startswith("s3://") or len(prefix.removeprefix("s3://").strip("/")) == 0:
+        raise UsageError(f"--model-data-prefix {prefix}: must be an s3://bucket/prefix/ URL")
+    return prefix if prefix.endswith("/") else prefix + "/"
 
 
 def check_endpoint_name(name: str) -> str:
@@ -119,7 +129,7 @@ def create_model_and_config(aws: Aws, spec: EndpointSpec, name: str) -> None:
         what = f"model package {spec.model_package}"
     else:
         container = {"Image": spec.image_uri, "ModelDataUrl": spec.model_data,
-                     "Environment": spec.environment, "Mode": "SingleModel"}
+                     "Environment": spec.environment, "Mode": spec.mode}
         what = f"image {spec.image_uri}, data {spec.model_data}"
     sm.create_model(
         ModelName=name,

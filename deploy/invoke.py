@@ -56,8 +56,9 @@ def read_payload(body: str | None, payload: Path | None, rows: int) -> bytes:
 
 
 def invoke(aws: Aws, endpoint_name: str, body: bytes, content_type: str, accept: str | None,
-           repeat: int = 1) -> Answer:
+           repeat: int = 1, target_model: str | None = None) -> Answer:
     """Send ``body`` ``repeat`` times; returns the last answer and every round trip in ms.
+    ``target_model``: on a multi-model endpoint, the archive under its prefix (``NAME.tar.gz``).
 
     Raises :class:`DeployError` when the container answered with an error
     (``ModelError``: its status and message are in the text).
@@ -66,6 +67,8 @@ def invoke(aws: Aws, endpoint_name: str, body: bytes, content_type: str, accept:
     params = {"EndpointName": endpoint_name, "Body": body, "ContentType": content_type}
     if accept:
         params["Accept"] = accept
+    if target_model:
+        params["TargetModel"] = target_model
     times: list[float] = []
     answer: dict = {}
     payload = b""

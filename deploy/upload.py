@@ -11,6 +11,7 @@ overwrites one that a running endpoint still reads.
 """
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,9 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from deploy.aws import Aws, DeployError, is_not_found
+from deploy.settings import UsageError
 from model_core.artifact import (
     ArtifactError,
-    LIBRARY_NAME,
     Manifest,
     read_manifest,
     safe_extract,
@@ -57,14 +58,16 @@ def describe_artifact(archive: Path) -> str:
                 raise DeployError(f"{archive}: the archive holds no file")
             return (f"no manifest.json: not compiled by model-compile (holds {', '.join(sorted(names))}); "
                     f"the server will run it with stock XGBoost")
-        library = Path(tmp) / manifest.library.file
-        if not library.is_file():
-            raise DeployError(f"{archive}: manifest names {manifest.library.file}, which is missing")
-        if sha256_file(library) != manifest.library.sha256:
-            raise DeployError(f"{archive}: {manifest.library.file} does not match the sha256 in manifest.json")
+        for lib in manifest.libraries:
+            library = Path(tmp) / lib.file
+            if not library.is_file():
+                raise DeployError(f"{archive}: manifest names {lib.file}, which is missing")
+            if sha256_file(library) != lib.sha256:
+                raise DeployError(f"{archive}: {lib.file} does not match the sha256 in manifest.json")
         m = manifest.model
-        return (f"compiled {m.objective} model, {m.num_feature} features, {m.num_tree} trees, "
-                f"{manifest.library.file or LIBRARY_NAME} for {manifest.library.platform} ({manifest.library.libc})")
+        built_for = ", ".join(f"{lib.file} for {lib.platform}{' tuned for ' + lib.cpu if lib.cpu else ''} "
+                              f"({lib.libc})" for lib in manifest.libraries)
+        return f"compiled {m.objective} model, {m.num_feature} features, {m.num_tree} trees, {built_for}"
 
 
 def artifact_manifest(archive: Path) -> Manifest | None:
@@ -161,3 +164,52 @@ def bucket_exists(s3, bucket: str) -> bool:
         if is_not_found(exc):
             return False
         raise
+
+
+# A multi-model endpoint's TargetModel is a key under its prefix: keep it a plain file name.
+_TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}")
+
+
+def multi_model_key(prefix: str, name: str) -> str:
+    """``<prefix>/<name>.tar.gz``: what ``invoke --target-model <name>.tar.gz`` names on an
+    endpoint deployed with ``--model-data-prefix s3://<bucket>/<prefix>/``."""
+    name = name.removesuffix(".tar.gz")
+    if not _TARGET_NAME.fullmatch(name) or ".." in name:
+        raise UsageError(f"--multi-model {name!r}: use letters, digits, '_', '-' and '.' (a file name, no '/')")
+    return "/".join(part for part in (prefix.strip("/"), f"{name}.tar.gz") if part)
+
+
+def upload_multi_model(aws: Aws, archive: Path, bucket: str | None, prefix: str, name: str) -> Uploaded:
+    """Check ``archive`` and put it at ``s3://bucket/<prefix>/<name>.tar.gz`` for a multi-model
+    endpoint. The same archive again is skipped; a different one under a name already used is
+    refused: SageMaker keeps serving the copy it has cached for a TargetModel, so a new model
+    needs a new name."""
+    key = multi_model_key(prefix, name)
+    aws.say(f"checking {archive}: {describe_artifact(archive)}")
+    sha256 = sha256_file(archive)
+    size = archive.stat().st_size
+    if bucket is None:
+        bucket = default_bucket(aws)
+        ensure_default_bucket(aws, bucket)
+    url = f"s3://{bucket}/{key}"
+    s3 = aws.client("s3")
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+        if not aws.dry_run and not bucket_exists(s3, bucket):
+            raise DeployError(f"bucket s3://{bucket} does not exist: create it, or leave out --bucket "
+                              f"to use the default bucket") from None
+    else:
+        if head.get("Metadata", {}).get(SHA256_METADATA_KEY) == sha256 and head.get("ContentLength") == size:
+            aws.say(f"already uploaded: {url} (same sha256)")
+            return Uploaded(url, sha256, size, skipped=True)
+        raise DeployError(f"{url} already holds another model: endpoints may have it cached under this "
+                          f"TargetModel; upload the new one under a new name")
+    aws.say(f"uploading {size / 1e6:.2f} MB to {url}")
+    s3.upload_file(str(archive), bucket, key, ExtraArgs={
+        "Metadata": {SHA256_METADATA_KEY: sha256}, "ContentType": "application/gzip"})
+    aws.say(f"uploaded {url} sha256={sha256}; invoke it with --target-model {key.rpartition('/')[2]} on an "
+            f"endpoint deployed with --multi-model --model-data-prefix {url.rpartition('/')[0]}/")
+    return Uploaded(url, sha256, size, skipped=False)

@@ -224,16 +224,20 @@ def annotate_branches(model, rows: np.ndarray, path: Path) -> None:
 
 def build_library(model, libpath: Path, *, description: ModelDescription, quantize: bool = True,
                   parallel_comp: int | None = None, annotation: Path | None = None,
-                  toolchain: str = DEFAULT_TOOLCHAIN, progress: Progress | None = None) -> LibraryBuild:
+                  toolchain: str = DEFAULT_TOOLCHAIN, options: list[str] | None = None,
+                  progress: Progress | None = None) -> LibraryBuild:
     """Generate C code for the treelite ``model`` and compile it into ``libpath``.
 
     ``description``: the same model's (tree count, split thresholds).
     ``parallel_comp``: None chooses from the tree count; 0 = one C file.
     ``annotation``: a file written by :func:`annotate_branches` (branch hints).
+    ``toolchain``: the compiler (a cross gcc for another target, ``toolchain.compiler_for``);
+    ``options``: gcc options added to ours (``-mcpu=...``).
     Returns what was built and how. Raises CompileError.
     """
     import tl2cgen
 
+    flags = OPTIONS + list(options or [])
     try:
         compiler = compiler_version(toolchain)
     except FileNotFoundError as exc:
@@ -268,13 +272,13 @@ def build_library(model, libpath: Path, *, description: ModelDescription, quanti
         _add_batch_entry_point(src)
         n_files = len(list(src.glob("*.c")))
         if progress:
-            progress(f"compiling {n_files} C files with {compiler} {' '.join(TL2CGEN_FLAGS + OPTIONS)} ...")
+            progress(f"compiling {n_files} C files with {compiler} {' '.join(TL2CGEN_FLAGS + flags)} ...")
         stop = threading.Event()
         beat = threading.Thread(target=_heartbeat, args=(progress, "compiling", stop), daemon=True)
         beat.start()
         try:
             built = tl2cgen.create_shared(toolchain, str(src), nthread=native_threads(),
-                                          options=OPTIONS or None, long_build_time_warning=False)
+                                          options=list(flags) or None, long_build_time_warning=False)
         except Exception as exc:
             raise CompileError(f"the C compiler failed: {exc}") from exc
         finally:
@@ -284,4 +288,4 @@ def build_library(model, libpath: Path, *, description: ModelDescription, quanti
     if annotation is not None:
         params["annotate"] = True
     return LibraryBuild(path=Path(libpath), params=params, compiler=compiler,
-                        flags=TL2CGEN_FLAGS + OPTIONS, seconds=time.perf_counter() - started)
+                        flags=TL2CGEN_FLAGS + flags, seconds=time.perf_counter() - started)

@@ -3,7 +3,8 @@
 * :func:`threshold_rows`: rows built around the model's own split thresholds
   (exactly on, one float32 step either side, in between), with missing values
   mixed in: where a compiler gets comparisons or default directions wrong.
-* :func:`compare`: the largest absolute difference, and in which row.
+* :func:`compare`: the largest absolute difference, and whether every output is
+  within its tolerance (:func:`relative_tolerance` says why it grows with the output).
 * :func:`measure_crossover`: the batch size from which the stock XGBoost
   predictor (one thread) beats the compiled library on this machine.
 """
@@ -14,7 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-DEFAULT_TOLERANCE = 1e-5
+DEFAULT_TOLERANCE = 1e-5          # the absolute floor
+FLOAT32_EPS = float(np.finfo(np.float32).eps)   # 2**-23
+TOLERANCE_RULE = ("each output passes when |candidate - reference| <= tolerance + relative_tolerance "
+                  "* |reference|; relative_tolerance = (trees / classes) * 2**-23 unless given")
 DEFAULT_GENERATED_ROWS = 2000
 MISSING_SHARE = 0.1
 # Up to 16k rows: a 6 MB request of a small model holds that many, and XGBoost's predictor
@@ -90,9 +94,25 @@ def gtil_predict(tl_model, X: np.ndarray, margin: bool = False) -> np.ndarray:
 
 # --- comparison --------------------------------------------------------------
 
+def relative_tolerance(num_tree: int, num_class: int = 1) -> float:
+    """How much of ``|reference|`` an output may differ by, on top of the absolute floor.
+
+    An output sums one leaf per tree in float32; XGBoost, GTIL and the compiled
+    library add them in different orders (and quantized or not), and each
+    addition may round by half a float32 step of the running sum. Over the T
+    trees of one output that is at most about T x eps32 x |sum|: a few 1e-6 for
+    a model of 30 trees whose outputs are near 20, far below what a wrong
+    comparison or a threshold one float step off changes (a whole leaf). The
+    bound is stated on the output, where sigmoid and softmax only shrink a
+    margin's error; for log-link objectives it covers margins up to about 1.
+    """
+    return max(1, int(num_tree) // max(1, int(num_class))) * FLOAT32_EPS
+
+
 @dataclass
 class Comparison:
-    """How far ``candidate`` is from ``reference`` over ``rows`` rows."""
+    """How far ``candidate`` is from ``reference`` over ``rows`` rows. Each output may differ by
+    ``tolerance + relative_tolerance * |reference|`` (``worst_allowed`` at the worst row)."""
 
     candidate: str
     reference: str
@@ -104,17 +124,24 @@ class Comparison:
     worst_reference: list[float]
     margin_max_abs_diff: float | None = None
     row_labels: list[str] = field(default_factory=list)
+    relative_tolerance: float = 0.0
+    worst_allowed: float = 0.0
+    within: bool = True
 
     @property
     def passed(self) -> bool:
-        return bool(self.max_abs_diff <= self.tolerance)
+        return self.within
 
     def describe_worst(self, X: np.ndarray | None = None) -> str:
         row = f"row {self.worst_row}"
         if self.row_labels:
             row += f" ({self.row_labels[self.worst_row]})"
-        text = (f"{self.candidate} differs from {self.reference} by {self.max_abs_diff:.3g} "
-                f"(tolerance {self.tolerance:g}) at {row}: {self.candidate} "
+        allowed = (f"tolerance {self.tolerance:g} + {self.relative_tolerance:.3g} x |{self.reference}| = "
+                   f"{self.worst_allowed:.3g} there" if self.relative_tolerance else f"tolerance {self.tolerance:g}")
+        difference = float(np.max(np.abs(np.subtract(self.worst_candidate, self.worst_reference)))) \
+            if self.worst_candidate else self.max_abs_diff
+        text = (f"{self.candidate} differs from {self.reference} by {difference:.3g} "
+                f"({allowed}) at {row}: {self.candidate} "
                 f"{_fmt(self.worst_candidate)}, {self.reference} {_fmt(self.worst_reference)}")
         if X is not None:
             values = ",".join("" if np.isnan(v) else f"{v:.9g}" for v in X[self.worst_row][:20])
@@ -128,8 +155,11 @@ def _fmt(values: list[float]) -> str:
 
 
 def compare(candidate: np.ndarray, reference: np.ndarray, *, candidate_name: str,
-            reference_name: str, tolerance: float = DEFAULT_TOLERANCE) -> Comparison:
-    """Largest absolute difference between two (n, outputs) predictions and where it is.
+            reference_name: str, tolerance: float = DEFAULT_TOLERANCE,
+            relative: float = 0.0) -> Comparison:
+    """Compare two (n, outputs) predictions: each output may differ by
+    ``tolerance + relative * |reference|``. The worst row is the one furthest past
+    (or closest to) what it is allowed; ``max_abs_diff`` is the largest difference.
 
     A NaN on one side and not the other counts as an infinite difference.
     """
@@ -141,13 +171,20 @@ def compare(candidate: np.ndarray, reference: np.ndarray, *, candidate_name: str
     diff = np.abs(cand - ref)
     both_nan = np.isnan(cand) & np.isnan(ref)
     diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
-    per_row = diff.max(axis=1) if diff.size else np.zeros(0)
-    worst = int(np.argmax(per_row)) if per_row.size else 0
+    allowed = tolerance + relative * np.nan_to_num(np.abs(ref), nan=0.0, posinf=0.0)
+    if not diff.size:
+        return Comparison(candidate=candidate_name, reference=reference_name, rows=int(ref.shape[0]),
+                          max_abs_diff=0.0, tolerance=tolerance, worst_row=0, worst_candidate=[],
+                          worst_reference=[], relative_tolerance=relative)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = np.where(diff == 0, 0.0, diff / allowed)
+    flat = int(np.argmax(excess))
+    worst, column = divmod(flat, diff.shape[1])
     return Comparison(candidate=candidate_name, reference=reference_name, rows=int(ref.shape[0]),
-                      max_abs_diff=float(per_row[worst]) if per_row.size else 0.0,
-                      tolerance=tolerance, worst_row=worst,
-                      worst_candidate=cand[worst].tolist() if per_row.size else [],
-                      worst_reference=ref[worst].tolist() if per_row.size else [])
+                      max_abs_diff=float(diff.max()), tolerance=tolerance, worst_row=int(worst),
+                      worst_candidate=cand[worst].tolist(), worst_reference=ref[worst].tolist(),
+                      relative_tolerance=relative, worst_allowed=float(allowed[worst, column]),
+                      within=bool((diff <= allowed).all()))
 
 
 # --- crossover ---------------------------------------------------------------

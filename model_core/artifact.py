@@ -4,7 +4,11 @@ A deployable ``model.tar.gz`` holds, at its root (SageMaker extracts it into
 ``/opt/ml/model``):
 
 * ``manifest.json`` - what :class:`Manifest` describes;
-* ``model.so``      - the TL2cgen-compiled library (name in ``manifest.library.file``);
+* ``model.so``      - the compiled library for the machine that compiled it, TL2cgen's or
+  model_compile's kernel (name in ``manifest.library.file``, which one in
+  ``manifest.library.generator``);
+* ``model-linux-aarch64.so``, ... - libraries for further targets, when compiled for
+  several (``manifest.other_libraries``); the server loads the one for its machine;
 * ``model.ubj``     - the model re-saved as UBJSON, loadable by current XGBoost
   (name in ``manifest.model.file``): the stock predictor and the fallback.
 
@@ -60,6 +64,18 @@ class LibraryInfo:
     # The batch function model_compile adds to every library (runtime.CompiledModel
     # calls it directly); None for a plain TL2cgen library.
     entry_point: str | None = None
+    # Which code generator made the library: "tl2cgen" (also every manifest written
+    # before there was a choice) or "kernel" (model_compile.codegen), and why:
+    # {"reason": one line, "timings": [{"rows", "kernel_ms", "tl2cgen_ms"}]}.
+    generator: str = "tl2cgen"
+    generator_choice: dict[str, Any] = field(default_factory=dict)
+    # The compile target (linux-x86_64, linux-aarch64); "" in manifests older than targets.
+    target: str = ""
+    cpu: str = ""                   # -mcpu tuning (neoverse-v1, ...); "" = the architecture's baseline
+    # How this library was run for verification: "native" (loaded by the compiling
+    # process) or "emulated: qemu-aarch64-static 7.2.19 on linux_x86_64".
+    verified_by: str = "native"
+    max_abs_diff: float | None = None   # this library's own difference on the verification rows
 
 
 @dataclass
@@ -73,6 +89,14 @@ class Verification:
     sample_rows: int = 0
     generated_rows: int = 0
     margin_max_abs_diff: float | None = None    # on raw margins, recorded, not gated
+    # Each output passed when |difference| <= tolerance + relative_tolerance * |reference|
+    # (relative_tolerance: trees per output x float32 epsilon, or the user's; 0 = absolute only).
+    relative_tolerance: float = 0.0
+    rule: str = ""
+
+    def allowed(self, reference):
+        """What each output (a float or numpy array) of ``reference`` may differ by."""
+        return self.tolerance + self.relative_tolerance * abs(reference)
 
 
 @dataclass
@@ -93,6 +117,14 @@ class Manifest:
     # The measurement behind crossover_batch_size: [{"rows", "compiled_ms", "xgboost_ms"}].
     crossover_timings: list[dict[str, Any]] = field(default_factory=list)
     compiled_on: dict[str, str] = field(default_factory=dict)   # platform, libc, cpu
+    # Libraries for further targets (linux-aarch64 next to linux-x86_64, ...), each
+    # verified on the same rows as ``library``; ``verification`` is the worst of all.
+    other_libraries: list[LibraryInfo] = field(default_factory=list)
+
+    @property
+    def libraries(self) -> list[LibraryInfo]:
+        """Every library of the artifact, ``library`` first."""
+        return [self.library, *self.other_libraries]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -123,6 +155,7 @@ class Manifest:
                 conversion=(Verification(**data["conversion"]) if data.get("conversion") else None),
                 crossover_timings=list(data.get("crossover_timings") or []),
                 compiled_on=dict(data.get("compiled_on") or {}),
+                other_libraries=[LibraryInfo(**lib) for lib in data.get("other_libraries") or []],
             )
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"manifest is malformed: {exc}") from exc

@@ -5,10 +5,12 @@ Formats, detected from the bytes, never from the file name:
 * ``json``          - ``Booster.save_model("m.json")``: starts with ``{"``;
 * ``ubjson``        - ``save_model("m.ubj")`` and SageMaker's XGBoost 1.7+ ``xgboost-model``:
   starts with ``{`` then a UBJSON type marker;
-* ``legacy_binary`` - XGBoost 1.x ``save_model`` binary (``binf`` header); current
-  XGBoost cannot read it, Treelite can;
-* ``pickle``        - the pickled ``xgboost.core.Booster`` SageMaker's XGBoost 1.x
-  container wrote. Read with a restricted unpickler that executes nothing
+* ``legacy_binary`` - XGBoost 1.x ``save_model`` binary (``binf`` header), or
+  0.7x-0.90's, the same structs without the header (recognised by the
+  objective and booster names at their fixed place); current XGBoost cannot
+  read either, Treelite can;
+* ``pickle``        - the pickled ``xgboost.core.Booster`` SageMaker's XGBoost 0.90
+  and 1.x containers wrote. Read with a restricted unpickler that executes nothing
   (:mod:`model_core.legacy`).
 
 A source is a SageMaker ``model.tar.gz`` (extracted safely), a folder, or a
@@ -37,8 +39,9 @@ _JSON_SPACE = b" \t\r\n"
 
 
 def detect_format(head: bytes) -> str | None:
-    """The model format of a file starting with ``head`` (16+ bytes), or None."""
-    if head.startswith(b"binf"):
+    """The model format of a file starting with ``head`` (``legacy.HEADERLESS_HEAD_BYTES``
+    or more, 512 is plenty), or None."""
+    if head.startswith(b"binf") or legacy.is_headerless_binary(head):
         return "legacy_binary"
     if head[:1] == b"\x80" and head[1:2] and 2 <= head[1] <= 5:
         return "pickle"

@@ -1,13 +1,18 @@
-"""XGBoost 1.x formats that current XGBoost cannot read, read safely and converted.
+"""XGBoost 0.7x-1.x formats that current XGBoost cannot read, read safely and converted.
 
-* The legacy binary model (``binf`` + C structs), parsed here with ``struct``
-  and rebuilt as an XGBoost JSON document that current XGBoost loads.
-* The pickled ``xgboost.core.Booster`` SageMaker's XGBoost 1.x container wrote.
+* The legacy binary model (C structs), parsed here with ``struct`` and rebuilt
+  as an XGBoost JSON document that current XGBoost loads. XGBoost 1.x starts it
+  with ``binf``; 0.7x-0.90 wrote the same structs without that header, and
+  saved ``base_score`` as a margin (1.x saves it untransformed and records its
+  version, which is 0.0 in older files). gbtree, dart (trees + ``weight_drop``)
+  and gblinear (one weight vector) boosters.
+* The pickled ``xgboost.core.Booster`` SageMaker's XGBoost 0.90 and 1.x containers wrote.
   It is read by :class:`BoosterUnpickler`, which resolves exactly two globals
   (``xgboost.core.Booster``, to an inert placeholder, and ``builtins.bytearray``)
   and refuses every other, so nothing in the file is ever executed. The
-  Booster's state holds the model bytes in one of two layouts:
+  Booster's state holds the model bytes in one of three layouts:
 
+  - XGBoost 0.7x-0.90: the headerless legacy binary model itself;
   - XGBoost 1.0-1.2: ``CONFIG-offset:`` + int64 offset + legacy binary model +
     JSON configuration;
   - XGBoost 1.3+: a JSON or UBJSON snapshot ``{"Config": ..., "Model": ...}``
@@ -37,6 +42,7 @@ CONFIG_HEADER = b"CONFIG-offset:"
 LEARNER_PARAM_BYTES = 136
 GBTREE_PARAM_BYTES = 160
 TREE_PARAM_BYTES = 148
+GBLINEAR_PARAM_BYTES = 136
 NODE_DTYPE = np.dtype([("parent", "<i4"), ("cleft", "<i4"), ("cright", "<i4"), ("sindex", "<u4"),
                        ("info", "<f4")])
 STAT_DTYPE = np.dtype([("loss_chg", "<f4"), ("sum_hess", "<f4"), ("base_weight", "<f4"),
@@ -45,6 +51,27 @@ MAX_TREES = 1_000_000
 MAX_NODES = 1 << 26
 NOT_A_NODE = 2147483647         # how XGBoost's JSON writes the root's parent
 DEFAULT_NAME = re.compile(r"f\d+")
+BOOSTERS = ("gbtree", "dart", "gblinear")
+_OBJECTIVE_NAME = re.compile(rb"[a-z]+(:[a-z_]+)+")
+# A headerless binary's first string (the objective) starts right after the learner's struct.
+HEADERLESS_HEAD_BYTES = LEARNER_PARAM_BYTES + 8 + 64 + 8 + len("gblinear")
+
+
+def is_headerless_binary(head: bytes) -> bool:
+    """True when ``head`` starts like a 0.7x-0.90 binary model: the learner's struct (a finite
+    base_score), then an objective name and a booster name as length-prefixed strings."""
+    if len(head) < LEARNER_PARAM_BYTES + 16:
+        return False
+    (base_score,) = struct.unpack_from("<f", head)
+    (n,) = struct.unpack_from("<Q", head, LEARNER_PARAM_BYTES)
+    start = LEARNER_PARAM_BYTES + 8
+    if not (np.isfinite(base_score) and 3 <= n <= 64 and len(head) >= start + n + 8):
+        return False
+    if not _OBJECTIVE_NAME.fullmatch(head[start:start + n]):
+        return False
+    (m,) = struct.unpack_from("<Q", head, start + n)
+    name = head[start + n + 8:start + n + 8 + m]
+    return name.decode("ascii", "replace") in BOOSTERS
 
 
 # --- the restricted unpickler -----------------------------------------------
@@ -108,6 +135,13 @@ class LegacyModel:
     trees: list[dict] = field(default_factory=list)       # XGBoost JSON tree objects
     tree_info: list[int] = field(default_factory=list)
     attributes: dict[str, str] = field(default_factory=dict)
+    weight_drop: list[float] = field(default_factory=list)     # dart: one weight per tree
+    linear_weights: list[float] = field(default_factory=list)  # gblinear: (features + bias) x groups
+
+    @property
+    def base_score_is_margin(self) -> bool:
+        """Before 1.0, the learner saved base_score after its objective's ProbToMargin."""
+        return self.version[0] < 1
 
 
 class _Stream:
@@ -171,22 +205,45 @@ def _tree_to_json(nodes: np.ndarray, stats: np.ndarray, tree_id: int, num_featur
 
 
 def parse_legacy_binary(raw: bytes, origin: str = "model") -> LegacyModel:
-    """Parse an XGBoost 1.x legacy binary model; raises FormatError."""
+    """Parse an XGBoost 0.7x-1.x legacy binary model (with or without ``binf``); raises FormatError."""
     s = _Stream(raw, origin)
     if raw.startswith(b"binf"):
         s.take(4)
     base_score, num_feature, num_class, extra_attrs, _, major, minor = s.unpack("fIiiiII")
     s.take(LEARNER_PARAM_BYTES - 28)
     objective, booster = s.string(), s.string()
-    if booster != "gbtree":
-        raise FormatError(f"{origin}: {booster!r} boosters are not supported (only gbtree tree ensembles)")
-    num_trees = s.unpack("i")[0]
-    s.take(GBTREE_PARAM_BYTES - 4)
-    if not 0 <= num_trees <= MAX_TREES:
-        raise FormatError(f"{origin}: legacy binary model claims {num_trees} trees; corrupt")
+    if booster not in BOOSTERS:
+        raise FormatError(f"{origin}: {booster!r} boosters are not supported (only gbtree, dart "
+                          f"and gblinear)")
     model = LegacyModel(base_score=float(base_score), num_feature=int(num_feature),
                         num_class=int(num_class), objective=objective, booster=booster,
                         version=(int(major), int(minor)))
+    if booster == "gblinear":
+        _read_linear(s, model)
+    else:
+        _read_trees(s, model)
+    # What follows the booster: attributes when flagged; 0.7x's count:poisson max_delta_step
+    # string and 0.82+'s evaluation metric names come after and do not change predictions.
+    if extra_attrs:
+        (count,) = s.unpack("Q")
+        if count > 10_000:
+            raise FormatError(f"{origin}: {count} attributes; corrupt")
+        for _ in range(count):
+            key = s.string()
+            model.attributes[key] = s.string()
+    return model
+
+
+def _read_trees(s: _Stream, model: LegacyModel) -> None:
+    """GBTree's model (and dart's weight_drop after it) into ``model``."""
+    origin = s.origin
+    num_trees, _, _, _, num_pbuffer = s.unpack("iiiiq")
+    s.take(GBTREE_PARAM_BYTES - 24)
+    if not 0 <= num_trees <= MAX_TREES:
+        raise FormatError(f"{origin}: legacy binary model claims {num_trees} trees; corrupt")
+    if num_pbuffer != 0:
+        raise FormatError(f"{origin}: the model carries a prediction buffer (XGBoost before 0.7); "
+                          f"load and save it with XGBoost 0.7x-1.x first")
     for tree_id in range(num_trees):
         _, num_nodes, _, _, _, size_leaf_vector = s.unpack("iiiiii")
         s.take(TREE_PARAM_BYTES - 24)
@@ -201,49 +258,112 @@ def parse_legacy_binary(raw: bytes, origin: str = "model") -> LegacyModel:
         except ValueError as exc:
             raise FormatError(f"{origin}: {exc}; corrupt model") from exc
     model.tree_info = list(s.unpack(f"{num_trees}i")) if num_trees else []
-    if extra_attrs:
-        (count,) = s.unpack("Q")
-        if count > 10_000:
-            raise FormatError(f"{origin}: {count} attributes; corrupt")
-        for _ in range(count):
-            key = s.string()
-            model.attributes[key] = s.string()
-    return model
+    if model.booster == "dart" and num_trees:
+        model.weight_drop = _float_vector(s, "weight_drop")
+        if len(model.weight_drop) != num_trees:
+            raise FormatError(f"{origin}: dart model has {len(model.weight_drop)} tree weights for "
+                              f"{num_trees} trees; corrupt")
+
+
+def _read_linear(s: _Stream, model: LegacyModel) -> None:
+    """GBLinear's model: its struct, then (num_feature + 1) x num_output_group weights."""
+    num_feature, groups = s.unpack("Ii")
+    s.take(GBLINEAR_PARAM_BYTES - 8)
+    model.linear_weights = _float_vector(s, "weights")
+    if groups < 1 or len(model.linear_weights) != (num_feature + 1) * groups:
+        raise FormatError(f"{s.origin}: gblinear model has {len(model.linear_weights)} weights for "
+                          f"{num_feature} features and {groups} groups; corrupt")
+
+
+def _float_vector(s: _Stream, what: str) -> list[float]:
+    (n,) = s.unpack("Q")
+    if n > MAX_NODES:
+        raise FormatError(f"{s.origin}: {what} claims {n} values; corrupt")
+    return np.frombuffer(s.take(4 * n), dtype="<f4").tolist()
 
 
 def legacy_to_json_doc(model: LegacyModel, feature_names: list[str] | None = None) -> dict:
     """An XGBoost JSON model document for ``model``, in current XGBoost's schema.
 
     The document's objective and learner sections come from current XGBoost
-    itself (an empty booster with the same objective, classes and base score),
-    so their layout is always the one the running XGBoost expects; the trees
-    are the legacy model's.
+    itself (an empty booster with the same booster, objective, classes and base
+    score), so their layout is always the one the running XGBoost expects; the
+    trees (or linear weights) are the legacy model's.
     """
-    import xgboost as xgb
-
     groups = max(1, model.num_class)
     if len(model.trees) % groups:
         raise FormatError(f"{len(model.trees)} trees do not divide into {groups} classes")
-    params = {"objective": model.objective, "num_feature": model.num_feature,
-              "base_score": model.base_score}
+    # 0.7x-0.8x had GPU aliases of the CPU objectives, and reg:linear was renamed; same math.
+    objective = model.objective.removeprefix("gpu:")
+    objective = "reg:squarederror" if objective == "reg:linear" else objective
+    params = {"objective": objective, "num_feature": model.num_feature, "booster": model.booster}
     if model.num_class > 1:
         params["num_class"] = model.num_class
-    try:
-        template = json.loads(bytes(xgb.Booster(params).save_raw("json")))
-    except xgb.core.XGBoostError as exc:
-        raise FormatError(f"objective {model.objective!r} is not known to XGBoost {xgb.__version__}: "
-                     f"{str(exc).splitlines()[0]}") from exc
+    base_score = _base_score_for_margin(params, model.base_score) if model.base_score_is_margin \
+        else model.base_score
+    template = _template(dict(params, base_score=base_score))
     learner = template["learner"]
-    gbm = learner["gradient_booster"]["model"]
-    gbm["trees"] = model.trees
-    gbm["tree_info"] = model.tree_info
-    gbm["gbtree_model_param"]["num_trees"] = str(len(model.trees))
-    gbm["iteration_indptr"] = list(range(0, len(model.trees) + 1, groups))
+    booster = learner["gradient_booster"]
+    if model.booster == "gblinear":
+        booster["model"]["weights"] = model.linear_weights
+    else:
+        gbm = booster["gbtree"]["model"] if model.booster == "dart" else booster["model"]
+        gbm["trees"] = model.trees
+        gbm["tree_info"] = model.tree_info
+        gbm["gbtree_model_param"]["num_trees"] = str(len(model.trees))
+        gbm["iteration_indptr"] = list(range(0, len(model.trees) + 1, groups))
+        if model.booster == "dart":
+            booster["weight_drop"] = model.weight_drop
     learner["attributes"] = {k: v for k, v in model.attributes.items() if not k.startswith("SAVED_PARAM_")}
     if feature_names and len(feature_names) == model.num_feature:
         learner["feature_names"] = list(feature_names)
         learner["feature_types"] = ["float"] * model.num_feature
     return template
+
+
+def _template(params: dict) -> dict:
+    """Current XGBoost's JSON document of an empty booster with ``params``."""
+    import xgboost as xgb
+
+    try:
+        return json.loads(bytes(xgb.Booster(params).save_raw("json")))
+    except xgb.core.XGBoostError as exc:
+        raise FormatError(f"objective {params['objective']!r} is not known to XGBoost {xgb.__version__}: "
+                          f"{str(exc).splitlines()[0]}") from exc
+
+
+def _base_score_for_margin(params: dict, margin: float) -> float:
+    """The base_score current XGBoost turns into ``margin`` for this objective.
+
+    Pre-1.0 files hold the margin; the document needs the value before the
+    objective's ProbToMargin, which is the identity, a logit or a log. Each
+    inverse is tried on an empty tree booster (the rule depends on the
+    objective only) and the one XGBoost maps back onto the margin wins, so the
+    rule is XGBoost's own, not a table kept here.
+    """
+    import xgboost as xgb
+
+    candidates = [margin, float(1.0 / (1.0 + np.exp(-margin)))]
+    if margin < 80:
+        candidates.append(float(np.exp(margin)))
+    probe = dict(params, booster="gbtree")
+    zero_row = np.zeros((1, max(1, params["num_feature"])), dtype=np.float32)
+    refused = None
+    for value in candidates:
+        try:       # an inverse outside the objective's range (a logistic base_score of 2) is refused
+            template = _template(dict(probe, base_score=value))
+        except FormatError as exc:
+            refused = refused or exc
+            continue
+        booster = xgb.Booster()
+        booster.load_model(bytearray(json.dumps(template).encode()))
+        got = np.asarray(booster.inplace_predict(zero_row, predict_type="margin"), dtype=np.float64)
+        if got.size and np.allclose(got, margin, rtol=1e-6, atol=1e-7):
+            return value
+    if refused and "Unknown objective" in str(refused):
+        raise refused
+    raise FormatError(f"objective {params['objective']!r}: no base_score that XGBoost "
+                      f"{xgb.__version__} maps onto the saved margin {margin:g}")
 
 
 # --- one entry for formats.SourceModel -----------------------------------------
@@ -283,7 +403,7 @@ def decode(raw: bytes, fmt: str, origin: str) -> Decoded:
         if not 0 < offset <= len(handle) - start:
             raise FormatError(f"{origin}: the Booster's CONFIG-offset is out of range; corrupt")
         return Decoded("legacy_binary", binary=handle[start:start + offset], feature_names=names)
-    if handle.startswith(b"binf"):
+    if handle.startswith(b"binf") or is_headerless_binary(handle[:HEADERLESS_HEAD_BYTES]):
         return Decoded("legacy_binary", binary=handle, feature_names=names)
     try:
         snapshot = (json.loads(handle) if handle.lstrip()[:2] in (b'{"', b"{ ", b"{\n")

@@ -71,6 +71,18 @@ class CompiledModel:
             self._predictor = tl2cgen.Predictor(str(self.libpath), nthread=1)
             self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """Unload the library (dlclose) so that its pages can go: for a multi-model server
+        that unloads a model. The caller guarantees that no call is in flight and that
+        this object is not used again. Only the direct backend is closed; a plain-TL2cgen
+        library stays mapped until the process ends."""
+        if self.backend != "direct" or self._lib is None:
+            return
+        import _ctypes
+
+        handle, self._lib, self._predict_dense = self._lib._handle, None, None
+        _ctypes.dlclose(handle)
+
     def _c(self, name: str, restype, argtypes=()):
         fn = getattr(self._lib, name)
         fn.restype = restype

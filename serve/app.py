@@ -22,6 +22,7 @@ import json
 import logging
 from http import HTTPStatus
 
+import numpy as np
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
@@ -34,6 +35,12 @@ from serve.settings import Settings
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+_OK = _STATUS_LINES[200]
+_FLOAT32 = np.dtype(np.float32)
+_NOT_FINITE = ("nan", "inf", "-inf")
+# One default score as each codec writes it: (text before, text after).
+_ONE_SCORE = {codecs.CSV: ("", ""), codecs.JSON: ('{"predictions":[{"score":', "}]}"),
+              codecs.JSONLINES: ('{"score":', "}\n")}
 
 
 # Under gevent, bodies from this size on are decoded and predicted in a native thread (gevent's
@@ -44,6 +51,41 @@ OFFLOAD_BYTES = 256 * 1024
 # hub pool of 10): each 6 MB body expands to up to ~78 MB while decoding, and under the GIL
 # more threads add memory, not speed. The others wait with their body read (6 MB each).
 LARGE_AT_ONCE = 2
+
+
+# A numpy call on a large body holds the GIL throughout (decoding 5 MB of CSV about 0.3 s,
+# writing its 300,000 scores about 0.4 s): another thread of the worker (the one answering
+# /ping under granian, gevent's hub under gunicorn) waits that long. Large bodies are
+# therefore decoded in pieces of about PIECE_BYTES and their scores written BLOCK_ROWS at
+# a time: between two numpy calls the interpreter hands the GIL on (sys.getswitchinterval).
+PIECE_BYTES = 64 * 1024
+BLOCK_ROWS = 8192
+# How the default scores' blocks of each format join: (separator, body prefix, body suffix).
+_BLOCK_JOINS = {codecs.CSV: (b",", b"", b""), codecs.JSON: (b",", b'{"predictions":[', b"]}"),
+                codecs.JSONLINES: (b"", b"", b"")}
+
+
+def _decode_in_pieces(body: bytes, decode, num_feature: int):
+    """A large CSV body decoded a few lines at a time (see PIECE_BYTES); the whole body at once
+    for other formats, for a body with blank lines, and whenever a piece is refused (so that
+    an error names the row of the whole body)."""
+    if decode is not codecs.decode_csv or b"\n\n" in body or b"\n\r\n" in body:
+        return decode(body, num_feature)
+    pieces, start, size = [], 0, len(body)
+    while start < size:
+        end = body.find(b"\n", min(start + PIECE_BYTES, size))
+        end = size if end < 0 else end + 1
+        piece = body[start:end]
+        if piece.strip():
+            try:
+                pieces.append(decode(piece, num_feature))
+            except RequestError:
+                return decode(body, num_feature)
+        start = end
+    try:
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    except (ValueError, IndexError):   # rows of different widths (or none): the whole body says which
+        return decode(body, num_feature)
 
 
 class ServeApp:
@@ -64,6 +106,10 @@ class ServeApp:
         self.default_accept = settings.default_accept
         self.max_payload_bytes = settings.max_payload_bytes
         self.body_timeout_s = float(settings.timeout)   # SAGEMAKER_MODEL_SERVER_TIMEOUT
+        self.libsvm_index_base = settings.libsvm_index_base
+        # Per response type, chosen once: the encoder (predictions -> body) and the Content-Type header.
+        self.encoders = {accept: self._encoder(accept) for accept in codecs.ENCODERS}
+        self.type_headers = {accept: ("Content-Type", accept) for accept in (*codecs.ENCODERS, JSON_TYPE)}
 
     def __call__(self, environ, start_response):
         if environ["PATH_INFO"] != "/invocations":
@@ -72,9 +118,9 @@ class ServeApp:
             if environ["REQUEST_METHOD"] != "POST":
                 raise RequestError(405, "/invocations takes POST")
             body, content_type = self.invoke(environ)
-            status = 200
+            start_response(_OK, [self.type_headers[content_type], ("Content-Length", str(len(body)))])
+            return [body]
         except RequestError as error:
-            log.debug("refused with %d: %s", error.status, error.message)
             status, body, content_type = error.status, _error_body(error.message), JSON_TYPE
         except Exception:   # a bug or a native failure: log it, answer 500, keep the worker
             log.exception("internal error on POST /invocations")
@@ -89,7 +135,7 @@ class ServeApp:
 
     def invoke(self, environ) -> tuple[bytes, str]:
         """One inference: the request's environ -> (response body, its content type)."""
-        decode = codecs.decoder_for(environ.get("CONTENT_TYPE"))
+        decode = codecs.decoder_for(environ.get("CONTENT_TYPE"), self.libsvm_index_base)
         accept = codecs.response_type(environ.get("HTTP_ACCEPT"), self.default_accept)
         body = self.read_body(environ)
         if self.offload_large and len(body) >= OFFLOAD_BYTES:
@@ -106,12 +152,50 @@ class ServeApp:
 
     def infer(self, body: bytes, decode, accept: str) -> bytes:
         """Decode, check the width, predict, select the outputs, encode."""
-        rows = decode(body, self.num_feature)
+        large = len(body) >= OFFLOAD_BYTES
+        rows = _decode_in_pieces(body, decode, self.num_feature) if large else decode(body, self.num_feature)
         if rows.shape[1] != self.num_feature:
             raise RequestError(400, f"each row must have {self.num_feature} values (the model's features); "
                                     f"got {rows.shape[1]}")
-        outputs = self.select_outputs(self.predictor.predict(rows))
-        return codecs.ENCODERS[accept](outputs, selected=self.selected, batch=self.batch)
+        predictions = self.predictor.predict(rows)
+        if large and not self.selected and predictions.ndim == 1 and accept in _BLOCK_JOINS:
+            return self._encode_in_blocks(predictions, accept)
+        return self.encoders[accept](predictions)
+
+    def _encode_in_blocks(self, predictions, accept: str) -> bytes:
+        """The default scores of a large request encoded BLOCK_ROWS at a time (see BLOCK_ROWS):
+        the same bytes as one encode, its blocks joined as the format joins rows."""
+        encode = self.encoders[accept]
+        blocks = [encode(predictions[i:i + BLOCK_ROWS]) for i in range(0, predictions.shape[0], BLOCK_ROWS)]
+        separator, prefix, suffix = _BLOCK_JOINS[accept]
+        if accept == codecs.CSV and self.batch:
+            separator = b""   # in batch mode every line ends with its newline already
+        if prefix or suffix:
+            blocks = [block[len(prefix):len(block) - len(suffix)] for block in blocks]
+        return prefix + separator.join(blocks) + suffix
+
+    def _encoder(self, accept: str):
+        """predictions -> response body for ``accept``: the selected outputs through the codec,
+        except one default score (the bid filter's answer), written directly: the same text
+        as the codec's (numpy's shortest float32 repr), without building the outputs dict."""
+        encode, select, selected, batch = codecs.ENCODERS[accept], self.select_outputs, self.selected, self.batch
+
+        def general(predictions):
+            return encode(select(predictions), selected=selected, batch=batch)
+
+        if selected or accept not in _ONE_SCORE:
+            return general
+        opening, closing = _ONE_SCORE[accept]
+        opening, closing = opening.encode(), (closing + ("\n" if batch and accept == codecs.CSV else "")).encode()
+
+        def one_score(predictions):
+            if predictions.shape == (1,) and predictions.dtype == _FLOAT32:
+                text = str(predictions[0])
+                if text not in _NOT_FINITE:   # JSON writes those as null: the codec knows how
+                    return opening + text.encode() + closing
+            return general(predictions)
+
+        return one_score
 
     def read_body(self, environ) -> bytes:
         """The request body, refused with 413 over the payload limit (before reading it when
@@ -157,6 +241,13 @@ def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transf
     /execution-parameters advertises to batch transform when SAGEMAKER_MAX_CONCURRENT_TRANSFORMS
     does not say (the server's worker count); ``offload_large`` is for gevent workers (see
     OFFLOAD_BYTES). Raises OutputError (a ValueError) when the selected outputs do not fit the model."""
+    flask_app = create_flask_app(settings, max_concurrent_transforms)
+    return ServeApp(loaded, settings, flask_app, offload_large=offload_large)
+
+
+def create_flask_app(settings: Settings, max_concurrent_transforms: int = 1) -> Flask:
+    """The routes off the hot path: /ping, /execution-parameters, JSON 404/405/500
+    (shared by the single-model and the multi-model app)."""
     flask_app = Flask(__name__)
     flask_app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     execution_parameters = json.dumps({
@@ -188,7 +279,7 @@ def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transf
         return Response(_error_body("internal error; the server log has the details"), status=500,
                         content_type=JSON_TYPE)
 
-    return ServeApp(loaded, settings, flask_app, offload_large=offload_large)
+    return flask_app
 
 
 def _error_body(message: str) -> bytes:

@@ -1,9 +1,11 @@
 """The ``serve`` command: what SageMaker runs as ``docker run IMAGE serve``.
 
-It reads the settings, loads the model once (in the gunicorn master, before
-the workers fork), builds the app and hands it to gunicorn. A setting or model
+It reads the settings, loads the model once (in the front end's master, before
+the workers fork), builds the app and hands it to the front end (granian or
+gunicorn, ``serve.frontends``). A setting or model
 that cannot be used stops it with a one-line message and a non-zero exit code
-(2: configuration, 1: model), before any port is opened.
+(2: configuration, 1: model), before any port is opened; an address that cannot
+be listened on (in use) exits 1 too, on either front end.
 """
 from __future__ import annotations
 
@@ -31,8 +33,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to listen on (default: SERVE_BIND_HOST or 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (default: SAGEMAKER_BIND_TO_PORT or 8080)")
     parser.add_argument("--workers", type=int, help="worker processes (default: one per usable vCPU)")
+    parser.add_argument("--frontend", choices=["granian", "gunicorn"],
+                        help="HTTP server (default: SERVE_FRONTEND, else the default front end)")
     parser.add_argument("--predictor", choices=["auto", "compiled", "stock"],
                         help="predictor (default: SERVE_PREDICTOR or auto)")
+    parser.add_argument("--libsvm-index-base", type=int, choices=[0, 1],
+                        help="where text/libsvm feature indices start, for every request "
+                             "(default: SERVE_LIBSVM_INDEX_BASE or 0, as XGBoost reads LIBSVM)")
+    parser.add_argument("--multi-model", action="store_true", default=None,
+                        help="serve SageMaker's multi-model endpoint routes, models loaded at run time "
+                             "from SERVE_MODEL_ROOT (default: SAGEMAKER_MULTI_MODEL)")
     return parser.parse_args(argv)
 
 
@@ -51,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve: {exc}", file=sys.stderr)
         return 2
     overrides = {name: value for name, value in (("host", args.host), ("port", args.port),
-                                                 ("workers", args.workers), ("predictor", args.predictor))
+                                                 ("workers", args.workers), ("predictor", args.predictor),
+                                                 ("libsvm_index_base", args.libsvm_index_base),
+                                                 ("multi_model", args.multi_model), ("frontend", args.frontend))
                  if value is not None}
     settings = dataclasses.replace(settings, **overrides)
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
@@ -60,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="serve-model-"))
     master = os.getpid()
     try:
+        if settings.multi_model:
+            from serve.multi_model import serve_multi_model
+
+            return serve_multi_model(settings, scratch / "multi-model")
         model_dir = args.model or settings.model_dir
         try:
             model_dir = _model_folder(model_dir, scratch)
@@ -68,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return run(dataclasses.replace(settings, model_dir=model_dir))
     finally:
-        # gunicorn's forked workers leave through this frame too: only the master cleans up.
+        # the front end's forked workers leave through this frame too: only the master cleans up.
         if os.getpid() == master:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -84,10 +100,11 @@ def _model_folder(path: Path, scratch: Path) -> Path:
 
 
 def run(settings) -> int:
-    """Load, build and serve until gunicorn stops; returns the exit code."""
+    """Load, build and serve until the front end stops; returns the exit code."""
     from serve.app import create_app
     from serve.cpus import available_cpus
-    from serve.gunicorn_conf import GunicornServer, gunicorn_options, plan_workers
+    from serve.frontends import run_frontend
+    from serve.gunicorn_conf import plan_workers
     from serve.loading import ModelLoadError, load_model
     from serve.outputs import OutputError
 
@@ -103,9 +120,8 @@ def run(settings) -> int:
     except OutputError as exc:   # selected outputs that do not fit the model
         log.error("cannot serve: %s", exc)
         return 2
-    log.info("serving %s. gunicorn: %s, on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
-    GunicornServer(lambda: app, gunicorn_options(settings, plan, loaded.describe())).run()
-    return 0
+    log.info("serving %s. %s, on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
+    return run_frontend(lambda: app, settings, plan, loaded.describe())
 
 
 if __name__ == "__main__":

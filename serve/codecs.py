@@ -65,12 +65,13 @@ def parse_content_type(header: str | None) -> tuple[str, dict[str, str]]:
     return media_type.lower(), params
 
 
-def decoder_for(header: str | None) -> Callable[[bytes, int], np.ndarray]:
+def decoder_for(header: str | None, libsvm_index_base: int = 0) -> Callable[[bytes, int], np.ndarray]:
     """The decoder for a ``Content-Type`` header: a function (body, num_feature) -> float32 rows.
+    ``libsvm_index_base``: where LIBSVM indices start (the server's setting, never the request's).
     Raises RequestError 415 for a missing or unsupported type."""
     decoder = _DECODER_BY_HEADER.get(header)   # the common headers, without parsing
     if decoder is not None:
-        return decoder
+        return decode_libsvm_one_based if libsvm_index_base and decoder is decode_libsvm else decoder
     media_type, params = parse_content_type(header)
     if media_type not in DECODERS:
         raise RequestError(415, f"Content-Type {_shown(media_type)} is not supported; "
@@ -80,7 +81,8 @@ def decoder_for(header: str | None) -> Callable[[bytes, int], np.ndarray]:
         if label_size not in ("0", "1"):
             raise RequestError(415, f"text/csv label_size={_shown(label_size)} is not supported; use 0 or 1")
         return decode_csv_with_label if label_size == "1" else decode_csv
-    return DECODERS[media_type]
+    decoder = DECODERS[media_type]
+    return decode_libsvm_one_based if libsvm_index_base and decoder is decode_libsvm else decoder
 
 
 # --- CSV ----------------------------------------------------------------------
@@ -336,10 +338,11 @@ def _npy_header(body: bytes) -> tuple[tuple, bool, np.dtype, int]:
 
 # --- LIBSVM ---------------------------------------------------------------------
 
-def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
+def decode_libsvm(body: bytes, num_feature: int, index_base: int = 0) -> np.ndarray:
     """LIBSVM rows: an optional label, then ``index:value`` pairs; feature ``index`` is column
-    ``index`` (0-based, as XGBoost reads LIBSVM); an absent index is a missing value.
-    Vectorised over all tokens: no Python loop per row."""
+    ``index - index_base`` (0-based by default, as XGBoost reads LIBSVM; 1 with
+    SERVE_LIBSVM_INDEX_BASE=1): the same for every request, whichever features it holds.
+    An absent index is a missing value. Vectorised over all tokens: no Python loop per row."""
     text = body.strip()
     if not text:
         raise RequestError(400, "the request body is empty")
@@ -384,11 +387,12 @@ def decode_libsvm(body: bytes, num_feature: int) -> np.ndarray:
         bad = _first_unparseable(value_text)
         raise RequestError(400, f"row {pair_rows[bad] + 1}: {_shown(pairs[bad])} has a value that is "
                                 "not a number") from None
+    if index_base:
+        indices -= index_base
     out_of_range = np.flatnonzero((indices < 0) | (indices >= num_feature))
     if out_of_range.size:
-        bad = out_of_range[0]
-        raise RequestError(400, f"row {pair_rows[bad] + 1}: feature index {indices[bad]} is out of range; "
-                                f"the model has features 0 to {num_feature - 1}")
+        raise RequestError(400, _libsvm_range_message(indices, out_of_range, pair_rows, num_feature,
+                                                      index_base))
     return _libsvm_rows(n_rows, num_feature, pair_rows, indices, values)
 
 
@@ -401,6 +405,27 @@ def _libsvm_rows(n_rows: int, num_feature: int, pair_rows: np.ndarray, indices: 
     rows = np.full((n_rows, num_feature), np.nan, dtype=np.float32)
     rows[pair_rows, indices] = values
     return rows
+
+
+def decode_libsvm_one_based(body: bytes, num_feature: int) -> np.ndarray:
+    """LIBSVM rows whose indices start at 1 (the LIBSVM file format's own convention)."""
+    return decode_libsvm(body, num_feature, index_base=1)
+
+
+def _libsvm_range_message(indices: np.ndarray, out_of_range: np.ndarray, pair_rows: np.ndarray,
+                          num_feature: int, index_base: int) -> str:
+    """Which index is out of range, and how to switch when the other base would have read it."""
+    bad = out_of_range[0]
+    shown = int(indices[bad]) + index_base
+    first, last = index_base, num_feature - 1 + index_base
+    message = (f"row {pair_rows[bad] + 1}: feature index {shown} is out of range; the model has "
+               f"features {first} to {last} ({index_base}-based indices)")
+    other = 1 - index_base
+    shifted = indices[out_of_range] + index_base - other
+    if ((shifted >= 0) & (shifted < num_feature)).all() and (indices + index_base - other >= 0).all():
+        message += (f". If your indices start at {other}, start the server with "
+                    f"SERVE_LIBSVM_INDEX_BASE={other} (serve --libsvm-index-base {other})")
+    return message
 
 
 def _first_unparseable(texts: np.ndarray) -> int:

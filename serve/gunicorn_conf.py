@@ -1,4 +1,6 @@
-"""gunicorn's configuration: workers, threads and worker class from the vCPUs really available.
+"""The worker plan of both front ends (:class:`WorkerPlan`, :func:`plan_workers`), and gunicorn's
+configuration: workers, threads and worker class from the vCPUs really available.
+(granian's own options are in ``serve.granian_conf``; ``serve.frontends`` picks one.)
 
 One single-threaded prediction per process at a time is what a bid filter's
 one-row requests need: the work is CPU-bound and short (tens to hundreds of
@@ -6,7 +8,7 @@ microseconds), so more workers than usable vCPUs only queue on the scheduler
 (and on a cgroup quota, get throttled: tail latency). Hence one worker per
 usable vCPU (``serve.cpus``), each overridable by environment.
 
-The worker class (default ``gevent``, as the stock container) serves keep-alive
+With gunicorn, the worker class (default ``gevent``, as the stock container) serves keep-alive
 connections, so SageMaker's front end does not open a TCP connection per
 request, and a greenlet per connection keeps a slow client from holding a
 worker. ``gthread`` and ``sync`` are there for comparison (``SERVE_WORKER_CLASS``).
@@ -29,37 +31,87 @@ from serve.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# granian: the benchmark measured it at a fifth of gunicorn + gevent's CPU per request (docs/benchmark.md).
+DEFAULT_FRONTEND = "granian"
 DEFAULT_WORKER_CLASS = "gevent"
 DEFAULT_GTHREAD_THREADS = 4
 GEVENT_CONNECTIONS = 1000
+# granian: Python threads per worker (at most; granian starts them as requests need them). Four, so
+# that /ping finds a free thread while multi-megabyte requests compute in the others (the ping-under-load
+# test: 4 clients of 5 MB on 2 workers); more only contend for the GIL.
+DEFAULT_GRANIAN_THREADS = 4
+# granian: open connections per worker (its "backpressure" holds a permit per connection,
+# keep-alive ones included), as many as a gevent worker takes.
+GRANIAN_CONNECTIONS = GEVENT_CONNECTIONS
+GRANIAN = "granian"   # the worker "class" of a granian plan: its workers are granian's own
 
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    """How gunicorn runs the app: ``workers`` processes of ``worker_class``, each with
-    ``threads`` threads (gthread only); ``cpus`` is the usable vCPU count it was planned
-    for (None for a plan given as such, as the benchmark's sweep gives them)."""
+    """How the front end runs the app: ``workers`` processes of ``worker_class`` (gunicorn's
+    sync, gthread or gevent; or ``granian``), each with ``threads`` Python threads (gthread
+    and granian); for granian also ``runtime_threads`` Rust I/O threads and at most
+    ``backpressure`` open connections per worker. ``cpus`` is the usable vCPU count it was
+    planned for (None for a plan given as such, as the benchmark's sweep gives them)."""
 
-    worker_class: str = DEFAULT_WORKER_CLASS     # sync | gthread | gevent (serve.settings.WORKER_CLASSES)
+    worker_class: str = DEFAULT_WORKER_CLASS     # sync | gthread | gevent (serve.settings.WORKER_CLASSES) | granian
     workers: int = 1
     threads: int = 1
     cpus: float | None = None
+    runtime_threads: int = 1
+    backpressure: int | None = None              # None: GRANIAN_CONNECTIONS
+
+    @property
+    def frontend(self) -> str:
+        return GRANIAN if self.worker_class == GRANIAN else "gunicorn"
 
     def label(self) -> str:
-        """Short, for tables: ``gevent w2``, ``gthread w2 t4``."""
+        """Short, for tables: ``gevent w2``, ``gthread w2 t4``, ``granian w2 t2`` (``r2``: runtime
+        threads, ``bp64``: backpressure, where not the defaults)."""
         text = f"{self.worker_class} w{self.workers}"
-        return text + (f" t{self.threads}" if self.worker_class == "gthread" else "")
+        if self.worker_class in ("gthread", GRANIAN):
+            text += f" t{self.threads}"
+        if self.runtime_threads != 1:
+            text += f" r{self.runtime_threads}"
+        if self.backpressure is not None:
+            text += f" bp{self.backpressure}"
+        return text
 
     def describe(self) -> str:
-        threads = f" x {self.threads} threads" if self.worker_class == "gthread" else ""
-        cpus = f" for {self.cpus:g} usable vCPU(s)" if self.cpus is not None else ""
-        return f"{self.workers} {self.worker_class} worker(s){threads}{cpus}"
+        if self.frontend == GRANIAN:
+            text = (f"granian, {self.workers} worker(s) x {self.threads} Python thread(s), "
+                    f"{self.runtime_threads} runtime thread(s), {self.connections()} connections each")
+        else:
+            threads = f" x {self.threads} threads" if self.worker_class == "gthread" else ""
+            text = f"gunicorn, {self.workers} {self.worker_class} worker(s){threads}"
+        return text + (f" for {self.cpus:g} usable vCPU(s)" if self.cpus is not None else "")
+
+    def connections(self) -> int:
+        """Open connections one granian worker takes."""
+        return self.backpressure or GRANIAN_CONNECTIONS
+
+    def environment(self) -> dict[str, str]:
+        """The ``SERVE_*`` variables that make ``serve`` (with ``--workers``) run this plan:
+        how the benchmark hands a plan over."""
+        if self.frontend == GRANIAN:
+            env = {"SERVE_FRONTEND": GRANIAN, "SERVE_THREADS": str(self.threads),
+                   "SERVE_RUNTIME_THREADS": str(self.runtime_threads)}
+            if self.backpressure is not None:
+                env["SERVE_BACKPRESSURE"] = str(self.backpressure)
+            return env
+        return {"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": self.worker_class,
+                "SERVE_THREADS": str(self.threads)}
 
 
 def plan_workers(settings: Settings, cpus: float) -> WorkerPlan:
-    """Workers, class and threads for ``cpus`` usable vCPUs, unless ``settings`` override them."""
-    worker_class = settings.worker_class or DEFAULT_WORKER_CLASS
+    """Front end, workers, class and threads for ``cpus`` usable vCPUs, unless ``settings``
+    override them. A worker class given alone (``SERVE_WORKER_CLASS``) means gunicorn."""
     workers = settings.workers or usable_cpu_count(cpus)
+    frontend = settings.frontend or ("gunicorn" if settings.worker_class else DEFAULT_FRONTEND)
+    if frontend == GRANIAN:
+        return WorkerPlan(GRANIAN, workers, settings.threads or DEFAULT_GRANIAN_THREADS, cpus=cpus,
+                          runtime_threads=settings.runtime_threads or 1, backpressure=settings.backpressure)
+    worker_class = settings.worker_class or DEFAULT_WORKER_CLASS
     threads = 1
     if worker_class == "gthread":
         threads = settings.threads or DEFAULT_GTHREAD_THREADS
@@ -90,7 +142,7 @@ def gunicorn_options(settings: Settings, plan: WorkerPlan, worker_started_note: 
         "backlog": 2048,
         "accesslog": "-" if settings.access_log else None,
         "errorlog": "-",
-        "loglevel": _gunicorn_log_level(settings.log_level),
+        "loglevel": log_level_name(settings.log_level),
         "post_fork": post_fork,
         "proc_name": "serve",
         # gunicorn's heartbeat files go to /tmp by default; /dev/shm (memory) avoids disk stalls.
@@ -127,8 +179,8 @@ def _bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _gunicorn_log_level(level: int) -> str:
-    """The standard level name at or below a numeric level (gunicorn knows only the names)."""
+def log_level_name(level: int) -> str:
+    """The standard level name at or below a numeric level (gunicorn and granian know only the names)."""
     names = [(logging.CRITICAL, "critical"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
              (logging.INFO, "info")]
     return next((name for number, name in names if level >= number), "debug")

@@ -4,8 +4,9 @@ The folder holds either a compiled artifact (manifest, library, UBJSON model;
 ``model_core.artifact``) or a bare XGBoost model (SageMaker's ``xgboost-model``
 or any model file ``model_core.formats`` reads).
 
-For an artifact the library is checked against this runtime (file checksum,
-platform, libc, TL2cgen version), loaded, self-tested and compared with stock
+For an artifact the library for this machine is picked (an artifact may carry
+one per target: x86-64, arm64, arm64 tuned for one Graviton), checked against
+this runtime (file checksum, platform, libc, CPU tuning, TL2cgen version), loaded, self-tested and compared with stock
 XGBoost on a few rows. If any check fails, the server answers with the stock
 predictor and logs one loud warning naming the reason, rather than failing:
 a slower endpoint beats none. A model that cannot be loaded at all raises
@@ -20,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from model_core.artifact import ArtifactError, Manifest, read_manifest, sha256_file
+from model_core.artifact import ArtifactError, LibraryInfo, Manifest, read_manifest, sha256_file
 from model_core.description import ModelDescription
 from model_core.formats import FormatError, load_source
 from model_core.machine import compatibility_problems
-from serve.predictors import CompiledPredictor, GtilPredictor, Predictor, RouterPredictor, StockPredictor
+from serve.predictors import (CompiledPredictor, GtilPredictor, LinearPredictor, Predictor, RouterPredictor,
+                              StockPredictor)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ def _load_artifact(model_dir: Path, manifest: Manifest, choice: str) -> LoadedMo
         return LoadedModel(compiled, info.objective, info.num_class, info.num_feature, source,
                            ["the compiled library was faster at every batch size measured"])
     stock = stock_model([]).predictor
-    mismatch = _disagreement(compiled, stock, manifest.verification.tolerance)
+    mismatch = _disagreement(compiled, stock, manifest.verification)
     if mismatch:
         _loud_warning(mismatch)
         return stock_model([f"compiled library not used: {mismatch}"])
@@ -116,10 +118,26 @@ def _load_artifact(model_dir: Path, manifest: Manifest, choice: str) -> LoadedMo
                        [f"stock XGBoost measured faster from {crossover} rows per request at compile time"])
 
 
+def pick_library(manifest: Manifest, runtime: dict | None = None) -> tuple[LibraryInfo | None, str | None]:
+    """The artifact's first library built for this machine (platform, libc, CPU tuning), or
+    (None, why none is: each library's reason). ``runtime``: as model_core.machine's."""
+    reasons = []
+    for library in manifest.libraries:
+        problems = compatibility_problems(library.platform, library.libc, runtime, cpu=library.cpu)
+        if not problems:
+            return library, None
+        reasons.append(f"{library.file}: {'; '.join(problems)}" if len(manifest.libraries) > 1
+                       else "; ".join(problems))
+    return None, ("no library of the artifact runs on this machine: " if len(reasons) > 1 else "") \
+        + " | ".join(reasons)
+
+
 def library_problem(model_dir: Path, manifest: Manifest) -> str | None:
-    """Why the artifact's library cannot run here (missing, altered, built for another
-    platform or libc, another TL2cgen), or None when it may be loaded."""
-    library = manifest.library
+    """Why no library of the artifact can run here (missing, altered, built for another
+    platform, libc or CPU, another TL2cgen), or None when the one pick_library picks may be loaded."""
+    library, problem = pick_library(manifest)
+    if library is None:
+        return problem
     path = model_dir / library.file
     if not path.is_file():
         return f"library {library.file} is missing from the artifact"
@@ -127,9 +145,6 @@ def library_problem(model_dir: Path, manifest: Manifest) -> str | None:
     if digest != library.sha256:
         return (f"library {library.file} does not match its manifest checksum "
                 f"(sha256 {digest[:12]}..., manifest says {library.sha256[:12]}...): corrupted or replaced")
-    problems = compatibility_problems(library.platform, library.libc)
-    if problems:
-        return "; ".join(problems)
     built_with = manifest.versions.get("tl2cgen")
     installed = _installed_version("tl2cgen")
     if built_with and installed and built_with != installed:
@@ -151,10 +166,11 @@ def _compiled_predictor(model_dir: Path, manifest: Manifest) -> CompiledPredicto
         raise ModelLoadError(problem)
     from model_core.runtime import CompiledModel
 
+    library, _ = pick_library(manifest)
     try:
-        predictor = CompiledPredictor(CompiledModel(model_dir / manifest.library.file))
+        predictor = CompiledPredictor(CompiledModel(model_dir / library.file))
     except Exception as exc:   # a library that fails to load may raise anything (OSError, RuntimeError, ...)
-        raise ModelLoadError(f"library {manifest.library.file} failed to load: {exc}") from exc
+        raise ModelLoadError(f"library {library.file} failed to load: {exc}") from exc
     if predictor.num_feature != manifest.model.num_feature:
         raise ModelLoadError(f"library takes {predictor.num_feature} features, "
                              f"the manifest says {manifest.model.num_feature}")
@@ -162,9 +178,9 @@ def _compiled_predictor(model_dir: Path, manifest: Manifest) -> CompiledPredicto
     return predictor
 
 
-def _disagreement(compiled: Predictor, stock: Predictor, tolerance: float) -> str | None:
-    """Compare both predictors on a few probe rows; a message when they differ beyond the
-    tolerance the compile-time verification used."""
+def _disagreement(compiled: Predictor, stock: Predictor, verification) -> str | None:
+    """Compare both predictors on a few probe rows; a message when they differ beyond what the
+    compile-time verification allowed (``Verification.allowed``: a floor plus a part of the output)."""
     if compiled.num_feature != stock.num_feature:
         return (f"compiled library takes {compiled.num_feature} features, the artifact's XGBoost model "
                 f"{stock.num_feature}: the library was not built from this model")
@@ -172,10 +188,12 @@ def _disagreement(compiled: Predictor, stock: Predictor, tolerance: float) -> st
     ours, reference = compiled.predict(rows), stock.predict(rows)
     if ours.shape != reference.shape:
         return f"compiled library answers shape {ours.shape}, XGBoost {reference.shape} on probe rows"
-    difference = float(np.max(np.abs(ours.astype(np.float64) - reference.astype(np.float64))))
-    if not difference <= tolerance + 1e-6:
-        return (f"compiled library and XGBoost disagree by {difference:.3g} on probe rows "
-                f"(tolerance {tolerance:.3g}): the library was not built from this model")
+    reference = reference.astype(np.float64)
+    difference = np.abs(ours.astype(np.float64) - reference)
+    if not (difference <= verification.allowed(reference) + 1e-6).all():
+        return (f"compiled library and XGBoost disagree by {float(difference.max()):.3g} on probe rows "
+                f"(tolerance {verification.tolerance:.3g} + {verification.relative_tolerance:.3g} x "
+                f"|output|): the library was not built from this model")
     return None
 
 
@@ -189,7 +207,8 @@ def _load_bare(model_dir: Path) -> LoadedModel:
 
 def _stock_predictor(path: Path) -> tuple[Predictor, str, int, str]:
     """The stock predictor for the model at ``path`` (a model file, or a folder holding one):
-    XGBoost, or Treelite's GTIL where XGBoost cannot load it.
+    XGBoost (gblinear models too, which are never compiled), or Treelite's GTIL where XGBoost
+    cannot load it.
     Returns (predictor, objective, num_class, where the model came from)."""
     try:
         source = load_source(path)
@@ -206,7 +225,7 @@ def _stock_predictor(path: Path) -> tuple[Predictor, str, int, str]:
         description = ModelDescription.from_treelite(model)
     else:
         description = ModelDescription.from_booster(booster)
-        predictor = StockPredictor(booster)
+        predictor = StockPredictor(booster) if description.is_tree_ensemble else LinearPredictor(booster)
     self_test(predictor)
     return predictor, description.objective, description.num_class, source.origin
 

@@ -43,6 +43,32 @@ class StockPredictor:
         return _one_output_per_row(out, rows.shape[0])
 
 
+class LinearPredictor:
+    """XGBoost ``predict`` on a DMatrix, for gblinear models: a linear model is one dot product,
+    nothing to compile, and XGBoost has no ``inplace_predict`` for it. XGBoost does not promise
+    that gblinear prediction is thread-safe, so calls take turns (a worker is one process; this
+    only matters for gthread workers)."""
+
+    name = "stock (gblinear)"
+
+    def __init__(self, booster):
+        import threading
+
+        import xgboost
+
+        booster.set_param({"nthread": 1})
+        self.booster = booster
+        self.num_feature = int(booster.num_features())
+        self._dmatrix = xgboost.DMatrix
+        self._lock = threading.Lock()
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        data = self._dmatrix(rows, missing=np.nan, nthread=1)
+        with self._lock:
+            out = self.booster.predict(data, validate_features=False)
+        return _one_output_per_row(out, rows.shape[0])
+
+
 class GtilPredictor:
     """Treelite's reference interpreter (GTIL), for models XGBoost cannot load (1.x binary
     and pickles): slower than both others beyond a few rows, but exact."""
@@ -75,6 +101,10 @@ class CompiledPredictor:
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return self.model.predict(rows)
 
+    def close(self) -> None:
+        """Unload the library (a multi-model unload); no call may be in flight."""
+        self.model.close()
+
 
 class RouterPredictor:
     """Sends each request to the faster predictor for its number of rows: below the
@@ -90,3 +120,15 @@ class RouterPredictor:
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return (self.small if rows.shape[0] < self.crossover else self.large).predict(rows)
+
+    def close(self) -> None:
+        for side in (self.small, self.large):
+            close_predictor(side)
+
+
+def close_predictor(predictor: Predictor) -> None:
+    """Free what a predictor holds natively, for those that hold something (a compiled
+    library); the others are freed with their last reference."""
+    close = getattr(predictor, "close", None)
+    if close is not None:
+        close()

@@ -18,7 +18,9 @@ from typing import Mapping
 from sagemaker_inference import parameters as sm
 
 PREDICTOR_CHOICES = ("auto", "compiled", "stock")
-WORKER_CLASSES = ("sync", "gthread", "gevent")
+FRONTENDS = ("granian", "gunicorn")         # the HTTP servers serve runs on (serve.frontends)
+WORKER_CLASSES = ("sync", "gthread", "gevent")   # gunicorn's
+
 RESPONSE_TYPES = ("text/csv", "application/json", "application/jsonlines")
 ONE_MB = 1024 * 1024
 
@@ -41,15 +43,24 @@ class Settings:
     outputs: tuple[str, ...] | None = None       # SAGEMAKER_INFERENCE_OUTPUT (None: the model's prediction)
     threshold: float = 0.5                       # SERVE_DECISION_THRESHOLD, for predicted_label
     predictor: str = "auto"                      # SERVE_PREDICTOR: auto | compiled | stock
-    worker_class: str | None = None              # SERVE_WORKER_CLASS: sync | gthread | gevent (None: derived)
-    threads: int | None = None                   # SERVE_THREADS, threads per gthread worker (None: derived)
+    frontend: str | None = None                  # SERVE_FRONTEND: granian | gunicorn (None: derived)
+    worker_class: str | None = None              # SERVE_WORKER_CLASS (gunicorn): sync | gthread | gevent (None: derived)
+    threads: int | None = None                   # SERVE_THREADS, Python threads per gthread or granian worker
+    runtime_threads: int | None = None           # SERVE_RUNTIME_THREADS (granian): Rust I/O threads per worker
+    backpressure: int | None = None              # SERVE_BACKPRESSURE (granian): open connections per worker
     keepalive: int = 75                          # SERVE_KEEPALIVE, seconds an idle connection stays open
     graceful_timeout: int = 20                   # SERVE_GRACEFUL_TIMEOUT, seconds to finish requests on SIGTERM
     access_log: bool = False                     # SERVE_ACCESS_LOG: one log line per request when true
+    libsvm_index_base: int = 0                   # SERVE_LIBSVM_INDEX_BASE: 0 (XGBoost's reading) | 1 (LIBSVM files')
     log_level: int = logging.INFO                # SAGEMAKER_CONTAINER_LOG_LEVEL (name or number)
     batch: bool = False                          # SAGEMAKER_BATCH: running as a batch transform job
     max_concurrent_transforms: int | None = None  # SAGEMAKER_MAX_CONCURRENT_TRANSFORMS
     batch_strategy: str = "MULTI_RECORD"         # SAGEMAKER_BATCH_STRATEGY
+    # Multi-model endpoints (serve.multi_model):
+    multi_model: bool = False                    # SAGEMAKER_MULTI_MODEL: load models at run time
+    model_root: Path = Path("/opt/ml/models")    # SERVE_MODEL_ROOT: the only folder models are loaded from
+    memory_budget_mb: float | None = None        # SERVE_MEMORY_BUDGET_MB: what loaded models may cost
+    memory_fraction: float = 0.7                 # SERVE_MEMORY_FRACTION: else this part of the memory limit
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -68,19 +79,36 @@ class Settings:
             outputs=env.names("SAGEMAKER_INFERENCE_OUTPUT"),
             threshold=env.number("SERVE_DECISION_THRESHOLD", cls.threshold),
             predictor=env.choice("SERVE_PREDICTOR", cls.predictor, PREDICTOR_CHOICES, lower=True),
+            frontend=env.choice("SERVE_FRONTEND", None, FRONTENDS, lower=True),
             worker_class=env.choice("SERVE_WORKER_CLASS", None, WORKER_CLASSES, lower=True),
             threads=env.integer("SERVE_THREADS", None, low=1, high=1024),
+            runtime_threads=env.integer("SERVE_RUNTIME_THREADS", None, low=1, high=64),
+            backpressure=env.integer("SERVE_BACKPRESSURE", None, low=1, high=100_000),
             keepalive=env.integer("SERVE_KEEPALIVE", cls.keepalive, low=0, high=3600),
             graceful_timeout=env.integer("SERVE_GRACEFUL_TIMEOUT", cls.graceful_timeout, low=1, high=3600),
             access_log=env.flag("SERVE_ACCESS_LOG", cls.access_log),
+            libsvm_index_base=env.integer("SERVE_LIBSVM_INDEX_BASE", cls.libsvm_index_base, low=0, high=1),
             log_level=env.log_level(sm.LOG_LEVEL_ENV, cls.log_level),
             batch=env.flag("SAGEMAKER_BATCH", cls.batch),
             max_concurrent_transforms=env.integer("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", None, low=1, high=1024),
             batch_strategy=env.choice("SAGEMAKER_BATCH_STRATEGY", cls.batch_strategy,
                                       ("MULTI_RECORD", "SINGLE_RECORD"), lower=False),
+            multi_model=env.flag("SAGEMAKER_MULTI_MODEL", cls.multi_model),
+            model_root=Path(env.text("SERVE_MODEL_ROOT", str(cls.model_root))),
+            memory_budget_mb=env.number("SERVE_MEMORY_BUDGET_MB", None, low=0.0),
+            memory_fraction=env.number("SERVE_MEMORY_FRACTION", cls.memory_fraction, low=0.01, high=1.0),
         )
         if settings.threshold != settings.threshold:   # NaN would make every label 0
             raise SettingsError("SERVE_DECISION_THRESHOLD: must be a number, not NaN")
+        # Knobs of the other front end would be silently ignored: refuse them instead.
+        if settings.frontend == "granian" and settings.worker_class:
+            raise SettingsError("SERVE_WORKER_CLASS: applies to SERVE_FRONTEND=gunicorn only (granian has "
+                                "no worker classes)")
+        if settings.frontend == "gunicorn" or settings.worker_class:
+            for name, value in (("SERVE_RUNTIME_THREADS", settings.runtime_threads),
+                                ("SERVE_BACKPRESSURE", settings.backpressure)):
+                if value is not None:
+                    raise SettingsError(f"{name}: applies to SERVE_FRONTEND=granian only")
         return settings
 
 

@@ -86,3 +86,46 @@ def test_shipped_price_table_is_dated_and_readable():
     assert shipped.as_of and shipped.source and shipped.instances
     text = format_plan(plan_fleet(500.0, shipped), shipped, target_rps=1e6, safety=0.5, rps_per_vcpu=500.0)
     assert shipped.as_of in text and "ml.c5.xlarge" in text
+
+
+def test_shipped_table_lists_graviton_types_dated_and_unverified():
+    from model_core.machine import CPU_FEATURES
+
+    table = load_prices()
+    arm = [item for item in table.instances if item.arch == "arm64"]
+    families = {item.name.split(".")[1] for item in arm}
+    assert {"c6g", "c7g", "m6g", "m7g"} <= families
+    assert all(item.cpu in CPU_FEATURES for item in arm)     # each says which --cpu fits it
+    assert table.verified is False and table.as_of
+
+
+def test_graviton_plan_is_labelled_as_not_measured_until_measured(prices):
+    from bench.capacity import GRAVITON_MEASURE_COMMAND, format_graviton_plan
+
+    text = format_graviton_plan(prices, target_rps=1000, safety=0.5, x86_rps_per_vcpu=1000.0)
+    assert "NOT MEASURED ON GRAVITON" in text and GRAVITON_MEASURE_COMMAND in text
+    assert "ml.arm" in text and "ml.small" not in text
+    assert "1,000 req/s per vCPU" in text                    # the x86 figure carried over, and said so
+    measured = format_graviton_plan(prices, target_rps=1000, safety=0.5, x86_rps_per_vcpu=1000.0,
+                                    graviton_rps_per_vcpu=700.0)
+    assert "rate measured on Graviton" in measured and "NOT MEASURED" not in measured
+    assert "700 req/s per vCPU" in measured and GRAVITON_MEASURE_COMMAND not in measured
+
+
+def test_capacity_command_prints_the_graviton_plan():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "bench", "capacity", "--rps-per-vcpu", "2000"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    x86, _, arm = out.partition("NOT MEASURED ON GRAVITON")
+    assert "ml.c5.large" in x86 and "ml.c7g.large" not in x86
+    assert "ml.c7g.large" in arm and "ml.c6g.xlarge" in arm and "--cpu neoverse-n1|neoverse-v1" in arm
+    assert "make venv tools && .venv/bin/python -m bench all --quick" in arm
+
+
+def test_a_report_measured_on_arm64_counts_as_measured_on_graviton():
+    from bench.capacity import measured_on_arm64
+
+    assert measured_on_arm64({"platform": "Linux-6.1.0-aws-aarch64-with-glibc2.36"})
+    assert not measured_on_arm64({"platform": "Linux-6.1.0-amd64-x86_64-with-glibc2.36"})

@@ -48,3 +48,5 @@ def test_compare_finds_a_held_rate_for_each_server(deployed_model, tmp_path):
         best = r.search["best"]
         assert best["sustained"] and best["errors"] == 0 and best["latency_ms"]["p99"] <= 500
         assert best["offered_rate"] == r.max_rate and r.cpu_us_per_request > 0
+    # serve's own row (a) also ran at 80 % of its max rate; (b) did not.
+    assert results[0].p99_at_headroom_ms is not None and results[1].p99_at_headroom_ms is None

@@ -104,3 +104,36 @@ def test_parse_config(text, expected):
 def test_parse_config_refuses(text):
     with pytest.raises(ValueError):
         parse_config(text)
+
+
+def test_granian_configs_parse():
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS
+
+    assert parse_config("granian:2") == WorkerPlan("granian", 2, DEFAULT_GRANIAN_THREADS)
+    assert parse_config("granian:2:1:2:64") == WorkerPlan("granian", 2, 1, runtime_threads=2, backpressure=64)
+    for bad in ("granian:2:1:2:64:9", "gevent:2:1:2", "granian:0", "granian:2:x"):
+        with pytest.raises(ValueError):
+            parse_config(bad)
+
+
+def test_frontend_figures_compare_granian_with_gunicorn_rows():
+    from bench.report import frontend_figures
+
+    def row(key, model, config, cpu, rate, p99=None):
+        return ServerResult(key=key, label=key, model=model, rows=1, config=config, max_rate=rate, p50_ms=None,
+                            p99_ms=None, closed_rate=rate, closed_p99_ms=1.0, cpu_us_per_request=cpu,
+                            near_ceiling=False, p99_at_headroom_ms=p99)
+
+    http = [row("a", "rtb-small", "gevent w2", 300, 4000), row("e", "rtb-small", "granian w2 t4", 60, 14000, 4.0),
+            row("d", "-", "gevent w2", 250, 6000), row("f", "-", "granian w2 t4", 40, 30000),
+            row("a", "rtb-large", "gevent w2", 400, 3000), row("e", "rtb-large", "granian w2 t4", 100, 9000)]
+    figures = {f.name: f for f in frontend_figures(http)}
+    cpu = figures["rtb-small, 1 row: server CPU per request, granian vs gunicorn + gevent"]
+    assert cpu.measured == "5.00x less" and cpu.met
+    rate = figures["rtb-small, 1 row: max open-loop rate with p99 under the SLO, granian vs gunicorn"]
+    assert rate.measured == "3.50x" and rate.met
+    own = figures["rtb-small, 1 row: ServeApp's own CPU per request on granian (serve minus hello world)"]
+    assert own.measured == "20 us" and own.met
+    assert not figures["rtb-small, 1 row: ServeApp's own CPU per request on gunicorn + gevent (serve minus hello world)"].met
+    drift = figures["rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's"]
+    assert drift.measured == "0.80" and drift.met

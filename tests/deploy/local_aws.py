@@ -50,6 +50,10 @@ and developer guide describe it):
   All instance types run on this one machine, so only the price tells them
   apart. ``DescribeModel`` of a model made from a package answers the package's
   instance types as instant ``DeploymentRecommendation``.
+* Multi-model endpoints (``Mode=MultiModel``): the container runs with
+  ``SAGEMAKER_MULTI_MODEL=true``; an ``InvokeEndpoint`` with ``TargetModel`` downloads
+  that archive from under the ``ModelDataUrl`` prefix, loads it (``POST /models``) the
+  first time, and forwards to ``POST /models/<name>/invoke``.
 * Fault injection: the next N calls of an operation answer with a given error
   (throttling, quota), as AWS would.
 
@@ -65,6 +69,7 @@ clears these too.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -233,6 +238,8 @@ def _start_container(backend, endpoint) -> str | None:
     variant = config["ProductionVariants"][0]
     model = backend._models[variant["ModelName"]]
     container = _resolved_container(backend, model.primary_container)
+    if container.get("Mode") == "MultiModel":
+        return _start_multi_model_container(endpoint, variant, container)
     url = container.get("ModelDataUrl", "")
     work = tempfile.mkdtemp(prefix="local-sagemaker-")
     model_dir = os.path.join(work, "model")
@@ -267,6 +274,61 @@ def _resolved_container(backend, container: dict) -> dict:
         return container
     spec = backend.describe_model_package(package).inference_specification["Containers"][0]
     return {**spec, "Environment": {**(spec.get("Environment") or {}), **(container.get("Environment") or {})}}
+
+
+# --- multi-model endpoints ------------------------------------------------------------
+# As SageMaker runs them ("Custom Containers Contract for Multi-Model Endpoints"): the
+# container starts with SAGEMAKER_MULTI_MODEL=true and no model; the first InvokeEndpoint
+# naming a TargetModel downloads <ModelDataUrl prefix><TargetModel> from S3, extracts it
+# into <models>/<model_name>/model and loads it with POST /models; each request then goes
+# to POST /models/<model_name>/invoke with the X-Amzn-SageMaker-Target-Model header.
+
+def _start_multi_model_container(endpoint, variant, container) -> str | None:
+    work = tempfile.mkdtemp(prefix="local-sagemaker-")
+    models = os.path.join(work, "models")
+    os.makedirs(models)
+    os.makedirs(os.path.join(work, "model"))   # SM_MODEL_DIR, empty: no model at start
+    environment = {**dict(container.get("Environment") or {}), "SAGEMAKER_MULTI_MODEL": "true",
+                   "SERVE_MODEL_ROOT": models}
+    started = Container(_state["container_command"], os.path.join(work, "model"), environment)
+    started.models_dir, started.prefix, started.loaded = models, container.get("ModelDataUrl", ""), {}
+    if not started.healthy_within(_state["health_timeout"]):
+        started.stop()
+        return (f"The primary container for production variant {variant['VariantName']} did not pass the "
+                f"ping health check. Please check CloudWatch logs for this endpoint.")
+    old = _state["running"].get(endpoint.endpoint_name)
+    _state["running"][endpoint.endpoint_name] = started
+    if old:
+        old.stop()
+    return None
+
+
+def _multi_model_path(backend, running, target: str) -> str:
+    """The container path that answers ``target``, loading it first; ValueError with
+    SageMaker's message when it cannot be downloaded or loaded."""
+    if target in running.loaded:
+        return running.loaded[target]
+    name = hashlib.sha256(target.encode()).hexdigest()[:32]   # opaque, as SageMaker's model_name
+    bucket, _, key = (running.prefix.removeprefix("s3://") + target).partition("/")
+    try:
+        data = s3_backends[backend.account_id]["aws"].get_object(bucket, key).value
+    except Exception:
+        raise ValueError(f"Failed to download model data(bucket: {bucket}, key: {key}). Please ensure that "
+                         f"there is an object located at the URL and that the role has permission.") from None
+    folder = os.path.join(running.models_dir, name, "model")
+    os.makedirs(folder, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(folder, filter="data")
+    request = urllib.request.Request(f"{running.url}/models", method="POST",
+                                     data=json.dumps({"model_name": name, "url": folder}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=60).read()
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:   # 409: loaded already
+            raise ValueError(f"Model {target} failed to load: {exc.read().decode(errors='replace')}") from None
+    running.loaded[target] = f"/models/{name}/invoke"
+    return running.loaded[target]
 
 
 def create_model(self, model_name, execution_role_arn, primary_container, vpc_config, containers, tags):
@@ -645,7 +707,19 @@ class LocalAws:
         if environ.get("HTTP_ACCEPT"):
             headers["Accept"] = environ["HTTP_ACCEPT"]
         variant = endpoint.production_variants[0]["VariantName"]
-        request = urllib.request.Request(f"{url}/invocations", data=body, headers=headers, method="POST")
+        path = "/invocations"
+        target = environ.get("HTTP_X_AMZN_SAGEMAKER_TARGET_MODEL")
+        if target and getattr(running, "prefix", None) is not None:
+            try:
+                with _lock:
+                    path = _multi_model_path(backend, running, target)
+            except ValueError as exc:
+                return _error(start_response, 400, "ValidationError", str(exc))
+            headers["X-Amzn-SageMaker-Target-Model"] = target
+        elif getattr(running, "prefix", None) is not None:
+            return _error(start_response, 400, "ValidationError",
+                          "TargetModel is required for invoking a multi-model endpoint.")
+        request = urllib.request.Request(f"{url}{path}", data=body, headers=headers, method="POST")
         sent = time.perf_counter()
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:

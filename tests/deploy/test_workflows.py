@@ -78,3 +78,16 @@ def test_the_image_job_builds_and_exercises_the_image_as_sagemaker_runs_it():
     assert ":/opt/ml/model:ro" in steps and '"$IMAGE_NAME:ci" serve' in steps
     assert "/ping" in steps and "/invocations" in steps
     assert "docker stop --time 30" in steps
+
+
+def test_the_image_job_builds_and_serves_the_arm64_image_and_the_push_names_both():
+    jobs = _workflow()["jobs"]
+    image_steps = jobs["image"]["steps"]
+    assert any(s.get("uses", "").startswith("docker/setup-qemu-action") for s in image_steps)
+    runs = "\n".join(s.get("run", "") for s in image_steps)
+    assert "docker build --platform linux/arm64" in runs and "--target linux-aarch64" in runs
+    assert '"$IMAGE_NAME:ci-arm64" serve' in runs and "COMPILED LIBRARY NOT USED" in runs
+    assert _workflow()["env"]["PLATFORMS"] == "linux/amd64,linux/arm64"
+    push_runs = "\n".join(s.get("run", "") for s in jobs["push"]["steps"])
+    assert './build_and_push.sh --platform "$PLATFORMS"' in push_runs
+    assert any(s.get("uses", "").startswith("docker/setup-qemu-action") for s in jobs["push"]["steps"])

@@ -23,8 +23,10 @@ BUILD_CA_DIR = REPO_ROOT / "container" / "build-ca"
 # The name build_and_push.sh gives its --extra-ca copy: the same name keeps the
 # build context identical, so the two builds share Docker's layer cache.
 BUILD_CA_NAME = "build-and-push-extra-ca.pem"
-RUNTIME_TAG = "xgb-neo-serve:test"
-COMPILE_TAG = "xgb-neo-serve:test-compile"
+# IMAGE_TEST_TAG names the images otherwise: checkouts testing at once on one shared engine
+# must not overwrite each other's image between its build and its containers.
+RUNTIME_TAG = os.environ.get("IMAGE_TEST_TAG") or "xgb-neo-serve:test"
+COMPILE_TAG = RUNTIME_TAG + "-compile"
 
 
 class EngineUnavailable(RuntimeError):

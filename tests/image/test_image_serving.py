@@ -72,11 +72,16 @@ def started_server(engine, image, model_dir, **env):
     return container, healthy_s
 
 
-@pytest.fixture(scope="module")
-def server(engine, runtime_image, compiled_model):
-    container, healthy_s = started_server(engine, runtime_image, compiled_model["model_dir"])
-    FIGURES.append(f"serving container: port open {container.accept_s:.2f} s after `docker start`, "
-                   f"/ping 200 {healthy_s:.2f} s later")
+FRONTENDS = ("granian", "gunicorn")
+
+
+@pytest.fixture(scope="module", params=FRONTENDS)
+def server(request, engine, runtime_image, compiled_model):
+    """The container on each front end (SERVE_FRONTEND): every test below holds for both."""
+    container, healthy_s = started_server(engine, runtime_image, compiled_model["model_dir"],
+                                          SERVE_FRONTEND=request.param)
+    FIGURES.append(f"serving container ({request.param}): port open {container.accept_s:.2f} s after "
+                   f"`docker start`, /ping 200 {healthy_s:.2f} s later")
     yield container
     eng.remove_container(engine, container.name)
 
@@ -173,7 +178,8 @@ def _one_request(port: int, body: bytes) -> tuple[str, float, float]:
         conn.close()
 
 
-def test_docker_stop_exits_0_quickly_and_loses_no_request(engine, runtime_image, compiled_model):
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_docker_stop_exits_0_quickly_and_loses_no_request(engine, runtime_image, compiled_model, frontend):
     """Clients keep sending 2,000-row requests while `docker stop` sends SIGTERM. Every request
     whose connection was open before the stop gets its full answer (those in flight are
     drained), the exit code is 0, and the stop takes seconds, not SageMaker's 30 s.
@@ -183,7 +189,7 @@ def test_docker_stop_exits_0_quickly_and_loses_no_request(engine, runtime_image,
     before the workers close the listening socket are reset without the server having read
     them (nothing was processed, so a client may retry): counted and printed, not failures.
     """
-    container, _ = started_server(engine, runtime_image, compiled_model["model_dir"])
+    container, _ = started_server(engine, runtime_image, compiled_model["model_dir"], SERVE_FRONTEND=frontend)
     _, body = read_rows(compiled_model["source_dir"] / "sample.csv", 2000)
     outcomes: list[tuple[str, float, float]] = []
     lock = threading.Lock()
@@ -214,7 +220,7 @@ def test_docker_stop_exits_0_quickly_and_loses_no_request(engine, runtime_image,
     after = [o for o in outcomes if o[1] >= stop_sent]
     drained = [o for o in before if o[2] > stop_sent]
     kinds = sorted({o[0] for o in outcomes})
-    FIGURES.append(f"docker stop under load: {stop_s:.2f} s, exit code {exit_code}; "
+    FIGURES.append(f"docker stop under load ({frontend}): {stop_s:.2f} s, exit code {exit_code}; "
                    f"{len(before)} requests connected before the stop, all "
                    f"{'answered' if all(o[0] == 'ok' for o in before) else 'NOT answered'} "
                    f"({len(drained)} in flight); after it: "

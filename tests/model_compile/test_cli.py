@@ -8,6 +8,7 @@ import pytest
 
 import model_compile.pipeline as pipeline
 from model_compile.cli import build_parser, main
+from model_core.artifact import read_manifest, safe_extract
 
 
 def test_help_explains_every_option():
@@ -81,7 +82,8 @@ def test_corrupted_library_fails_verification_and_writes_nothing(tmp_path, sampl
     monkeypatch.setattr(pipeline, "build_library", build_then_corrupt)
     folder = sample_model_dir("rtb-small")
     out = tmp_path / "model.tar.gz"
-    rc = main([str(folder / "model.tar.gz"), "-o", str(out), "--sample-data", str(folder / "sample.csv")])
+    rc = main([str(folder / "model.tar.gz"), "-o", str(out), "--sample-data", str(folder / "sample.csv"),
+               "--generator", "tl2cgen"])
     err = capsys.readouterr().err
     assert corrupted and rc == 1
     assert "verification FAILED" in err
@@ -132,3 +134,78 @@ def test_a_pickle_that_calls_a_function_is_refused_without_running_it(tmp_path, 
     err = capsys.readouterr().err
     assert "without running anything" in err and "Traceback" not in err
     assert not marker.exists() and not (tmp_path / "out.tar.gz").exists()
+
+
+def _corrupt_kernel_root(monkeypatch, corrupted):
+    """Make pipeline.build_kernel_library move tree 0's root threshold in the built .so."""
+    from model_compile.codegen import forest_arrays
+
+    real_build = pipeline.build_kernel_library
+
+    def build_then_corrupt(doc, libpath, **kwargs):
+        built = real_build(doc, libpath, **kwargs)
+        forest = forest_arrays(doc)
+        nodes = np.empty(16, dtype=np.uint32)      # the first 8 nodes, as the library holds them
+        nodes[0::2] = forest.threshold[:8].view(np.uint32)
+        nodes[1::2] = forest.meta[:8]
+        data = bytearray(libpath.read_bytes())
+        at = bytes(data).find(nodes.tobytes())
+        assert at >= 0, "node array not found in the library"
+        data[at:at + 4] = np.float32(forest.threshold[0] + 1.0).tobytes()
+        libpath.write_bytes(bytes(data))
+        corrupted["done"] = True
+        return built
+
+    monkeypatch.setattr(pipeline, "build_kernel_library", build_then_corrupt)
+
+
+def test_corrupted_kernel_library_fails_verification(tmp_path, sample_model_dir, monkeypatch, capsys):
+    corrupted = {}
+    _corrupt_kernel_root(monkeypatch, corrupted)
+    folder = sample_model_dir("rtb-small")
+    out = tmp_path / "model.tar.gz"
+    rc = main([str(folder / "model.tar.gz"), "-o", str(out), "--sample-data", str(folder / "sample.csv"),
+               "--generator", "kernel", "--no-crossover"])
+    err = capsys.readouterr().err
+    assert corrupted and rc == 1
+    assert "verification FAILED" in err and "compiled (kernel) differs from xgboost" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_auto_drops_a_library_that_fails_verification(tmp_path, sample_model_dir, monkeypatch, capsys):
+    """With both generators, a kernel library that fails verification is dropped, said so,
+    and the verified TL2cgen library is shipped."""
+    corrupted = {}
+    _corrupt_kernel_root(monkeypatch, corrupted)
+    folder = sample_model_dir("rtb-small")
+    out = tmp_path / "model.tar.gz"
+    rc = main([str(folder / "model.tar.gz"), "-o", str(out), "--sample-data", str(folder / "sample.csv"),
+               "--no-crossover"])
+    err = capsys.readouterr().err
+    assert corrupted and rc == 0
+    assert "kernel library dropped, failed verification" in err
+    safe_extract(out, tmp_path / "x")
+    manifest = read_manifest(tmp_path / "x")
+    assert manifest.library.generator == "tl2cgen"
+    assert "failed verification" in manifest.library.generator_choice["reason"]
+
+
+@pytest.mark.parametrize("name", ["gblinear-0.90.bin", "current"])
+def test_gblinear_has_nothing_to_compile_exit_4(tmp_path, capsys, name):
+    import xgboost as xgb
+
+    from tests.model_core.conftest import FIXTURES
+
+    if name == "current":
+        rng = np.random.default_rng(1)
+        X = rng.normal(size=(100, 3)).astype(np.float32)
+        booster = xgb.train({"booster": "gblinear", "nthread": 1}, xgb.DMatrix(X, label=X[:, 0]), 3)
+        model = tmp_path / "model.json"
+        booster.save_model(str(model))
+    else:
+        model = FIXTURES / name
+    out = tmp_path / "out" / "model.tar.gz"
+    assert main([str(model), "-o", str(out)]) == 4
+    err = capsys.readouterr().err
+    assert "gblinear model is a linear model" in err and "nothing to compile" in err
+    assert "stock XGBoost" in err and not out.exists()

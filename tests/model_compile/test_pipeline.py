@@ -33,7 +33,10 @@ def test_rtb_small_round_trip(compiled_small, sample_model_dir):
     assert m.model.source_sha256 == hashlib.sha256(raw).hexdigest()
     assert m.library.sha256 == sha256_file(folder / "model.so")
     assert m.library.platform == current_machine()["platform"] and m.library.libc == current_machine()["libc"]
-    assert m.library.compiler.startswith("gcc ") and m.library.params["quantize"] == 1
+    assert m.library.compiler.startswith("gcc ")
+    assert m.library.generator in ("kernel", "tl2cgen") and m.library.generator_choice["timings"]
+    assert (m.library.params["quantize"] == 1 if m.library.generator == "tl2cgen"
+            else m.library.params == {"nodes": 2957, "max_depth": 5})
     assert m.library.entry_point == "mc_predict_dense"
     assert m.verification.reference == "xgboost" and m.verification.rows == 4000
     assert m.verification.sample_rows == 2000 and 0 <= m.verification.max_abs_diff <= 1e-5
@@ -73,10 +76,13 @@ def test_rtb_small_round_trip(compiled_small, sample_model_dir):
     ("reg:squarederror", {"booster": "dart"}),
     ("binary:logistic", {"feature_names": True, "n_features": 30, "depth": 6}),
 ])
-def test_objectives_compile_and_verify(tmp_path, small_model_file, objective, kwargs):
+@pytest.mark.parametrize("generator", ["tl2cgen", "kernel"])
+def test_objectives_compile_and_verify(tmp_path, small_model_file, objective, kwargs, generator):
     path, X = small_model_file(objective, **kwargs)
-    manifest = compile_artifact(path, tmp_path / "out.tar.gz", sample_data=X[:200], measure_speed=False)
+    manifest = compile_artifact(path, tmp_path / "out.tar.gz", sample_data=X[:200], measure_speed=False,
+                                generator=generator)
     assert manifest.model.objective == objective
+    assert manifest.library.generator == generator and manifest.library.entry_point == "mc_predict_dense"
     assert manifest.verification.max_abs_diff <= 1e-5 and manifest.verification.rows == 2200
     folder = extract(tmp_path / "out.tar.gz", tmp_path / "x")
     compiled = CompiledModel(folder / "model.so")
@@ -96,9 +102,10 @@ def test_objectives_compile_and_verify(tmp_path, small_model_file, objective, kw
 def test_options_reach_the_library(tmp_path, small_model_file):
     path, X = small_model_file("binary:logistic", n_trees=40)
     m = compile_artifact(path, tmp_path / "a.tar.gz", quantize=False, parallel_comp=0,
-                         annotate=True, sample_data=X, measure_speed=False)
+                         annotate=True, sample_data=X, measure_speed=False, generator="tl2cgen")
     assert m.library.params == {"quantize": 0, "annotate": True}
-    m = compile_artifact(path, tmp_path / "b.tar.gz", parallel_comp=5, measure_speed=False)
+    m = compile_artifact(path, tmp_path / "b.tar.gz", parallel_comp=5, measure_speed=False,
+                         generator="tl2cgen")
     assert m.library.params == {"quantize": 1, "parallel_comp": 5}
 
 
@@ -112,16 +119,26 @@ def test_output_folder_gets_model_tar_gz(tmp_path, small_model_file):
 def test_rtb_large_round_trip(tmp_path, sample_model_dir):
     """The 300-tree, 60-feature model with names and missing values: the heavy case
     (about a minute on 2 cores). Its rows around thresholds caught TL2cgen's 8-digit
-    quantization table before model_compile rewrote it."""
+    quantization table before model_compile rewrote it. Both generators build it, both
+    are verified, and the manifest says which one was shipped and on what timings."""
     folder = sample_model_dir("rtb-large")
     lines = []
     manifest = compile_artifact(folder / "model.tar.gz", tmp_path / "model.tar.gz",
                                 sample_data=folder / "sample.csv", progress=lines.append)
     assert manifest.model.num_tree == 300 and manifest.model.num_feature == 60
     assert manifest.model.feature_names and manifest.model.feature_names[0] == "day_of_week"
-    assert manifest.library.params["parallel_comp"] == 19
     assert manifest.verification.max_abs_diff <= 1e-5 and manifest.verification.rows == 4000
-    assert any("compiling" in line for line in lines) and any("verified" in line for line in lines)
+    assert any("compiling" in line for line in lines)
+    assert any(line.startswith("verified compiled (kernel)") for line in lines)
+    assert any(line.startswith("verified compiled:") for line in lines)
+    choice = manifest.library.generator_choice
+    assert [t["rows"] for t in choice["timings"]] == [1, 10, 100, 1000]
+    log_ratio = sum(np.log(t["kernel_ms"] / t["tl2cgen_ms"]) for t in choice["timings"])
+    assert manifest.library.generator == ("kernel" if log_ratio < 0 else "tl2cgen")
+    if manifest.library.generator == "tl2cgen":
+        assert manifest.library.params["parallel_comp"] == 19
+    else:
+        assert manifest.library.params == {"nodes": 84425, "max_depth": 8}
     # The compiled library is faster for one row: the product's point.
     one_row = manifest.crossover_timings[0]
     assert one_row["rows"] == 1 and one_row["compiled_ms"] < one_row["xgboost_ms"]
@@ -131,9 +148,13 @@ def test_rtb_large_round_trip(tmp_path, sample_model_dir):
     booster.load_model(str(x / "model.ubj"))
     direct = CompiledModel(x / "model.so")
     assert np.abs(direct.predict(X) - booster.inplace_predict(X)).max() <= 1e-5
-    stock = CompiledModel(x / "model.so", backend="tl2cgen")   # 19 units, blocks of 64 rows
-    assert np.array_equal(direct.predict(X), stock.predict(X))
-    assert np.array_equal(direct.predict(X, margin=True), stock.predict(X, margin=True))
+    if manifest.library.generator == "tl2cgen":
+        stock = CompiledModel(x / "model.so", backend="tl2cgen")   # 19 units, blocks of 64 rows
+        assert np.array_equal(direct.predict(X), stock.predict(X))
+        assert np.array_equal(direct.predict(X, margin=True), stock.predict(X, margin=True))
+    else:   # leaves added in XGBoost's order, in float32: XGBoost's margins to the bit
+        margin = booster.inplace_predict(X, predict_type="margin")
+        assert np.array_equal(direct.predict(X, margin=True), margin)
     timings = __import__("model_compile.measure", fromlist=["measure"]).measure(x, X[:50], batches=(1, 10))
     assert [t["rows"] for t in timings] == [1, 10] and all(t["direct_us"] > 0 for t in timings)
 
@@ -143,5 +164,6 @@ def test_annotation_under_a_server_style_thread_limit(tmp_path, small_model_file
     OpenMP's limit, so branch annotation and the build must stay within it."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     path, X = small_model_file("binary:logistic", n_trees=10)
-    m = compile_artifact(path, tmp_path / "a.tar.gz", annotate=True, sample_data=X, measure_speed=False)
+    m = compile_artifact(path, tmp_path / "a.tar.gz", annotate=True, sample_data=X, measure_speed=False,
+                         generator="tl2cgen")
     assert m.library.params["annotate"] is True

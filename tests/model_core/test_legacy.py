@@ -1,5 +1,7 @@
-"""XGBoost 1.x legacy binary models and pickled Boosters (fixtures made by XGBoost 1.7.6 and
-1.2.1 with fixtures/make_legacy_fixtures.py), and the restricted unpickler."""
+"""XGBoost 0.72-1.x legacy binary models and pickled Boosters (fixtures made by XGBoost 1.7.6 and
+1.2.1 with fixtures/make_legacy_fixtures.py, and by 0.90, 0.82 and 0.72.1 with
+fixtures/make_pre1_fixtures.py; JSON, UBJSON and a pickle by 2.1.4 with make_v2_fixtures.py), and the
+restricted unpickler."""
 import json
 import os
 import pickle
@@ -35,6 +37,21 @@ def expected_predictions():
 
 
 EXPECTED = expected_predictions()
+PRE_1_0 = sorted(name for name, (_, _, version) in EXPECTED.items() if version.startswith("0."))
+
+
+def close(got, want, trees=50, floor=1e-6):
+    """Within a few float32 steps of ``want`` (summing the trees in another order moves a
+    float32 sum by about that much, more for larger outputs)."""
+    got = np.asarray(got, dtype=np.float64).reshape(np.shape(want))
+    return np.abs(got - want).max() <= floor + trees * np.finfo(np.float32).eps * np.abs(want).max()
+
+
+def predict_current(booster, X, margin=False):
+    """Current XGBoost's prediction: inplace for trees, a DMatrix for gblinear (no inplace there)."""
+    if json.loads(booster.save_config())["learner"]["gradient_booster"]["name"] == "gblinear":
+        return booster.predict(xgb.DMatrix(X, missing=np.nan), output_margin=margin)
+    return booster.inplace_predict(X, predict_type="margin" if margin else "value")
 
 
 def test_fixtures_cover_both_formats_and_both_pickle_layouts():
@@ -50,28 +67,71 @@ def test_converted_and_treelite_models_predict_what_old_xgboost_predicted(name):
     import treelite
 
     source = load_source(FIXTURES / name)
-    assert source.format == ("pickle" if name.endswith(".pkl") else "legacy_binary")
+    assert source.format == {"pkl": "pickle", "bin": "legacy_binary", "json": "json",
+                             "ubj": "ubjson"}[name.rsplit(".", 1)[1]]
     output, margin, _ = EXPECTED[name]
     X = fixture_rows()
-    booster = source.to_booster()           # converted: current XGBoost cannot read these
-    assert np.abs(booster.inplace_predict(X).reshape(output.shape) - output).max() <= 1e-6
-    assert np.abs(booster.inplace_predict(X, predict_type="margin").reshape(margin.shape) - margin).max() <= 1e-5
-    gtil = treelite.gtil.predict(source.to_treelite(), X).reshape(output.shape)
-    assert np.abs(gtil - output).max() <= 1e-6
+    booster = source.to_booster()           # converted where current XGBoost cannot read them
+    assert close(predict_current(booster, X), output)
+    assert close(predict_current(booster, X, margin=True), margin)
+    if name.startswith("gblinear-"):       # Treelite reads tree ensembles only
+        with pytest.raises(FormatError, match="must be gbtree or dart"):
+            source.to_treelite()
+    else:
+        gtil = treelite.gtil.predict(source.to_treelite(), X)
+        if name.startswith("multi-softmax-"):   # GTIL gives the probabilities, XGBoost the label
+            gtil = gtil.reshape(-1, 3).argmax(axis=1)
+        assert close(gtil, output)
     # The converted model survives a save/load round trip as UBJSON.
     reloaded = xgb.Booster()
     reloaded.load_model(bytearray(source.to_ubjson()))
-    assert np.array_equal(reloaded.inplace_predict(X), booster.inplace_predict(X))
+    assert np.array_equal(predict_current(reloaded, X), predict_current(booster, X))
+
+
+def test_pre_1_0_fixtures_cover_every_layout_without_binf_header():
+    layouts = {name.rsplit("-", 1)[0] for name in PRE_1_0}
+    assert {"binary-logistic", "binary-logitraw", "reg-squarederror", "multi-softprob", "multi-softmax",
+            "count-poisson", "reg-gamma", "pruned-early-stopping", "dart", "gblinear", "saved-params"} <= layouts
+    assert {version for _, _, version in EXPECTED.values()} >= {"0.72.1", "0.82", "0.90", "1.2.1", "1.7.6",
+                                                                "2.1.4"}
+    for name in PRE_1_0:
+        raw = (FIXTURES / name).read_bytes()
+        assert not raw.startswith(b"binf") and b"binf" not in raw[:64], name
+    # Before 1.0 base_score is saved as a margin: logit(0.3) for binary:logistic with base_score 0.3.
+    model = parse_legacy_binary((FIXTURES / "binary-logistic-0.90.bin").read_bytes())
+    assert model.version == (0, 0) and model.base_score_is_margin
+    assert abs(model.base_score - np.log(0.3 / 0.7)) < 1e-6
+    assert not parse_legacy_binary((FIXTURES / "binary-logistic-1.7.6.bin").read_bytes()).base_score_is_margin
+    assert parse_legacy_binary((FIXTURES / "pruned-early-stopping-0.72.1.bin").read_bytes()).attributes[
+        "best_iteration"]
+    dart = parse_legacy_binary((FIXTURES / "dart-0.90.bin").read_bytes())
+    assert len(dart.weight_drop) == len(dart.trees) == 5 and min(dart.weight_drop) < 1.0
+
+
+def test_sagemaker_0_90_pickle_holds_the_headerless_binary():
+    from model_core.legacy import decode, unpickle_booster_state
+
+    for version in ("0.90", "0.82", "0.72.1"):
+        raw = (FIXTURES / f"binary-logistic-{version}.pkl").read_bytes()
+        assert raw.startswith(b"\x80\x03")          # Python 3's default pickle protocol then
+        handle = bytes(unpickle_booster_state(raw)["handle"])
+        assert handle == (FIXTURES / f"binary-logistic-{version}.bin").read_bytes()
+        assert decode(raw, "pickle", "m").kind == "legacy_binary"
 
 
 def test_current_xgboost_really_cannot_read_them():
-    for name in ("binary-logistic-1.7.6.bin", "binary-logistic-1.2.1.bin"):
-        with pytest.raises(xgb.core.XGBoostError):
+    for name in ("binary-logistic-1.7.6.bin", "binary-logistic-1.2.1.bin", "binary-logistic-0.90.bin",
+                 "dart-0.72.1.bin", "gblinear-0.82.bin"):
+        # 3.x reads a path as JSON/UBJSON: an error, or a UnicodeDecodeError on these bytes.
+        with pytest.raises((xgb.core.XGBoostError, UnicodeDecodeError)):
             xgb.Booster().load_model(str(FIXTURES / name))
 
 
 @pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "multi-softprob-1.7.6.bin",
-                                  "binary-logistic-1.7.6.pkl", "count-poisson-1.7.6.bin"])
+                                  "binary-logistic-1.7.6.pkl", "count-poisson-1.7.6.bin",
+                                  "binary-logistic-0.90.pkl", "dart-0.72.1.bin", "reg-gamma-0.82.bin",
+                                  "binary-logitraw-0.90.bin", "multi-softmax-0.82.bin",
+                                  "binary-logistic-2.1.4.pkl"])
 def test_legacy_models_compile_verify_and_convert(tmp_path, name):
     # As SageMaker stored them: xgboost-model inside model.tar.gz.
     archive = tmp_path / "model.tar.gz"
@@ -89,9 +149,11 @@ def test_legacy_models_compile_verify_and_convert(tmp_path, name):
     X = fixture_rows()
     ubj = xgb.Booster()
     ubj.load_model(str(tmp_path / "x" / "model.ubj"))
-    assert np.abs(ubj.inplace_predict(X).reshape(output.shape) - output).max() <= 1e-6
+    assert close(ubj.inplace_predict(X), output)
     compiled = CompiledModel(tmp_path / "x" / "model.so").predict(X)
-    assert np.abs(compiled.reshape(output.shape) - output).max() <= 1e-5
+    if name.startswith("multi-softmax-"):     # the library returns probabilities, XGBoost the label
+        compiled = compiled.reshape(-1, 3).argmax(axis=1)
+    assert close(compiled, output, floor=1e-5)
 
 
 # --- the restricted unpickler ------------------------------------------------
@@ -195,3 +257,21 @@ def test_config_offset_out_of_range_is_a_clear_error(tmp_path):
     path.write_bytes(raw)
     with pytest.raises(FormatError, match="CONFIG-offset is out of range"):
         load_source(path).to_booster()
+
+
+def test_truncated_pre_1_0_binaries_are_clear_errors_and_random_bytes_are_not_models(tmp_path):
+    from model_core.formats import detect_format
+
+    for name in ("binary-logistic-0.90.bin", "dart-0.82.bin", "gblinear-0.72.1.bin"):
+        raw = (FIXTURES / name).read_bytes()
+        assert detect_format(raw[:512]) == "legacy_binary"
+        for cut in (200, len(raw) - 3):
+            with pytest.raises(FormatError, match="truncated|corrupt"):
+                parse_legacy_binary(raw[:cut])
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        assert detect_format(rng.bytes(512)) in (None, "pickle")
+    # The right struct with a booster name no XGBoost wrote is not taken for a model.
+    raw = bytearray((FIXTURES / "binary-logistic-0.90.bin").read_bytes())
+    raw[136 + 8 + 15 + 8:136 + 8 + 15 + 8 + 6] = b"gbxxxx"
+    assert detect_format(bytes(raw[:512])) is None

@@ -9,8 +9,21 @@ from model_core.runtime import CompiledModel
 
 @pytest.fixture(scope="module")
 def small_lib(compiled_small):
+    """rtb-small as compile_artifact ships it (whichever generator it chose)."""
     _, manifest, extracted = compiled_small
     return extracted / manifest.library.file
+
+
+@pytest.fixture(scope="module")
+def small_tl2cgen_lib(sample_model_dir, tmp_path_factory):
+    """rtb-small compiled by TL2cgen: the library tl2cgen.Predictor can also load."""
+    from model_compile import compile_artifact
+    from model_core.artifact import safe_extract
+
+    folder, out = sample_model_dir("rtb-small"), tmp_path_factory.mktemp("tl2cgen-small")
+    compile_artifact(folder / "model.tar.gz", out / "m.tar.gz", measure_speed=False, generator="tl2cgen")
+    safe_extract(out / "m.tar.gz", out / "x")
+    return out / "x" / "model.so"
 
 
 def sample_rows(sample_model_dir, with_missing=True):
@@ -21,8 +34,8 @@ def sample_rows(sample_model_dir, with_missing=True):
     return X
 
 
-def test_direct_entry_point_is_bit_identical_to_tl2cgen_predictor(small_lib, sample_model_dir):
-    direct, stock = CompiledModel(small_lib), CompiledModel(small_lib, backend="tl2cgen")
+def test_direct_entry_point_is_bit_identical_to_tl2cgen_predictor(small_tl2cgen_lib, sample_model_dir):
+    direct, stock = CompiledModel(small_tl2cgen_lib), CompiledModel(small_tl2cgen_lib, backend="tl2cgen")
     assert direct.backend == "direct" and stock.backend == "tl2cgen"
     X = sample_rows(sample_model_dir)
     for margin in (False, True):
@@ -72,7 +85,7 @@ def test_multiclass_output_is_rows_by_classes(tmp_path, small_model_file):
     from model_core.artifact import safe_extract
 
     path, X = small_model_file("multi:softprob")
-    compile_artifact(path, tmp_path / "m.tar.gz", measure_speed=False)
+    compile_artifact(path, tmp_path / "m.tar.gz", measure_speed=False, generator="tl2cgen")
     safe_extract(tmp_path / "m.tar.gz", tmp_path / "x")
     model = CompiledModel(tmp_path / "x" / "model.so")
     out = model.predict(X[:10])
@@ -94,7 +107,8 @@ def test_blocked_batches_are_bit_identical_for_one_and_several_units(tmp_path, s
     from model_core.artifact import safe_extract
 
     path, X = small_model_file("multi:softprob", n_trees=12, depth=5)
-    compile_artifact(path, tmp_path / "m.tar.gz", parallel_comp=parallel_comp, measure_speed=False)
+    compile_artifact(path, tmp_path / "m.tar.gz", parallel_comp=parallel_comp, measure_speed=False,
+                     generator="tl2cgen")
     safe_extract(tmp_path / "m.tar.gz", tmp_path / "x")
     direct = CompiledModel(tmp_path / "x" / "model.so")
     stock = CompiledModel(tmp_path / "x" / "model.so", backend="tl2cgen")

@@ -7,6 +7,7 @@ stopped with SIGTERM as SageMaker stops a container.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ import requests
 
 from tests.conftest import REPO_ROOT
 
+FRONTENDS = ("granian", "gunicorn")   # tests that hold for both run on both (SERVE_FRONTEND)
 START_TIMEOUT_S = 90     # model loading and gunicorn start, on a busy 2-core machine
 STOP_TIMEOUT_S = 30      # SageMaker's SIGKILL comes 30 s after SIGTERM
 
@@ -151,7 +153,7 @@ def numbers(response: requests.Response) -> np.ndarray:
 
 
 def worker_pids(server: Server) -> list[int]:
-    """The gunicorn master's child processes (its workers)."""
+    """The front end master's child processes (its workers)."""
     pid = server.process.pid
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return sorted(int(child) for child in children)
@@ -163,7 +165,7 @@ def settled_worker_pids(server: Server, timeout: float = 30.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while True:
         pids = worker_pids(server)
-        started = server.log().count("] serve.gunicorn_conf: worker ")
+        started = len(re.findall(r"\] serve\.(?:gunicorn|granian)_conf: worker \d+ started", server.log()))
         if (pids and started >= len(pids)) or time.monotonic() > deadline:
             time.sleep(0.5)   # a worker forked right now would show up here
             return worker_pids(server)

@@ -46,3 +46,28 @@ def test_unsafe_tarball_is_refused(tmp_path):
     result = run_serve(tmp_path, "--model", str(tarball))
     assert result.returncode == 1 and "parent path" in result.stderr
     assert not (tmp_path.parent / "escape").exists()
+
+
+@pytest.mark.parametrize("frontend", ["granian", "gunicorn"])
+def test_a_port_in_use_exits_1_with_one_line(bare_model_dir, frontend):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(serve_command() + ["--frontend", frontend],
+                                env=server_env(bare_model_dir("rtb-small"), port, {}), cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "in use" in result.stderr.lower()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SERVE_FRONTEND": "nginx"}, "SERVE_FRONTEND='nginx': must be one of granian, gunicorn"),
+    ({"SERVE_FRONTEND": "granian", "SERVE_WORKER_CLASS": "gevent"}, "SERVE_WORKER_CLASS: applies to"),
+])
+def test_unusable_front_end_settings_exit_2(bare_model_dir, env, message):
+    result = run_serve(bare_model_dir("rtb-small"), **env)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

@@ -181,6 +181,43 @@ def test_libsvm_errors(body, match):
     refused(400, "text/libsvm", body, match)
 
 
+def test_libsvm_index_base_is_the_servers_setting_not_a_guess_per_request():
+    """The stock container guesses 1-based when a request's smallest index is at least 1, so
+    "1:5" means feature 0 in one request and feature 1 in another holding a "0:" pair. Here the
+    setting decides, for every request alike."""
+    one_based = codecs.decoder_for("text/libsvm", libsvm_index_base=1)
+    zero_based = codecs.decoder_for("text/libsvm")
+    assert one_based is codecs.decode_libsvm_one_based and zero_based is codecs.decode_libsvm
+    assert codecs.decoder_for("text/x-libsvm; charset=utf-8", 1) is codecs.decode_libsvm_one_based
+    assert codecs.decoder_for("text/csv", 1) is codecs.decode_csv       # other types keep theirs
+    body = b"1 1:2 3:0.0 4:7 5:3 6:20 7:2"
+    expected = ROWS[:1].copy()
+    expected[0, 1] = np.nan
+    assert np.array_equal(one_based(body, 7), expected, equal_nan=True)
+    # Without feature 1's "2:" pair the meaning is the same: nothing is guessed from the indices.
+    assert np.array_equal(zero_based(b"1 1:5 3:1", 7)[0, [1, 3]], [5, 1])
+    assert np.array_equal(zero_based(b"1 0:9 1:5", 7)[0, [0, 1]], [9, 5])
+    assert np.array_equal(one_based(b"1 1:5 3:1", 7)[0, [0, 2]], [5, 1])
+
+
+def test_libsvm_index_equal_to_feature_count_says_how_to_switch():
+    with pytest.raises(RequestError, match=r"feature index 7 is out of range; the model has features "
+                       r"0 to 6 \(0-based indices\)\. If your indices start at 1, start the server with "
+                       r"SERVE_LIBSVM_INDEX_BASE=1 \(serve --libsvm-index-base 1\)") as info:
+        decode("text/libsvm", b"1 1:2 7:1")
+    assert info.value.status == 400
+    # No hint where switching would not help: an index 0 present, or an index past the count.
+    for body in (b"1 0:1 7:1", b"1 1:1 8:1"):
+        with pytest.raises(RequestError, match=r"out of range; the model has features 0 to 6 \(0-based "
+                                               r"indices\)$"):
+            decode("text/libsvm", body)
+    one_based = codecs.decoder_for("text/libsvm", 1)
+    with pytest.raises(RequestError, match=r"feature index 0 is out of range; the model has features 1 to 7 "
+                                           r"\(1-based indices\)\. If your indices start at 0, .*"
+                                           r"SERVE_LIBSVM_INDEX_BASE=0"):
+        one_based(b"1 0:1 3:1", 7)
+
+
 # --- content types and Accept --------------------------------------------------------------------
 
 @pytest.mark.parametrize("header", [None, "", "text/plain", "application/x-recordio", "image/png"])

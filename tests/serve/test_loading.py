@@ -93,6 +93,8 @@ def test_missing_library_falls_back(artifact_copy, caplog):
     ({"library__libc": "glibc 9.99"}, "glibc 9.99"),
     ({"library__libc": "musl 1.2.4"}, "musl"),
     ({"versions__tl2cgen": "0.3.1"}, "TL2cgen 0.3.1"),
+    # This x86-64 CPU has none of the arm64 extensions a Graviton3 tuning may use.
+    ({"library__cpu": "neoverse-v1"}, "tuned for neoverse-v1 (Graviton3); this CPU lacks atomics"),
 ])
 def test_a_library_for_another_runtime_falls_back(artifact_copy, caplog, change, reason):
     edit_manifest(artifact_copy, **change)
@@ -149,10 +151,11 @@ def test_gtil_predictor_matches_xgboost(bare_model_dir, sample_model_dir):
     assert (description.objective, description.num_class) == ("binary:logistic", 1)
 
 
-@pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "binary-logistic-1.7.6.bin"])
+@pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "binary-logistic-1.7.6.bin",
+                                  "binary-logistic-0.90.pkl", "binary-logistic-0.72.1.bin"])
 def test_xgboost_1x_models_are_served_as_xgboost_1x_predicted(tmp_path, name):
-    """SageMaker's XGBoost 1.x artifacts (a pickled Booster, a legacy binary), read safely by
-    model_compile: the stock predictor answers what XGBoost 1.x answered for the same rows."""
+    """SageMaker's XGBoost 0.90 and 1.x artifacts (a pickled Booster, a legacy binary), read
+    safely by model_core: the stock predictor answers what that XGBoost answered for the same rows."""
     fixtures = REPO_ROOT / "tests" / "model_core" / "fixtures"
     shutil.copy(fixtures / name, tmp_path / "xgboost-model")
     loaded = load_model(tmp_path)
@@ -228,3 +231,91 @@ def test_serve_refuses_a_hostile_model_tar_gz_and_extracts_nothing(tmp_path):
     assert proc.returncode == 1
     assert "is a link" in proc.stderr and "Traceback" not in proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["model.tar.gz"]    # its scratch folder is gone, nothing left
+
+
+@pytest.mark.parametrize("version", ["0.90", "0.82", "0.72.1"])
+def test_gblinear_models_are_served_by_stock_xgboost(tmp_path, version):
+    """gblinear has no trees to compile: a bare one (here as old XGBoost saved it) is served by
+    XGBoost, with the answer that version gave."""
+    from serve.predictors import LinearPredictor
+
+    fixtures = REPO_ROOT / "tests" / "model_core" / "fixtures"
+    shutil.copy(fixtures / f"gblinear-{version}.bin", tmp_path / "xgboost-model")
+    loaded = load_model(tmp_path)
+    assert isinstance(loaded.predictor, LinearPredictor) and loaded.objective == "reg:squarederror"
+    rows = np.genfromtxt(fixtures / "rows.csv", delimiter=",", dtype=np.float32)
+    expected = json.loads((fixtures / f"expected-{version}.json").read_text())["models"][
+        f"gblinear-{version}.bin"]["output"]
+    assert np.max(np.abs(loaded.predictor.predict(rows) - np.asarray(expected))) < 1e-5
+    assert loaded.predictor.predict(rows[:1]).shape == (1,)
+
+
+def test_current_gblinear_model_is_served_by_stock_xgboost(tmp_path):
+    from serve.predictors import LinearPredictor
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    booster = xgb.train({"booster": "gblinear", "objective": "binary:logistic", "nthread": 1},
+                        xgb.DMatrix(X, label=(X[:, 0] > 0).astype(np.float32)), 5)
+    booster.save_model(str(tmp_path / "model.ubj"))
+    loaded = load_model(tmp_path)
+    assert isinstance(loaded.predictor, LinearPredictor) and loaded.objective == "binary:logistic"
+    expected = booster.predict(xgb.DMatrix(X))
+    assert np.max(np.abs(loaded.predictor.predict(X) - expected)) < 1e-6
+
+
+@pytest.fixture(scope="module")
+def two_target_dir(sample_model_dir, tmp_path_factory):
+    """rtb-small compiled for arm64 (tuned for Graviton3) and for this machine, extracted."""
+    from model_compile import compile_artifact
+    from model_core.artifact import safe_extract
+
+    source = sample_model_dir("rtb-small")
+    out = tmp_path_factory.mktemp("two-targets")
+    compile_artifact(source / "model.tar.gz", out / "model.tar.gz", sample_data=source / "sample.csv",
+                     targets=["linux-x86_64", "linux-aarch64"], cpu="neoverse-v1", measure_speed=False)
+    safe_extract(out / "model.tar.gz", out / "model")
+    return out / "model"
+
+
+def test_the_library_for_this_machine_is_picked_wherever_it_is_listed(two_target_dir, tmp_path, caplog,
+                                                                      sample_model_dir):
+    folder = tmp_path / "model"
+    shutil.copytree(two_target_dir, folder)
+    # List the arm64 library first, as an artifact compiled on an arm64 machine would.
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    data["library"], data["other_libraries"] = data["other_libraries"][0], [data["library"]]
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="serve.loading"):
+        loaded = load_model(folder)
+    assert loaded.predictor.name == "compiled" and not caplog.records
+    rows, _ = sample_rows(sample_model_dir, "rtb-small")
+    booster = xgb.Booster(model_file=str(folder / MODEL_NAME))
+    assert np.max(np.abs(loaded.predictor.predict(rows) - booster.inplace_predict(rows))) < 1e-5
+
+
+def test_an_artifact_with_libraries_only_for_other_machines_falls_back(two_target_dir, tmp_path, caplog):
+    folder = tmp_path / "model"
+    shutil.copytree(two_target_dir, folder)
+    (folder / LIBRARY_NAME).unlink()
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    data["library"], data["other_libraries"] = data["other_libraries"][0], []
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+    assert_stock_fallback(folder, caplog, "compiled for linux_aarch64, this machine is linux_x86_64")
+
+
+def test_pick_library_names_every_librarys_reason(two_target_dir):
+    from model_core.artifact import read_manifest
+    from serve.loading import pick_library
+
+    manifest = read_manifest(two_target_dir)
+    graviton2 = {"platform": "linux_aarch64", "libc": "glibc 2.36", "cpu": "x",
+                 "features": ["atomics", "fphp", "asimdhp", "asimdrdm", "asimddp", "lrcpc"]}
+    library, why = pick_library(manifest, graviton2)
+    assert library is None
+    assert why == ("no library of the artifact runs on this machine: model.so: library was compiled for "
+                   "linux_x86_64, this machine is linux_aarch64 | model-linux-aarch64-neoverse-v1.so: "
+                   "library is tuned for neoverse-v1 (Graviton3); this CPU lacks sve, bf16, i8mm "
+                   "(an older Graviton?)")
+    graviton3 = {**graviton2, "features": graviton2["features"] + ["sve", "bf16", "i8mm"]}
+    assert pick_library(manifest, graviton3)[0].file == "model-linux-aarch64-neoverse-v1.so"

@@ -1,7 +1,10 @@
-"""A real server with a bare model (SageMaker's xgboost-model, no compiled artifact):
-every route, request format, Accept value and error case, against in-process predictions."""
+"""A real server with a bare model (SageMaker's xgboost-model, no compiled artifact), on each
+front end: every route, request format, Accept value and error case, against in-process
+predictions; keep-alive, 413 before the body is sent, /ping while workers compute."""
+import http.client
 import io
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -12,15 +15,17 @@ import requests
 
 from serve.cpus import available_cpus, usable_cpu_count
 from serve.loading import load_model
-from tests.serve.conftest import (check_concurrent_clients, csv_body, numbers, running_server, sample_rows,
+from tests.serve.conftest import (FRONTENDS, check_concurrent_clients, csv_body, numbers, running_server, sample_rows,
                                   settled_worker_pids, worker_pids)
 
 N_ROWS = 40
 
 
-@pytest.fixture(scope="module")
-def server(bare_model_dir, tmp_path_factory):
-    with running_server(bare_model_dir("rtb-small"), tmp_path_factory.mktemp("bare") / "server.log") as srv:
+@pytest.fixture(scope="module", params=FRONTENDS)
+def server(request, bare_model_dir, tmp_path_factory):
+    """The same server on each front end: every test below holds for both."""
+    with running_server(bare_model_dir("rtb-small"), tmp_path_factory.mktemp("bare") / "server.log",
+                        SERVE_FRONTEND=request.param) as srv:
         yield srv
 
 
@@ -201,3 +206,61 @@ def test_recordio_protobuf_written_by_the_sdk(server):
         got = numbers(server.invoke((FIXTURES / f"{name}.rec").read_bytes(),
                                     content_type="application/x-recordio-protobuf"))
         assert np.array_equal(got, numbers(server.invoke(as_csv))), name
+
+
+def test_the_front_end_asked_for_serves(server, request):
+    frontend = request.node.callspec.params["server"]
+    assert f"{frontend}, " in server.log()   # the plan's description names its front end
+    assert requests.get(server.url + "/ping", timeout=2).headers.get("Server", "").lower().startswith(frontend)
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(server, reference):
+    _, lines, expected = reference
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        sockets = set()
+        for i in range(20):
+            connection.request("POST", "/invocations", lines[i], {"Content-Type": "text/csv"})
+            response = connection.getresponse()
+            assert response.status == 200 and np.float32(response.read().decode()) == expected[i]
+            sockets.add(id(connection.sock))
+        assert len(sockets) == 1 and connection.sock is not None   # never closed and reopened
+    finally:
+        connection.close()
+
+
+def test_413_comes_before_the_body_is_sent(server):
+    """A request declaring 100 MB gets its 413 at once, with no byte of the body sent."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                     b"Content-Length: 104857600\r\n\r\n")
+        started, answer = time.perf_counter(), b""
+        while b"}" not in answer and time.perf_counter() - started < 5:   # headers and the JSON error
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        assert time.perf_counter() - started < 5
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b"over the limit" in answer
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_idle_keep_alive_connections_close_after_serve_keepalive(bare_model_dir, tmp_path, frontend):
+    """SERVE_KEEPALIVE is the idle timeout on both front ends (granian: hyper's header read
+    timeout, which also bounds a client slow to send its headers)."""
+    with running_server(bare_model_dir("rtb-small"), tmp_path / "server.log", SERVE_FRONTEND=frontend,
+                        SERVE_KEEPALIVE="2") as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            request = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+            sock.sendall(request)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(0.5)
+            sock.sendall(request)   # well within the timeout: the same connection answers
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            started = time.perf_counter()
+            assert sock.recv(4096) == b""   # then idle: the server closes it
+            assert 1.5 < time.perf_counter() - started < 8

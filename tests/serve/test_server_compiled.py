@@ -14,7 +14,7 @@ import xgboost as xgb
 
 from model_core.artifact import LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME
 from serve.loading import load_model
-from tests.serve.conftest import (check_concurrent_clients, csv_body, numbers, running_server, sample_rows,
+from tests.serve.conftest import (FRONTENDS, check_concurrent_clients, csv_body, numbers, running_server, sample_rows,
                                   settled_worker_pids)
 
 
@@ -98,7 +98,8 @@ def test_a_corrupted_library_is_served_by_stock_xgboost(small, tmp_path):
         assert np.array_equal(numbers(server.invoke(csv_body(lines[:100]))), reference)
 
 
-def test_sigterm_under_load_loses_no_accepted_request(small, tmp_path):
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_sigterm_under_load_loses_no_accepted_request(small, tmp_path, frontend):
     """Big requests in flight and one-row clients running when SIGTERM comes: every accepted
     request is answered in full and correctly, later ones are refused at connect, and the
     server exits 0 well within SageMaker's 30 s."""
@@ -130,12 +131,12 @@ def test_sigterm_under_load_loses_no_accepted_request(small, tmp_path):
                 answered += 1
         return answered, refused
 
-    with running_server(folder, tmp_path / "server.log") as server:
+    with running_server(folder, tmp_path / "server.log", SERVE_FRONTEND=frontend) as server:
         with ThreadPoolExecutor(10) as pool:
             clients = [pool.submit(one_row_client, n) for n in range(4)]
             time.sleep(1.0)
             in_flight = [pool.submit(big_request) for _ in range(6)]
-            time.sleep(1.0)   # the gevent workers accept and start reading at once
+            time.sleep(1.0)   # the workers accept and start reading at once
             sent_at = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             for future in in_flight:

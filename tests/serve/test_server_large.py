@@ -14,7 +14,7 @@ import xgboost as xgb
 
 from model_core.artifact import MODEL_NAME
 from serve.loading import load_model
-from tests.serve.conftest import csv_body, numbers, running_server, sample_rows, settled_worker_pids
+from tests.serve.conftest import FRONTENDS, csv_body, numbers, running_server, sample_rows, settled_worker_pids
 
 N_ONE_ROW = 20
 
@@ -36,20 +36,23 @@ def check_answers(server, lines, rows, predictor):
     assert np.array_equal(numbers(server.invoke(as_json, content_type="application/json")), expect(with_missing))
 
 
-def test_bare_large_model_from_a_tarball_on_one_cpu(sample_model_dir, bare_model_dir, tmp_path):
-    """`serve --model model.tar.gz` (a local run), the process pinned to one CPU: one worker."""
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_bare_large_model_from_a_tarball_on_one_cpu(sample_model_dir, bare_model_dir, tmp_path, frontend):
+    """`serve --model model.tar.gz` (a local run), the process pinned to one CPU: one worker,
+    replaced when it dies."""
     rows, lines = sample_rows(sample_model_dir, "rtb-large")
     tarball = sample_model_dir("rtb-large") / "model.tar.gz"
     one_cpu = {min(os.sched_getaffinity(0))}
-    with running_server(tmp_path / "unused", tmp_path / "server.log", args=("serve", "--model", str(tarball)),
-                        cpus=one_cpu) as server:
+    with running_server(tmp_path / "unused", tmp_path / "server.log", args=("serve", "--model", str(tarball),
+                        "--frontend", frontend), cpus=one_cpu) as server:
         assert len(settled_worker_pids(server)) == 1
-        assert "1 gevent worker(s) for 1 usable vCPU(s)" in server.log()
+        expected = "granian, 1 worker(s) x 4 Python thread(s)" if frontend == "granian" else "1 gevent worker(s)"
+        assert expected in server.log() and "for 1 usable vCPU(s)" in server.log()
         check_answers(server, lines, rows, load_model(bare_model_dir("rtb-large")).predictor)
         extracted = Path(re.search(r"bare model (\S+)/xgboost-model", server.log()).group(1))
-        # A worker that exits (and is replaced) leaves the master's extracted model alone.
+        # A worker that dies (and is replaced) leaves the master's extracted model alone.
         (worker,) = settled_worker_pids(server)
-        os.kill(worker, signal.SIGTERM)
+        os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while settled_worker_pids(server) in ([], [worker]) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -16,6 +16,7 @@ def test_defaults_match_the_sagemaker_contract():
     assert settings.default_accept == "text/csv"
     assert settings.outputs is None and settings.threshold == 0.5
     assert settings.predictor == "auto" and settings.workers is None
+    assert settings.libsvm_index_base == 0     # XGBoost's own reading of LIBSVM indices
     assert settings.graceful_timeout < 30   # SageMaker sends SIGKILL 30 s after SIGTERM
 
 
@@ -29,13 +30,15 @@ def test_every_variable_is_read():
         "SERVE_KEEPALIVE": "5", "SERVE_GRACEFUL_TIMEOUT": "10", "SERVE_ACCESS_LOG": "true",
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "warning", "SAGEMAKER_BATCH": "true",
         "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "4", "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
+        "SERVE_LIBSVM_INDEX_BASE": "1",
     })
     assert settings == Settings(
         model_dir=Path("/models/x"), host="127.0.0.1", port=9001, workers=3, timeout=5,
         max_payload_bytes=2 * ONE_MB, default_accept="application/json",
         outputs=("predicted_label", "probability"), threshold=0.07, predictor="stock",
         worker_class="gthread", threads=8, keepalive=5, graceful_timeout=10, access_log=True,
-        log_level=logging.WARNING, batch=True, max_concurrent_transforms=4, batch_strategy="SINGLE_RECORD")
+        log_level=logging.WARNING, batch=True, max_concurrent_transforms=4, batch_strategy="SINGLE_RECORD",
+        libsvm_index_base=1)
 
 
 def test_numeric_log_level_and_blank_values():
@@ -49,8 +52,41 @@ def test_numeric_log_level_and_blank_values():
     ("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/html"), ("SERVE_PREDICTOR", "fastest"),
     ("SERVE_WORKER_CLASS", "eventlet"), ("SERVE_DECISION_THRESHOLD", "nan"), ("SERVE_ACCESS_LOG", "maybe"),
     ("SAGEMAKER_INFERENCE_OUTPUT", "probability,,raw_score"), ("SAGEMAKER_INFERENCE_OUTPUT", "probability,probability"),
-    ("SAGEMAKER_CONTAINER_LOG_LEVEL", "chatty"),
+    ("SAGEMAKER_CONTAINER_LOG_LEVEL", "chatty"), ("SERVE_LIBSVM_INDEX_BASE", "2"),
+    ("SERVE_LIBSVM_INDEX_BASE", "auto"),
 ])
 def test_unusable_values_are_refused_with_the_variable_name(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_multi_model_variables():
+    assert Settings.from_env({}).multi_model is False
+    settings = Settings.from_env({"SAGEMAKER_MULTI_MODEL": "TRUE", "SERVE_MODEL_ROOT": "/data/models",
+                                  "SERVE_MEMORY_BUDGET_MB": "512", "SERVE_MEMORY_FRACTION": "0.5"})
+    assert settings.multi_model and settings.model_root == Path("/data/models")
+    assert settings.memory_budget_mb == 512 and settings.memory_fraction == 0.5
+    for name, value in (("SAGEMAKER_MULTI_MODEL", "maybe"), ("SERVE_MEMORY_FRACTION", "1.5"),
+                        ("SERVE_MEMORY_BUDGET_MB", "-1")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: value})
+
+
+def test_front_end_variables():
+    settings = Settings.from_env({"SERVE_FRONTEND": "Granian", "SERVE_THREADS": "2", "SERVE_RUNTIME_THREADS": "3",
+                                  "SERVE_BACKPRESSURE": "64"})
+    assert (settings.frontend, settings.threads, settings.runtime_threads, settings.backpressure) == (
+        "granian", 2, 3, 64)
+    assert Settings.from_env({"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": "sync"}).worker_class == "sync"
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"SERVE_FRONTEND": "nginx"}, "SERVE_FRONTEND"),
+    ({"SERVE_FRONTEND": "granian", "SERVE_WORKER_CLASS": "gevent"}, "SERVE_WORKER_CLASS"),
+    ({"SERVE_FRONTEND": "gunicorn", "SERVE_BACKPRESSURE": "10"}, "SERVE_BACKPRESSURE"),
+    ({"SERVE_WORKER_CLASS": "gthread", "SERVE_RUNTIME_THREADS": "2"}, "SERVE_RUNTIME_THREADS"),
+    ({"SERVE_RUNTIME_THREADS": "0"}, "SERVE_RUNTIME_THREADS"),
+])
+def test_front_end_knobs_of_the_other_front_end_are_refused(env, name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)

@@ -1,0 +1,123 @@
+"""What ``serve.app.ServeApp`` itself costs per request, without any HTTP server.
+
+The WSGI callable is called in a tight loop with a fake environ (a one-row CSV or
+JSON body in a ``BytesIO``, as a front end hands it over), and each step of the
+common path is timed alone the same way, so that the microseconds of a request
+can be accounted for: what is the app, what is parse / predict / encode. The
+front end's share is what ``python -m bench compare`` measures over HTTP (server
+CPU per request minus this).
+
+Run: ``python -m bench.app_cost MODEL_FOLDER [--sample sample.csv] [--profile]``
+(a compiled artifact, extracted; ``--profile`` adds cProfile's top functions).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+LOOPS = 20_000
+
+
+def per_call_us(function: Callable[[], object], loops: int = LOOPS, repeats: int = 5) -> float:
+    """Best of ``repeats`` mean times of ``loops`` calls, in microseconds (the best run is the
+    one least disturbed by other work on the machine)."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(loops):
+            function()
+        best = min(best, (time.perf_counter() - started) / loops)
+    return best * 1e6
+
+
+def fake_environ(body: bytes, content_type: str, accept: str | None = None) -> Callable[[], dict]:
+    """A function giving a fresh environ per call, as a front end builds one per request."""
+    base = {"REQUEST_METHOD": "POST", "PATH_INFO": "/invocations", "CONTENT_TYPE": content_type,
+            "CONTENT_LENGTH": str(len(body)), "SERVER_PROTOCOL": "HTTP/1.1"}
+    if accept:
+        base["HTTP_ACCEPT"] = accept
+
+    def make() -> dict:
+        environ = base.copy()
+        environ["wsgi.input"] = io.BytesIO(body)
+        return environ
+
+    return make
+
+
+def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS) -> list[tuple[str, float]]:
+    """(step, microseconds per call) for the app and its steps on one row of ``sample``."""
+    import numpy as np
+
+    from serve import codecs
+    from serve.app import create_app
+    from serve.loading import load_model
+    from serve.settings import Settings
+
+    settings = Settings.from_env({})
+    loaded = load_model(model_dir)
+    app = create_app(loaded, settings)
+    if sample is not None:
+        line = sample.read_text().splitlines()[0].encode()
+    else:
+        line = ",".join(["0.5"] * loaded.num_feature).encode()
+    row = codecs.decode_csv(line, loaded.num_feature)
+    json_body = json.dumps([[None if v != v else float(v) for v in row[0].tolist()]]).encode()
+
+    def start_response(status, headers, exc_info=None):
+        return None
+
+    make_csv = fake_environ(line, "text/csv")
+    make_json = fake_environ(json_body, "application/json", "application/json")
+    predictions = loaded.predictor.predict(row)
+    outputs = app.select_outputs(predictions)
+    assert app(make_csv(), start_response)[0] == codecs.encode_csv(outputs, selected=False, batch=False)
+    steps = [
+        ("ServeApp, CSV row in, CSV score out (whole WSGI call)", lambda: app(make_csv(), start_response)),
+        ("ServeApp, JSON row in, JSON out (whole WSGI call)", lambda: app(make_json(), start_response)),
+        ("  of which: a fresh environ + BytesIO (the front end's part)", make_csv),
+        ("  decode_csv, one row", lambda: codecs.decode_csv(line, loaded.num_feature)),
+        ("  predictor.predict, one row", lambda: loaded.predictor.predict(row)),
+        ("  select outputs", lambda: app.select_outputs(predictions)),
+        ("  encode_csv, one score", lambda: codecs.encode_csv(outputs, selected=False, batch=False)),
+        ("  str(np.float32) (the shortest round-trip text)", lambda: str(predictions[0])),
+        ("  decode_json, one row", lambda: codecs.decode_json(json_body, loaded.num_feature)),
+        ("  np.empty((1, 1), float32) (the floor of any numpy call)",
+         lambda: np.empty((1, 1), dtype=np.float32)),
+    ]
+    return [(name, per_call_us(function, loops)) for name, function in steps]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.app_cost", description=__doc__.split("\n")[0])
+    parser.add_argument("model", type=Path, help="model folder (a compiled artifact, extracted, or a bare model)")
+    parser.add_argument("--sample", type=Path, help="CSV rows; the first is sent (default: 0.5 per feature)")
+    parser.add_argument("--loops", type=int, default=LOOPS)
+    parser.add_argument("--profile", action="store_true", help="also cProfile the whole call")
+    args = parser.parse_args(argv)
+    for name, us in measure(args.model, args.sample, args.loops):
+        print(f"{us:8.2f} us  {name}")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        from serve.app import create_app
+        from serve.loading import load_model
+        from serve.settings import Settings
+
+        app = create_app(load_model(args.model), Settings.from_env({}))
+        line = (args.sample.read_text().splitlines()[0].encode() if args.sample
+                else b",".join([b"0.5"] * app.num_feature))
+        make = fake_environ(line, "text/csv")
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [app(make(), lambda *a: None) for _ in range(args.loops)])
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""granian's configuration: the WSGI app behind a native (Rust, hyper + tokio) HTTP server.
+
+granian parses HTTP, keeps connections and buffers bodies in Rust, and calls the
+WSGI app in a small pool of Python threads per worker process: per request, the
+Python interpreter runs only the app. That is why it costs a fraction of
+gunicorn + gevent's CPU per request (``python -m bench all`` compares them).
+
+What each SageMaker requirement maps to here (and what granian does not do):
+
+* workers: one process per usable vCPU (``plan_workers``), each with
+  at most ``plan.threads`` Python threads (default 4, started as requests need them:
+  a free one answers /ping while multi-megabyte requests compute in the others, which
+  hand the GIL on between pieces: ``serve.app.PIECE_BYTES``) and ``plan.runtime_threads`` Rust
+  I/O threads; ``plan.connections()`` open connections each (granian's
+  "backpressure": a permit per connection, keep-alive ones included).
+* the app and the model are built in the master, before the workers are forked
+  (as gunicorn's ``preload_app``): the workers share its pages, and a model that
+  cannot load fails the start once. Python 3.11 forks on Linux by default; granian
+  uses that start method.
+* SIGTERM: the master stops accepting, signals every worker, and each finishes the
+  requests it holds (hyper's graceful shutdown); a worker still busy after
+  ``SERVE_GRACEFUL_TIMEOUT`` is killed, before SageMaker's SIGKILL at 30 s.
+* a worker that dies is started again (``respawn_failed_workers``); one that dies
+  again within 5.5 s of its restart stops the server (granian's crash-loop guard),
+  which SageMaker then replaces.
+* timeouts: hyper's header read timeout runs from the end of one request until the
+  next request's headers are in, so it is both the idle keep-alive timeout and the
+  time a slow client gets to send its headers: ``SERVE_KEEPALIVE`` (75 s, longer than
+  the 60 s SageMaker's front end keeps an idle connection; checked: a connection idle
+  past the timeout is closed), or ``HEADER_READ_TIMEOUT_S`` with keep-alive off. granian has no
+  body read timeout and no per-request timeout (gunicorn's
+  ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` kill of a stuck worker has no equivalent):
+  a client that stalls mid-body holds one Python thread until it sends or its
+  connection closes. SageMaker's own front end sends whole bodies.
+* keep-alive: on unless ``SERVE_KEEPALIVE=0``.
+* 413 before the body is read: granian hands the app the headers first and reads
+  the body only when the app reads ``wsgi.input``; ``serve.app.ServeApp.read_body``
+  checks Content-Length before reading (granian itself has no body-size limit).
+* logs: granian's own lines go to stderr in serve's format; access log lines only
+  with ``SERVE_ACCESS_LOG=true``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from serve.gunicorn_conf import WorkerPlan, log_level_name
+from serve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEADER_READ_TIMEOUT_S = 30
+BACKLOG = 2048
+LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+
+def granian_options(settings: Settings, plan: WorkerPlan) -> dict:
+    """Keyword arguments of ``granian.server.Server`` for the plan (names as in its API)."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+
+    return {
+        "address": settings.host,
+        "port": settings.port,
+        "interface": Interfaces.WSGI,
+        "workers": plan.workers,
+        "blocking_threads": plan.threads,
+        "runtime_threads": plan.runtime_threads,
+        "backpressure": plan.connections(),
+        "backlog": BACKLOG,
+        # SageMaker speaks HTTP/1.1 to the container: no HTTP/2 preface sniffing per connection.
+        "http": HTTPModes.http1,
+        "http1_settings": HTTP1Settings(header_read_timeout=(settings.keepalive or HEADER_READ_TIMEOUT_S) * 1000,
+                                        keep_alive=settings.keepalive > 0),
+        "websockets": False,
+        "respawn_failed_workers": True,
+        "workers_kill_timeout": settings.graceful_timeout,
+        "log_level": log_level_name(settings.log_level),
+        "log_access": settings.access_log,
+        "log_dictconfig": _stderr_logging(),
+    }
+
+
+def _stderr_logging() -> dict:
+    """granian's logging configuration with its handlers moved to stderr, in serve's format."""
+    return {
+        "formatters": {"generic": {"()": "logging.Formatter", "fmt": LOG_FORMAT},
+                       "access": {"()": "logging.Formatter", "fmt": "%(message)s"}},
+        "handlers": {"console": {"formatter": "generic", "class": "logging.StreamHandler",
+                                 "stream": "ext://sys.stderr"},
+                     "access": {"formatter": "access", "class": "logging.StreamHandler",
+                                "stream": "ext://sys.stderr"}},
+    }
+
+
+class GranianServer:
+    """granian serving the WSGI app that ``load`` returns, called once in the master before
+    the workers fork. ``worker_started_note`` goes into the line each worker logs at start."""
+
+    def __init__(self, load: Callable[[], Callable], settings: Settings, plan: WorkerPlan,
+                 worker_started_note: str = ""):
+        self._load, self.settings, self.plan, self.note = load, settings, plan, worker_started_note
+
+    def run(self) -> int:
+        """Serve until stopped; the exit code (1: the address could not be listened on)."""
+        import os
+
+        from granian.server import Server
+
+        app = self._load()
+        plan, note = self.plan, self.note
+
+        def in_worker(_target: str):
+            log.info("worker %d started (%s): %s", os.getpid(), plan.describe(), note)
+            return app
+
+        try:
+            Server("serve", **granian_options(self.settings, plan)).serve(target_loader=in_worker)
+        except RuntimeError as exc:   # granian's socket errors (address in use, no such address)
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.error("cannot listen on %s:%d: %s", self.settings.host, self.settings.port, first_line)
+            return 1
+        return 0
