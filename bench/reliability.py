@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -517,9 +518,11 @@ def scenario_memory_limit(model_dir: Path, log_dir: Path, *, num_feature: int, i
         log_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
     (log_dir / "serve-memory-limit.log").write_text(log_text)
-    workers_started = log_text.count(WORKER_START_MARK)
-    # gunicorn's words for a worker that died: the kernel's OOM killer sends SIGKILL
-    deaths = log_text.count("was sent SIGKILL") + log_text.count("exited with code")
+    # either front end logs "serve.<frontend>_conf: worker N started"; one start beyond the
+    # worker count the server announced is a worker that died (the OOM killer sends SIGKILL)
+    workers_started = len(re.findall(r"serve\.\w+_conf: worker \d+ started", log_text))
+    announced = re.search(r"(\d+) worker\(s\)", log_text)
+    deaths = max(0, workers_started - int(announced.group(1))) if announced else None
     concurrent = len(senders)
     peak, base_mb = max(samples, default=None), base.get("anon_mb")
     per_request = round((peak - base_mb) / concurrent, 1) if peak is not None and base_mb is not None else None
@@ -532,7 +535,7 @@ def scenario_memory_limit(model_dir: Path, log_dir: Path, *, num_feature: int, i
               "worker_starts": workers_started, "worker_deaths": deaths, "seconds": round(seconds, 1), "ping": ping.to_dict()}
     ok_statuses = all(all(isinstance(x, int) and x < 500 for x in s) and s for s in statuses.values())
     passed = (ok_statuses and usage.get("oom_kills") == 0 and not state.get("OOMKilled") and state.get("Running")
-              and deaths == 0)
+              and deaths == 0 and workers_started > 0)
     return Row("memory-limit", bool(passed), counts,
                f"docker run --memory {memory} {image}: {concurrent} connections (6 content types x {per_type}) "
                f"sending {rounds} bodies of 6 MB each at once")
