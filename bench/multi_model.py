@@ -37,7 +37,7 @@ import requests
 from bench.compare import _with_server_cpu
 from bench.models import compile_variant
 from bench.payloads import make_bodies, read_sample_rows
-from bench.search import DEFAULT_SLO_MS, SearchTarget, find_max_rates
+from bench.search import DEFAULT_SLO_MS, SearchedServer, find_max_rates
 from bench.servers import free_port, running_server
 
 DEFAULT_ROOT = Path("artifacts/bench/multi-model")
@@ -134,8 +134,11 @@ def _serve_argv() -> list[str]:
 
 def _env(port: int, workers: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "SERVE_", "SM_"))}
+    # Both servers on gunicorn + gevent, the front end multi-model mode runs on: the comparison
+    # is then of one model against many, not of two front ends.
     env.update({"SERVE_BIND_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": str(port),
-                "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), "BENCH_PATHS": ""}, **extra)
+                "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), "BENCH_PATHS": "",
+                "SERVE_FRONTEND": "gunicorn"}, **extra)
     return env
 
 
@@ -215,8 +218,8 @@ def run(model_counts: list[int], *, root: Path = DEFAULT_ROOT, slo_ms: float = D
             paths = [f"/models/{names[i]}/invoke" for i in picks]
             stack.enter_context(request_paths(paths, log_dir))
             multi_measure = _with_server_cpu(multi)
-            targets = [SearchTarget(single.url, bodies, _with_paths_off(_with_server_cpu(single))),
-                       SearchTarget(multi.url, bodies, multi_measure)]
+            targets = [SearchedServer(single.url, bodies, _with_paths_off(_with_server_cpu(single))),
+                       SearchedServer(multi.url, bodies, multi_measure)]
             found = find_max_rates(targets, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                                    steps=steps)
         single_search, multi_search = found
