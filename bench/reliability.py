@@ -16,13 +16,17 @@ loopback port) on a model folder, runs, and returns one row of counts:
 * ``soak``: open loop (wrk) at 70 % of the closed-loop rate for ``soak_s``, in segments:
   0 errors, worker RSS and open files flat (growth under 5 %), p99 per segment;
 * ``memory``: 6 MB bodies of every content type at once: peak heap per decode measured
-  in process (tracemalloc sees numpy's buffers) and the workers' peak RSS over HTTP.
+  in process (tracemalloc sees numpy's buffers) and the workers' peak RSS over HTTP;
+* ``memory-limit``: the image under ``docker run --memory``, 6 MB bodies of every content
+  type from 24 connections at once: no OOM kill, no worker death, the container's peak
+  memory per request in flight (skipped, saying why, without a Docker engine or the image).
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -412,14 +416,140 @@ def scenario_memory(model_dir: Path, log_dir: Path, *, num_feature: int, rounds:
                                          "--memory limit in this run")
 
 
+def docker_engine() -> str | None:
+    """None when a Docker engine answers here (DOCKER_HOST as set), else why not."""
+    import shutil
+
+    if shutil.which("docker") is None:
+        return "no docker command (install docker.io, or run .ci/docker-host.sh up)"
+    proc = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                          timeout=30)
+    if proc.returncode != 0:
+        return f"no Docker engine answers ({proc.stderr.strip()[-200:]}); eval \"$(.ci/docker-host.sh up)\" first"
+    return None
+
+
+def _cgroup_memory(container: str) -> dict:
+    """A container's memory now, read in its cgroup (v2, else v1): ``anon_mb``, what its
+    processes hold (the page cache left out: the kernel reclaims it before any OOM kill),
+    ``oom_kills`` so far."""
+    script = ("cd /sys/fs/cgroup; if [ -f memory.events ]; then grep -E '^anon ' memory.stat; "
+              "grep '^oom_kill ' memory.events; else grep -E '^total_rss ' memory/memory.stat; "
+              "grep '^oom_kill ' memory/memory.oom_control; fi")
+    proc = subprocess.run(["docker", "exec", container, "sh", "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    words = proc.stdout.split()
+    try:
+        return {"anon_mb": round(int(words[1]) / 2**20, 1), "oom_kills": int(words[3])}
+    except (IndexError, ValueError):
+        return {"anon_mb": None, "oom_kills": None, "error": (proc.stdout + proc.stderr).strip()[-200:]}
+
+
+def scenario_memory_limit(model_dir: Path, log_dir: Path, *, num_feature: int, image: str, memory: str = "1g",
+                          per_type: int = 4, rounds: int = 2) -> Row:
+    """The image under ``docker run --memory``: ``per_type`` connections for each content type
+    send 6 MB bodies at once, ``rounds`` each; no OOM kill, no worker death, no 5xx."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    why_not = docker_engine()
+    if why_not is None and subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
+        why_not = f"no image {image} (build it: docker build --network host -t {image} .)"
+    if why_not:
+        return Row("memory-limit", True, {"skipped": why_not}, f"skipped: {why_not}")
+    bodies = six_mb_bodies(num_feature)
+    port = free_port()
+    name = f"reliability-memory-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host", "--memory", memory,
+                    "--memory-swap", memory, "-e", f"SAGEMAKER_BIND_TO_PORT={port}",
+                    "-e", "SAGEMAKER_CONTAINER_LOG_LEVEL=INFO", "-v", f"{model_dir.resolve()}:/opt/ml/model:ro",
+                    image, "serve"], check=True, capture_output=True, timeout=120)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if Connection(url, timeout_s=2).send(Case(0, "", "GET", "/ping", (), b"")).status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        base = _cgroup_memory(name)
+        statuses: dict[str, list] = {t: [] for t in bodies}
+
+        def send(content_type: str) -> None:
+            connection = Connection(url, timeout_s=300)
+            for _ in range(rounds):
+                case = Case(0, content_type, "POST", "/invocations", (("Content-Type", content_type),),
+                            bodies[content_type])
+                try:
+                    statuses[content_type].append(connection.send(case).status)
+                except OSError as exc:
+                    statuses[content_type].append(type(exc).__name__)
+                    connection.close()
+                    connection = Connection(url, timeout_s=300)
+            connection.close()
+
+        senders = [t for t in bodies for _ in range(per_type)]
+        samples: list[float] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                anon = _cgroup_memory(name).get("anon_mb")
+                if anon is not None:
+                    samples.append(anon)
+                stop.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.monotonic()
+        with PingWatch(url) as ping, ThreadPoolExecutor(len(senders)) as pool:
+            list(pool.map(send, senders))
+        seconds = time.monotonic() - started
+        stop.set()
+        sampler.join()
+        usage = _cgroup_memory(name)
+        state = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .State}}", name],
+                                          capture_output=True, text=True, check=True).stdout)
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        log_text = logs.stdout + logs.stderr
+    finally:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    (log_dir / "serve-memory-limit.log").write_text(log_text)
+    # either front end logs "serve.<frontend>_conf: worker N started"; one start beyond the
+    # worker count the server announced is a worker that died (the OOM killer sends SIGKILL)
+    workers_started = len(re.findall(r"serve\.\w+_conf: worker \d+ started", log_text))
+    announced = re.search(r"(\d+) worker\(s\)", log_text)
+    deaths = max(0, workers_started - int(announced.group(1))) if announced else None
+    concurrent = len(senders)
+    peak, base_mb = max(samples, default=None), base.get("anon_mb")
+    per_request = round((peak - base_mb) / concurrent, 1) if peak is not None and base_mb is not None else None
+    counts = {"memory_limit": memory, "concurrent_requests": concurrent, "rounds": rounds,
+              "body_mb": round(max(len(b) for b in bodies.values()) / 2**20, 2),
+              "statuses": {t: sorted(set(map(str, s))) for t, s in statuses.items()},
+              "anon_mb_before": base_mb, "anon_mb_peak": peak, "memory_samples": len(samples), "mb_per_request_in_flight": per_request,
+              "oom_kills": usage.get("oom_kills"), "oom_killed": state.get("OOMKilled"),
+              "exit_code": state.get("ExitCode"), "running": state.get("Running"),
+              "worker_starts": workers_started, "worker_deaths": deaths, "seconds": round(seconds, 1), "ping": ping.to_dict()}
+    ok_statuses = all(all(isinstance(x, int) and x < 500 for x in s) and s for s in statuses.values())
+    passed = (ok_statuses and usage.get("oom_kills") == 0 and not state.get("OOMKilled") and state.get("Running")
+              and deaths == 0 and workers_started > 0)
+    return Row("memory-limit", bool(passed), counts,
+               f"docker run --memory {memory} {image}: {concurrent} connections (6 content types x {per_type}) "
+               f"sending {rounds} bodies of 6 MB each at once")
+
+
 # --- the command -------------------------------------------------------------------------------
 
-SCENARIOS = ("fuzz", "slow", "kill", "sigterm", "soak", "memory")
+SCENARIOS = ("fuzz", "slow", "kill", "sigterm", "soak", "memory", "memory-limit")
 
 
 def run_reliability(model_dir: Path, sample_csv: Path, num_feature: int, out: Path, *, scenarios=SCENARIOS,
                     fuzz_count: int = 100_000, seed: int = 1, soak_s: int = 1800, slow: int = 300,
-                    kills: int = 3, progress: Callable[[str], None] = print) -> list[Row]:
+                    kills: int = 3, image: str = "xgb-neo-serve:latest", memory_limit: str = "1g",
+                    progress: Callable[[str], None] = print) -> list[Row]:
     rows = []
     logs = out / "logs"
     for name in scenarios:
@@ -436,8 +566,10 @@ def run_reliability(model_dir: Path, sample_csv: Path, num_feature: int, out: Pa
             row = scenario_sigterm(model_dir, logs, num_feature=num_feature)
         elif name == "soak":
             row = scenario_soak(model_dir, logs, sample_csv=sample_csv, soak_s=soak_s)
-        else:
+        elif name == "memory":
             row = scenario_memory(model_dir, logs, num_feature=num_feature)
+        else:
+            row = scenario_memory_limit(model_dir, logs, num_feature=num_feature, image=image, memory=memory_limit)
         row.counts["seconds"] = round(time.monotonic() - started, 1)
         rows.append(row)
         progress(f"  {'pass' if row.passed else 'FAIL'}: {json.dumps(row.counts)[:300]}")
@@ -448,7 +580,7 @@ def run_reliability(model_dir: Path, sample_csv: Path, num_feature: int, out: Pa
 
 def table(rows: list[Row]) -> str:
     """One line per scenario: result, its headline counts."""
-    lines = [f"{'scenario':<9} {'result':<6} figures"]
+    lines = [f"{'scenario':<12} {'result':<6} figures"]
     for row in rows:
         c = row.counts
         if row.scenario == "fuzz":
@@ -469,10 +601,19 @@ def table(rows: list[Row]) -> str:
             text = (f"{c['duration_s']} s at {c['rate']:,} req/s: errors {c['errors']}, RSS growth "
                     f"{c['rss_growth']:.1%}, fd growth {c['fd_growth']:.1%}, p99 first/last/max "
                     f"{'/'.join(str(p) for p in c['p99_ms_first_last_max'])} ms")
+        elif row.scenario == "memory-limit" and "skipped" in c:
+            text = f"skipped: {c['skipped']}"
+        elif row.scenario == "memory-limit":
+            text = (f"docker --memory {c['memory_limit']}: {c['concurrent_requests']} x 6 MB at once, {c['rounds']} "
+                    f"rounds; processes' memory {c['anon_mb_before']} -> {c['anon_mb_peak']} MB at peak "
+                    f"({c['mb_per_request_in_flight']} MB per request in flight), OOM kills {c['oom_kills']}, "
+                    f"OOMKilled {c['oom_killed']}, worker deaths {c['worker_deaths']}, statuses "
+                    f"{sorted({x for v in c['statuses'].values() for x in v})}")
         else:
             text = (f"decode peak heap per 6 MB body (MB): {c['decode_peak_heap_mb']}; workers' RSS "
                     f"{c['workers_rss_base_mb']} -> {c['workers_rss_peak_mb']} MB, deaths {c['worker_deaths']}")
-        lines.append(f"{row.scenario:<9} {'pass' if row.passed else 'FAIL':<6} {text}")
+        result = "skip" if "skipped" in c else "pass" if row.passed else "FAIL"
+        lines.append(f"{row.scenario:<12} {result:<6} {text}")
     return "\n".join(lines)
 
 
@@ -486,6 +627,9 @@ def add_arguments(p) -> None:
     p.add_argument("--soak-s", type=int, default=1800, help="soak duration (default 30 minutes)")
     p.add_argument("--slow", type=int, default=300, help="slow connections (default 300)")
     p.add_argument("--kills", type=int, default=3)
+    p.add_argument("--image", default="xgb-neo-serve:latest",
+                   help="image for the memory-limit scenario (skipped without Docker or the image)")
+    p.add_argument("--memory-limit", default="1g", help="docker --memory for the memory-limit scenario (default 1g)")
     p.add_argument("--out", type=Path, help="folder for reliability.json and logs (default reports/reliability-<time>)")
 
 
@@ -504,7 +648,7 @@ def main_reliability(args, say: Callable[[str], None] = print) -> int:
         say(f"== {args.model}, {name}: {targets[name]}")
         rows = run_reliability(targets[name], model.sample_csv, num_feature, out / name, scenarios=args.scenarios,
                                fuzz_count=args.fuzz_count, seed=args.seed, soak_s=args.soak_s, slow=args.slow,
-                               kills=args.kills, progress=say)
+                               kills=args.kills, image=args.image, memory_limit=args.memory_limit, progress=say)
         say(table(rows))
         all_rows += [{"target": name, **r.to_dict()} for r in rows]
     (out / "reliability.json").write_text(json.dumps({"command": " ".join(sys.argv), "model": args.model,

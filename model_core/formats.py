@@ -27,6 +27,7 @@ from pathlib import Path
 
 from model_core import legacy
 from model_core.artifact import MANIFEST_NAME, ArtifactError, safe_extract
+from model_core.bounds import check_model_bytes
 from model_core.errors import FormatError
 
 FORMATS = ("json", "ubjson", "legacy_binary", "pickle")
@@ -162,6 +163,7 @@ def _read_model_file(path: Path, origin: str) -> SourceModel:
     if fmt is None:
         raise FormatError(f"{origin}: not an XGBoost model (JSON, UBJSON, legacy binary or a "
                           f"pickled Booster); it starts with {raw[:16]!r}")
+    check_model_bytes(raw, fmt, origin)     # before any C++ parser sees the bytes
     return SourceModel(format=fmt, raw=raw, origin=origin)
 
 

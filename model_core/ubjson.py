@@ -1,8 +1,10 @@
 """A small UBJSON decoder for what XGBoost writes (models and 1.x pickle snapshots).
 
 Only decodes data: objects, arrays (including XGBoost's typed ``[$d#L`` arrays),
-numbers, strings, booleans, null. Bounds every length by the bytes left and
-limits nesting, so a hostile file fails with UBJSONError, never a hang.
+numbers, strings, booleans, null. Bounds every length and count by the bytes left and
+limits nesting, so a hostile file fails with UBJSONError, never a hang or a huge
+allocation. :func:`scan` walks a document without building it (the model check that
+runs before XGBoost or Treelite parse the bytes).
 """
 from __future__ import annotations
 
@@ -79,7 +81,8 @@ class _Reader:
             self.pos += 1
         return bytes(self.data[self.pos:self.pos + 1])
 
-    def container(self, depth: int, is_object: bool):
+    def header(self) -> tuple[bytes | None, int | None]:
+        """A container's optional ``$type`` and ``#count``."""
         kind, count = None, None
         if self.peek() == b"$":
             self.pos += 1
@@ -90,6 +93,14 @@ class _Reader:
         elif self.peek() == b"#":
             self.pos += 1
             count = self.length()
+        if count is not None and count > len(self.data) - self.pos:
+            # every element takes a byte at least, except typed null/true/false: XGBoost
+            # never writes those, and a billion of them claimed in 10 bytes is an attack
+            raise UBJSONError(f"container at byte {self.pos} claims {count} elements, more than the bytes left")
+        return kind, count
+
+    def container(self, depth: int, is_object: bool):
+        kind, count = self.header()
         if count is not None and not is_object and kind in _NUMBERS:
             fmt = _NUMBERS[kind]       # XGBoost's typed arrays: one unpack
             raw = self.take(count * struct.calcsize(fmt))
@@ -115,3 +126,38 @@ def loads(data: bytes):
         return reader.value(reader.marker(), 0)
     except (struct.error, KeyError) as exc:
         raise UBJSONError(f"invalid UBJSON: {exc}") from exc
+
+
+def scan(data: bytes, keys: frozenset[str], max_depth: int = MAX_DEPTH) -> dict[str, list]:
+    """Walks one UBJSON value without building it (typed arrays are skipped, not unpacked);
+    returns the scalar values found under any of ``keys``. Raises UBJSONError as loads does."""
+    reader = _Reader(data)
+    found: dict[str, list] = {}
+
+    def walk(m: bytes, depth: int, key: str | None) -> None:
+        if depth > max_depth:
+            raise UBJSONError("nested too deeply")
+        if m not in (b"[", b"{"):
+            value = reader.value(m, depth)      # a scalar: cheap
+            if key in keys:
+                found.setdefault(key, []).append(value)
+            return
+        is_object = m == b"{"
+        kind, count = reader.header()
+        if count is not None and not is_object and kind in _NUMBERS:
+            reader.take(count * struct.calcsize(_NUMBERS[kind]))
+            return
+        end = b"}" if is_object else b"]"
+        seen = 0
+        while (seen < count) if count is not None else (reader.peek() != end):
+            name = reader.string() if is_object else None
+            walk(kind or reader.marker(), depth + 1, name)
+            seen += 1
+        if count is None:
+            reader.take(1)
+
+    try:
+        walk(reader.marker(), 0, None)
+    except (struct.error, KeyError) as exc:
+        raise UBJSONError(f"invalid UBJSON: {exc}") from exc
+    return found

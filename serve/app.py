@@ -47,6 +47,10 @@ _ONE_SCORE = {codecs.CSV: ("", ""), codecs.JSON: ('{"predictions":[{"score":', "
 # pool), off the event loop: the worker keeps answering /ping, whose SageMaker timeout is 2 s,
 # while a 6 MB request computes. Smaller bodies take microseconds: a thread hop would cost more.
 OFFLOAD_BYTES = 256 * 1024
+# At most this many large requests decode at once in one worker (its own pool, not gevent's
+# hub pool of 10): each 6 MB body expands to up to ~78 MB while decoding, and under the GIL
+# more threads add memory, not speed. The others wait with their body read (6 MB each).
+LARGE_AT_ONCE = 2
 
 
 # A numpy call on a large body holds the GIL throughout (decoding 5 MB of CSV about 0.3 s,
@@ -91,6 +95,7 @@ class ServeApp:
     def __init__(self, loaded: LoadedModel, settings: Settings, flask_app: Flask, *, offload_large: bool = False):
         self.flask_app = flask_app
         self.offload_large = offload_large
+        self._large_pool = None
         self.loaded = loaded
         self.predictor = loaded.predictor
         self.num_feature = loaded.num_feature
@@ -134,10 +139,16 @@ class ServeApp:
         accept = codecs.response_type(environ.get("HTTP_ACCEPT"), self.default_accept)
         body = self.read_body(environ)
         if self.offload_large and len(body) >= OFFLOAD_BYTES:
-            from gevent import get_hub
-
-            return get_hub().threadpool.apply(self.infer, (body, decode, accept)), accept
+            return self.large_pool().apply(self.infer, (body, decode, accept)), accept
         return self.infer(body, decode, accept), accept
+
+    def large_pool(self):
+        """This worker's pool for large requests, made on first use (after the fork)."""
+        if self._large_pool is None:
+            from gevent.threadpool import ThreadPool
+
+            self._large_pool = ThreadPool(LARGE_AT_ONCE)
+        return self._large_pool
 
     def infer(self, body: bytes, decode, accept: str) -> bytes:
         """Decode, check the width, predict, select the outputs, encode."""

@@ -91,3 +91,14 @@ def test_six_mb_bodies_of_every_type(model, tmp_path):
     assert set(row.counts["body_mb"]) == set(fuzz.CONTENT_TYPES)
     assert all(5.5 < mb <= 6.0 for mb in row.counts["body_mb"].values())
     assert all(statuses == [200] for statuses in row.counts["statuses"].values()), row.counts["statuses"]
+
+
+def test_memory_limit_is_skipped_saying_why_without_a_docker_engine(tmp_path, monkeypatch):
+    # the scenario itself runs in tests/image/test_image_memory_limit.py, against the image
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    row = reliability.scenario_memory_limit(tmp_path, tmp_path, num_feature=7, image="xgb-neo-serve:latest")
+    assert row.passed and "no Docker engine answers" in row.counts["skipped"]
+    assert "skip" in reliability.table([row]) and "no Docker engine" in reliability.table([row])
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "no docker command" in reliability.scenario_memory_limit(tmp_path, tmp_path, num_feature=7,
+                                                                    image="x").counts["skipped"]

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
+from pathlib import Path
+
+import pytest
 
 from model_core.artifact import safe_extract, sha256_file, write_tar_atomically
 from tests.deploy.conftest import ACCOUNT, REGION
@@ -96,3 +100,59 @@ def test_compiled_artifact_is_checked_against_its_manifest(aws, cli, compiled_ar
     assert status == 1 and "model.so does not match the sha256 in manifest.json" in err
     keys = aws.client("s3").list_objects_v2(Bucket=f"sagemaker-{REGION}-{ACCOUNT}")["Contents"]
     assert [k["Key"].split("/")[1] for k in keys] == ["rtb-small"]
+
+
+def hostile_tar(path: Path, name: str, **fields) -> Path:
+    """``xgboost-model`` (a few honest bytes) beside one hostile member."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        good = tarfile.TarInfo("xgboost-model")
+        good.size = 2
+        tar.addfile(good, io.BytesIO(b"{}"))
+        bad = tarfile.TarInfo(name)
+        for key, value in fields.items():
+            setattr(bad, key, value)
+        data = b"x" * bad.size if bad.type == tarfile.REGTYPE and bad.size < 1 << 20 else None
+        tar.addfile(bad, io.BytesIO(data) if data else None)
+    return path
+
+
+@pytest.mark.parametrize("name, fields, message", [
+    ("/etc/cron.d/evil", {"size": 1}, "absolute or parent path"),
+    ("link", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}, "is a link"),
+    ("hard", {"type": tarfile.LNKTYPE, "linkname": "xgboost-model"}, "is a link"),
+    ("dev", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}, "device"),
+    ("fifo", {"type": tarfile.FIFOTYPE}, "device, FIFO"),
+])
+def test_hostile_archives_are_refused_and_nothing_is_uploaded(aws, cli, tmp_path, name, fields, message):
+    archive = hostile_tar(tmp_path / "hostile" / "model.tar.gz", name, **fields)
+    status, out, err = cli("upload", archive)
+    assert status == 1 and message in err and out == ""
+    assert aws.client("s3").list_buckets()["Buckets"] == []       # not even the default bucket
+
+
+def test_a_member_claiming_a_terabyte_is_refused_before_any_upload(aws, cli, tmp_path):
+    # a header claiming 1 TB with no data behind it (a sparse file's size, or a lie): the
+    # real 2 GB limit, counted from the headers before a byte is extracted
+    with tarfile.open(tmp_path / "sparse.tar", "w") as tar:
+        info = tarfile.TarInfo("xgboost-model")
+        info.size = 1 << 40
+        tar.addfile(info)
+    status, _, err = cli("upload", tmp_path / "sparse.tar")
+    assert status == 1 and ("expands beyond" in err or "not a readable tar" in err)
+    assert aws.client("s3").list_buckets()["Buckets"] == []
+
+
+@pytest.mark.parametrize("library", ["../model.so", "/usr/lib/evil.so"])
+def test_a_manifest_naming_a_file_outside_the_artifact_is_refused(aws, cli, compiled_archive, tmp_path, library):
+    files = tmp_path / "files"
+    names = safe_extract(compiled_archive, files)
+    manifest = json.loads((files / "manifest.json").read_text())
+    manifest["library"]["file"] = library
+    (files / "manifest.json").write_text(json.dumps(manifest))
+    hostile = tmp_path / "hostile" / "model.tar.gz"
+    hostile.parent.mkdir()
+    write_tar_atomically({name: files / name for name in names}, hostile)
+    status, out, err = cli("upload", hostile)
+    assert status == 1 and "manifest names the file" in err and out == ""
+    assert aws.client("s3").list_buckets()["Buckets"] == []

@@ -1,6 +1,7 @@
 """The model-compile command: help, exit codes, and verification catching a corrupted library."""
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -88,6 +89,51 @@ def test_corrupted_library_fails_verification_and_writes_nothing(tmp_path, sampl
     assert "verification FAILED" in err
     assert "at row " in err and "compiled 0." in err and "xgboost 0." in err and "input [" in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def hostile_archive(path, name, data=b"{}", **fields):
+    import io
+
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        for key, value in fields.items():
+            setattr(info, key, value)
+        info.size = len(data) if info.type == tarfile.REGTYPE else 0
+        tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: hostile_archive(p, "../xgboost-model"), "absolute or parent path"),
+    (lambda p: hostile_archive(p, "xgboost-model", type=tarfile.SYMTYPE, linkname="/etc/passwd"), "is a link"),
+    (lambda p: hostile_archive(p, "xgboost-model", b'{"learner":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+     "nested 100001 levels deep"),
+])
+def test_hostile_inputs_exit_2_and_write_nothing(tmp_path, capsys, make, message):
+    (tmp_path / "in").mkdir()
+    archive = make(tmp_path / "in" / "model.tar.gz")
+    assert main([str(archive), "-o", str(tmp_path / "out.tar.gz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]        # no output, nothing beside
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["model.tar.gz"]
+
+
+def test_a_pickle_that_calls_a_function_is_refused_without_running_it(tmp_path, capsys):
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    model = tmp_path / "xgboost-model"
+    model.write_bytes(pickle.dumps(Evil(), protocol=2))
+    assert main([str(model), "-o", str(tmp_path / "out.tar.gz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "without running anything" in err and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "out.tar.gz").exists()
 
 
 def _corrupt_kernel_root(monkeypatch, corrupted):

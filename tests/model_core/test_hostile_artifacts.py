@@ -4,6 +4,7 @@ both extract with)."""
 import io
 import json
 import pickle
+import struct
 import tarfile
 
 import pytest
@@ -99,3 +100,74 @@ def test_pickle_that_calls_a_function_is_refused_without_running_it(tmp_path):
     with pytest.raises(ValueError, match="refers to io.open.*without running anything"):
         unpickle_booster_state(pickle.dumps(Evil()))
     assert not marker.exists()
+
+
+# --- JSON/UBJSON models that would crash or exhaust XGBoost and Treelite ----------------------
+# (checked by model_core.bounds before either parses the bytes: load_source is what
+# model-compile and serve both read models with)
+
+def deep_json(depth):
+    return b'{"learner":' + b"[" * depth + b"]" * depth + b"}"
+
+
+def deep_ubjson(depth):
+    return b"{i\x07learner" + b"[" * depth + b"]" * depth + b"}"
+
+
+def ubj_string(text):
+    """As XGBoost writes a string: S, then its length as an int64 (L)."""
+    return b"SL" + struct.pack(">q", len(text)) + text.encode()
+
+
+@pytest.mark.parametrize("fmt, raw", [("json", deep_json(200_000)), ("json", deep_json(65)),
+                                      ("ubjson", deep_ubjson(200_000))])
+def test_models_nested_deeply_are_refused_before_xgboost_parses_them(tmp_path, fmt, raw):
+    # 50,000 brackets crash XGBoost's recursive JSON reader (SIGSEGV): were the check gone,
+    # this test would take the test process down with it.
+    from model_core.formats import FormatError, load_source
+
+    path = tmp_path / "model"
+    path.write_bytes(raw)
+    with pytest.raises(FormatError, match="nested.*deep"):
+        load_source(path)
+
+
+@pytest.mark.parametrize("key, value", [("num_class", "1000000000"), ("num_target", "99999999"),
+                                        ("num_feature", "4000000000"), ("num_trees", "1000000000"),
+                                        ("num_nodes", "1000000000"), ("num_class", "-1"), ("num_class", "lots")])
+@pytest.mark.parametrize("fmt", ["json", "ubj"])
+def test_models_claiming_huge_counts_are_refused(tmp_path, small_model_file, key, value, fmt):
+    # a billion classes made Treelite allocate 15 GB; the counts are checked against limits
+    # (classes, targets, features) or the file's size (trees, nodes) first
+    from model_core.formats import FormatError, load_source
+
+    model, _ = small_model_file("multi:softprob", fmt)
+    raw = model.read_bytes()
+    load_source(model)                               # the honest model reads
+    if fmt == "json":
+        before = f'"{key}":"'.encode()
+        assert before in raw
+        start = raw.index(before) + len(before)
+        hostile = raw[:start] + value.encode() + raw[raw.index(b'"', start):]
+    else:
+        before = b"L" + struct.pack(">q", len(key)) + key.encode()
+        assert before in raw and raw[raw.index(before) + len(before):][:2] == b"SL"
+        start = raw.index(before) + len(before)
+        (length,) = struct.unpack(">q", raw[start + 2:start + 10])
+        hostile = raw[:start] + ubj_string(value) + raw[start + 10 + length:]
+    path = tmp_path / f"hostile.{fmt}"
+    path.write_bytes(hostile)
+    with pytest.raises(FormatError, match=f"{key}.*(beyond the limit|not a number)"):
+        load_source(path)
+
+
+@pytest.mark.parametrize("raw", [b"[$Z#L\x7f\xff\xff\xff\xff\xff\xff\xff", b"[$T#l\x7f\xff\xff\xff",
+                                 b"{#L\x00\x00\x00\x00\xff\xff\xff\xffi\x01a"])
+def test_ubjson_counts_beyond_the_bytes_left_are_refused_at_once(raw):
+    # typed nulls take no bytes: a count of 2**63 of them was a loop without end
+    from model_core import ubjson
+
+    with pytest.raises(ubjson.UBJSONError, match="claims"):
+        ubjson.loads(raw)
+    with pytest.raises(ubjson.UBJSONError, match="claims"):
+        ubjson.scan(raw, frozenset())

@@ -168,6 +168,71 @@ def test_xgboost_1x_models_are_served_as_xgboost_1x_predicted(tmp_path, name):
     assert np.max(np.abs(loaded.predictor.predict(rows) - expected)) < 1e-6
 
 
+# --- hostile artifacts: nothing of theirs runs ------------------------------------------------
+
+@pytest.fixture()
+def evil_library(tmp_path):
+    """A shared library whose constructor writes a marker file the moment it is loaded."""
+    import subprocess
+
+    marker = tmp_path / "library-ran"
+    source = tmp_path / "evil.c"
+    source.write_text('#include <stdio.h>\n__attribute__((constructor)) static void run(void) '
+                      f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n')
+    library = tmp_path / "evil.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    return library, marker
+
+
+def test_a_manifest_naming_a_library_outside_the_folder_is_not_loaded(artifact_copy, caplog, evil_library):
+    library, marker = evil_library
+    # the checksum matches: only the path check stands between the server and the library
+    edit_manifest(artifact_copy, library__file=f"../{library.name}", library__sha256=sha256_file(library))
+    assert (artifact_copy.parent / library.name).is_file()       # it is there, beside the folder
+    assert_stock_fallback(artifact_copy, caplog, "manifest names the file")
+    assert not marker.exists()
+
+
+def test_a_swapped_library_is_not_loaded(artifact_copy, caplog, evil_library):
+    library, marker = evil_library
+    shutil.copy(library, artifact_copy / LIBRARY_NAME)       # the manifest's sha256 is the real one's
+    assert_stock_fallback(artifact_copy, caplog, "does not match its manifest checksum")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b'{"learner":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested"),
+    (b"[$Z#L\x7f\xff\xff\xff\xff\xff\xff\xff", "not an XGBoost model|claims"),
+])
+def test_a_hostile_model_file_is_a_clear_load_error(tmp_path, raw, message):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "xgboost-model").write_bytes(raw)
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(folder)
+
+
+def test_serve_refuses_a_hostile_model_tar_gz_and_extracts_nothing(tmp_path):
+    import io
+    import subprocess
+    import sys
+    import tarfile
+
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, kind in (("xgboost-model", tarfile.REGTYPE), ("evil", tarfile.SYMTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+            info.size = 2 if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(b"{}") if kind == tarfile.REGTYPE else None)
+    proc = subprocess.run([sys.executable, "-m", "serve.cli", "--model", str(archive), "--port", "0"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+                          env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 1
+    assert "is a link" in proc.stderr and "Traceback" not in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tar.gz"]    # its scratch folder is gone, nothing left
+
+
 @pytest.mark.parametrize("version", ["0.90", "0.82", "0.72.1"])
 def test_gblinear_models_are_served_by_stock_xgboost(tmp_path, version):
     """gblinear has no trees to compile: a bare one (here as old XGBoost saved it) is served by
