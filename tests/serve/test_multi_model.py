@@ -299,10 +299,15 @@ def test_memory_module_reads_this_machine():
     from serve.memory import ModelMemory, anonymous_bytes, container_memory_limit, mapped_file_bytes
 
     assert container_memory_limit() > 64 * 2**20
+    import mmap
+
+    # A fresh anonymous mapping, touched: resident whatever malloc kept from earlier tests
+    # (np.ones may reuse freed, still-resident heap in a long test session).
     before = anonymous_bytes()
-    block = np.ones(32 * 2**20, dtype=np.uint8)
+    block = mmap.mmap(-1, 32 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    block.write(b"\1" * (32 * 2**20))
     assert anonymous_bytes() - before >= 30 * 2**20
-    del block
+    block.close()
     assert mapped_file_bytes(Path(np.__file__).parent / "nothing-mapped.so") == 0
     memory = ModelMemory(library_bytes=100, per_worker_bytes=10, workers=3, staged_bytes=1)
     assert memory.total_bytes == 131 and ModelMemory.from_dict(memory.to_dict()) == memory
