@@ -126,6 +126,24 @@ def _checked(aws: Aws, archive: Path, bucket: str | None) -> tuple[str, int, str
     return sha256, size, bucket
 
 
+def _head(aws: Aws, s3, bucket: str, key: str) -> dict | None:
+    """The object at ``key`` (HeadObject), or None when there is none; DeployError when the
+    bucket itself is missing (a bucket named by the user is never created)."""
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+        if not aws.dry_run and not bucket_exists(s3, bucket):
+            raise DeployError(f"bucket s3://{bucket} does not exist: create it, or leave out --bucket "
+                              f"to use the default bucket") from None
+        return None
+
+
+def _same(head: dict, sha256: str, size: int) -> bool:
+    return head.get("Metadata", {}).get(SHA256_METADATA_KEY) == sha256 and head.get("ContentLength") == size
+
+
 def upload_model(aws: Aws, archive: Path, bucket: str | None, prefix: str) -> Uploaded:
     """Check ``archive``, then upload it to ``s3://bucket/<key>`` unless that object
     already has the same sha256. ``bucket`` None means the default bucket.
@@ -137,17 +155,10 @@ def upload_model(aws: Aws, archive: Path, bucket: str | None, prefix: str) -> Up
     key = object_key(prefix, archive, sha256)
     url = f"s3://{bucket}/{key}"
     s3 = aws.client("s3")
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-        if head.get("Metadata", {}).get(SHA256_METADATA_KEY) == sha256 and head.get("ContentLength") == size:
-            aws.say(f"already uploaded: {url} (same sha256)")
-            return Uploaded(url, sha256, size, skipped=True)
-    except ClientError as exc:
-        if not is_not_found(exc):
-            raise
-        if not aws.dry_run and not bucket_exists(s3, bucket):
-            raise DeployError(f"bucket s3://{bucket} does not exist: create it, or leave out --bucket "
-                              f"to use the default bucket") from None
+    head = _head(aws, s3, bucket, key)
+    if head is not None and _same(head, sha256, size):
+        aws.say(f"already uploaded: {url} (same sha256)")
+        return Uploaded(url, sha256, size, skipped=True)
     aws.say(f"uploading {size / 1e6:.2f} MB to {url}")
     s3.upload_file(str(archive), bucket, key, ExtraArgs={
         "Metadata": {SHA256_METADATA_KEY: sha256},
@@ -195,16 +206,9 @@ def upload_multi_model(aws: Aws, archive: Path, bucket: str | None, prefix: str,
     sha256, size, bucket = _checked(aws, archive, bucket)
     url = f"s3://{bucket}/{key}"
     s3 = aws.client("s3")
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if not is_not_found(exc):
-            raise
-        if not aws.dry_run and not bucket_exists(s3, bucket):
-            raise DeployError(f"bucket s3://{bucket} does not exist: create it, or leave out --bucket "
-                              f"to use the default bucket") from None
-    else:
-        if head.get("Metadata", {}).get(SHA256_METADATA_KEY) == sha256 and head.get("ContentLength") == size:
+    head = _head(aws, s3, bucket, key)
+    if head is not None:
+        if _same(head, sha256, size):
             aws.say(f"already uploaded: {url} (same sha256)")
             return Uploaded(url, sha256, size, skipped=True)
         raise DeployError(f"{url} already holds another model: endpoints may have it cached under this "
