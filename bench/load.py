@@ -234,7 +234,7 @@ def run_load(url: str, bodies: list[bytes], *, rate: float | None = None, connec
 @contextmanager
 def trivial_server(delay_ms: float = 0.0, serial: bool = False, status: int = 200):
     """Run bench.trivial_server on a free loopback port; yields its base URL."""
-    from bench.servers import free_port, wait_ready
+    from bench.servers import free_port, stop_process, wait_ready
 
     port = free_port()
     argv = [sys.executable, "-m", "bench.trivial_server", "--port", str(port), "--delay-ms", str(delay_ms)]
@@ -248,12 +248,7 @@ def trivial_server(delay_ms: float = 0.0, serial: bool = False, status: int = 20
         wait_ready(url, proc, timeout_s=20, any_status=True)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 5)
 
 
 @dataclass

@@ -41,7 +41,7 @@ import numpy as np
 import psutil
 
 from bench.fuzz import CONTENT_TYPES, Case, Connection, PingWatch, encode_rows, run_fuzz
-from bench.servers import free_port, wait_ready
+from bench.servers import free_port, stop_process, wait_ready
 
 SLO_MS = 20.0
 GROWTH_LIMIT = 0.05
@@ -105,13 +105,7 @@ def serve(model_dir: Path, log_dir: Path, name: str, *, workers: int = 2, predic
             time.sleep(0.1)
         yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, 30)
 
 
 def _csv_case(rng: random.Random, num_feature: int, index: int = 0) -> Case:

@@ -84,16 +84,24 @@ class RunningServer:
         return total
 
     def stop(self, timeout_s: float = 15) -> None:
-        """SIGTERM (gunicorn stops its workers gracefully), SIGKILL after ``timeout_s``."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                for child in psutil.Process(self.proc.pid).children(recursive=True):
-                    child.kill()
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM (the front end stops its workers gracefully), SIGKILL after ``timeout_s``."""
+        stop_process(self.proc, timeout_s, kill_children=True)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float, *, kill_children: bool = False) -> None:
+    """SIGTERM ``proc`` if it still runs; SIGKILL it (and, with ``kill_children``, its children)
+    when it has not exited after ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        if kill_children:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager
