@@ -251,7 +251,7 @@ def _read_trees(s: _Stream, model: LegacyModel) -> None:
             raise FormatError(f"{origin}: tree {tree_id} claims {num_nodes} nodes; corrupt")
         nodes = np.frombuffer(s.take(NODE_DTYPE.itemsize * num_nodes), dtype=NODE_DTYPE)
         stats = np.frombuffer(s.take(STAT_DTYPE.itemsize * num_nodes), dtype=STAT_DTYPE)
-        if size_leaf_vector != 0:
+        if size_leaf_vector > 1:      # 0 before 2.0, 1 (one scalar per leaf) from 2.0 on
             raise FormatError(f"{origin}: vector-leaf trees are not supported")
         try:
             model.trees.append(_tree_to_json(nodes, stats, tree_id, model.num_feature))
