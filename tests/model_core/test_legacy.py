@@ -267,6 +267,35 @@ def test_truncated_or_corrupt_legacy_binary_is_a_clear_error(tmp_path):
         load_source(path).to_booster()
 
 
+@pytest.mark.parametrize("name", ["dump-0.72.1.txt", "dump-0.82.txt", "dump-0.90.txt", "dump-0.82.json",
+                                  "dump-0.90.json"])
+def test_dump_model_output_of_old_xgboost_is_refused_as_not_a_model(name):
+    # Before 1.0 no XGBoost wrote a JSON model; what users have is dump_model's text or JSON.
+    with pytest.raises(FormatError, match=r"not an XGBoost model \(JSON, UBJSON, legacy binary or a "
+                                          r"pickled Booster\); it starts with"):
+        load_source(FIXTURES / name)
+
+
+def test_other_boosters_prediction_buffers_and_old_pickle_protocols_are_refused_by_name(tmp_path):
+    raw = (FIXTURES / "binary-logistic-1.7.6.bin").read_bytes()
+    booster_name = raw.index(b"gbtree")
+    path = tmp_path / "m.bin"
+    path.write_bytes(raw[:booster_name] + b"gbxxxx" + raw[booster_name + 6:])
+    with pytest.raises(FormatError, match="'gbxxxx' boosters are not supported"):
+        load_source(path).to_booster()
+    # num_pbuffer, the gbtree struct's fifth field: what XGBoost before 0.7 saved a buffer for
+    buffered = bytearray(raw)
+    struct.pack_into("<q", buffered, booster_name + 6 + 16, 400)
+    path.write_bytes(bytes(buffered))
+    with pytest.raises(FormatError, match=r"carries a prediction buffer \(XGBoost before 0.7\)"):
+        load_source(path).to_booster()
+    # Python 2's default pickle protocols (0 and 1) carry no PROTO opcode: not a model.
+    for protocol in (0, 1):
+        path.write_bytes(pickle.dumps({"handle": bytearray(raw)}, protocol=protocol))
+        with pytest.raises(FormatError, match="not an XGBoost model .*; it starts with"):
+            load_source(path)
+
+
 def test_vector_leaf_trees_are_refused_by_name():
     # 2.x writes size_leaf_vector 1 (a scalar leaf) where 1.x wrote 0, and refuses to write vector
     # leaves to this format at all; a file claiming a longer leaf vector is refused with its message.
