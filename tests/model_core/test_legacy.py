@@ -151,7 +151,8 @@ def test_current_xgboost_really_cannot_read_them():
 
 # One of each format and version family (compiles are slow; every fixture is read, converted and
 # predicted above): 1.0's and 1.3-1.5's JSON schemas, 1.6's UBJSON, 1.x dart, 2.x's ".deprecated"
-# binary, a 3.x pickle, and pre-1.0 objectives whose base_score and transform differ.
+# binary, a 3.x pickle, and pre-1.0 objectives whose base_score and transform differ (and a gpu:
+# alias, renamed for Treelite).
 @pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "multi-softprob-1.7.6.bin",
                                   "binary-logistic-1.7.6.pkl", "count-poisson-1.7.6.bin",
                                   "binary-logistic-0.90.pkl", "dart-0.72.1.bin", "reg-gamma-0.82.bin",
@@ -160,7 +161,7 @@ def test_current_xgboost_really_cannot_read_them():
                                   "binary-logistic-1.4.2.pkl", "dart-1.6.2.ubj", "dart-1.7.6.bin",
                                   "multi-softprob-2.1.4.deprecated", "binary-logistic-3.2.0.pkl",
                                   "survival-cox-0.90.bin", "rank-pairwise-0.82.bin", "binary-hinge-0.82.bin",
-                                  "reg-tweedie-0.72.1.bin"])
+                                  "reg-tweedie-0.72.1.bin", "gpu-binary-logistic-0.90.bin"])
 def test_legacy_models_compile_verify_and_convert(tmp_path, name):
     # As SageMaker stored them: xgboost-model inside model.tar.gz.
     archive = tmp_path / "model.tar.gz"

@@ -160,7 +160,8 @@ SERVED_FIXTURES = {"binary-logistic-1.2.1.pkl": "binary:logistic", "binary-logis
                    "binary-logistic-1.5.2.json": "binary:logistic", "multi-softprob-2.1.4.deprecated": "multi:softprob",
                    "binary-logistic-3.2.0.pkl": "binary:logistic", "survival-cox-0.82.bin": "survival:cox",
                    "reg-tweedie-0.90.bin": "reg:tweedie", "rank-pairwise-0.72.1.bin": "rank:pairwise",
-                   "binary-hinge-0.90.bin": "binary:hinge", "reg-logistic-0.82.bin": "reg:logistic"}
+                   "binary-hinge-0.90.bin": "binary:hinge", "reg-logistic-0.82.bin": "reg:logistic",
+                   "gpu-binary-logistic-0.82.bin": "binary:logistic"}
 
 
 @pytest.mark.parametrize("name", sorted(SERVED_FIXTURES))
