@@ -1,7 +1,8 @@
-"""XGBoost 0.72-1.x legacy binary models and pickled Boosters (fixtures made by XGBoost 1.7.6 and
-1.2.1 with fixtures/make_legacy_fixtures.py, and by 0.90, 0.82 and 0.72.1 with
-fixtures/make_pre1_fixtures.py; JSON, UBJSON and a pickle by 2.1.4 with make_v2_fixtures.py), and the
-restricted unpickler."""
+"""Models of every XGBoost version a SageMaker user may bring, as that version wrote them: legacy
+binaries, pickled Boosters, old JSON and UBJSON (fixtures made by XGBoost 1.0.2-1.7.6 with
+fixtures/make_legacy_fixtures.py, by 0.90, 0.82 and 0.72.1 with fixtures/make_pre1_fixtures.py, by
+2.1.4 and 3.2.0 with make_v2_fixtures.py), the refusals with their messages, and the restricted
+unpickler."""
 import json
 import os
 import pickle
