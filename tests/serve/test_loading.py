@@ -153,15 +153,16 @@ def test_gtil_predictor_matches_xgboost(bare_model_dir, sample_model_dir):
 
 # One of each version and format family (model_core's tests read every fixture): the objective
 # each fixture was trained with is the start of its name.
-SERVED_FIXTURES = {"binary-logistic-1.2.1.pkl": "binary:logistic", "binary-logistic-1.7.6.bin": "binary:logistic",
-                   "binary-logistic-0.90.pkl": "binary:logistic", "binary-logistic-0.72.1.bin": "binary:logistic",
-                   "multi-softprob-1.0.2.json": "multi:softprob", "binary-logistic-1.4.2.pkl": "binary:logistic",
-                   "dart-1.1.1.bin": "binary:logistic", "dart-1.6.2.ubj": "binary:logistic",
-                   "binary-logistic-1.5.2.json": "binary:logistic", "multi-softprob-2.1.4.deprecated": "multi:softprob",
-                   "binary-logistic-3.2.0.pkl": "binary:logistic", "survival-cox-0.82.bin": "survival:cox",
-                   "reg-tweedie-0.90.bin": "reg:tweedie", "rank-pairwise-0.72.1.bin": "rank:pairwise",
-                   "binary-hinge-0.90.bin": "binary:hinge", "reg-logistic-0.82.bin": "reg:logistic",
-                   "gpu-binary-logistic-0.82.bin": "binary:logistic"}
+SERVED_FIXTURES = {
+    "binary-logistic-0.72.1.bin": "binary:logistic", "rank-pairwise-0.72.1.bin": "rank:pairwise",
+    "survival-cox-0.82.bin": "survival:cox", "reg-logistic-0.82.bin": "reg:logistic",
+    "gpu-binary-logistic-0.82.bin": "binary:logistic", "binary-logistic-0.90.pkl": "binary:logistic",
+    "reg-tweedie-0.90.bin": "reg:tweedie", "binary-hinge-0.90.bin": "binary:hinge",
+    "multi-softprob-1.0.2.json": "multi:softprob", "dart-1.1.1.bin": "binary:logistic",
+    "binary-logistic-1.2.1.pkl": "binary:logistic", "binary-logistic-1.4.2.pkl": "binary:logistic",
+    "binary-logistic-1.5.2.json": "binary:logistic", "dart-1.6.2.ubj": "binary:logistic",
+    "binary-logistic-1.7.6.bin": "binary:logistic", "multi-softprob-2.1.4.deprecated": "multi:softprob",
+    "binary-logistic-3.2.0.pkl": "binary:logistic"}
 
 
 @pytest.mark.parametrize("name", sorted(SERVED_FIXTURES))
