@@ -251,7 +251,7 @@ def _read_trees(s: _Stream, model: LegacyModel) -> None:
             raise FormatError(f"{origin}: tree {tree_id} claims {num_nodes} nodes; corrupt")
         nodes = np.frombuffer(s.take(NODE_DTYPE.itemsize * num_nodes), dtype=NODE_DTYPE)
         stats = np.frombuffer(s.take(STAT_DTYPE.itemsize * num_nodes), dtype=STAT_DTYPE)
-        if size_leaf_vector != 0:
+        if size_leaf_vector > 1:      # 0 before 2.0, 1 (one scalar per leaf) from 2.0 on
             raise FormatError(f"{origin}: vector-leaf trees are not supported")
         try:
             model.trees.append(_tree_to_json(nodes, stats, tree_id, model.num_feature))
@@ -435,5 +435,19 @@ def to_treelite(decoded: Decoded):
         return treelite.frontend.from_xgboost_json(json.dumps(decoded.document))
     with tempfile.TemporaryDirectory(prefix="mc-legacy-") as tmp:
         path = Path(tmp) / "model.bin"
-        path.write_bytes(decoded.binary)
+        path.write_bytes(_without_gpu_alias(decoded.binary))
         return treelite.frontend.load_xgboost_model_legacy_binary(path)
+
+
+def _without_gpu_alias(binary: bytes) -> bytes:
+    """The binary with a 0.8x-0.90 ``gpu:`` objective renamed to the CPU objective it aliases
+    (same math; Treelite knows only the CPU names), every other byte as it was."""
+    start = (4 if binary.startswith(b"binf") else 0) + LEARNER_PARAM_BYTES
+    if len(binary) < start + 8:
+        return binary
+    (n,) = struct.unpack_from("<Q", binary, start)
+    name = binary[start + 8:start + 8 + n]
+    if not name.startswith(b"gpu:"):
+        return binary
+    cpu = name[len(b"gpu:"):]
+    return binary[:start] + struct.pack("<Q", len(cpu)) + cpu + binary[start + 8 + n:]

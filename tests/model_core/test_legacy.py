@@ -1,7 +1,8 @@
-"""XGBoost 0.72-1.x legacy binary models and pickled Boosters (fixtures made by XGBoost 1.7.6 and
-1.2.1 with fixtures/make_legacy_fixtures.py, and by 0.90, 0.82 and 0.72.1 with
-fixtures/make_pre1_fixtures.py; JSON, UBJSON and a pickle by 2.1.4 with make_v2_fixtures.py), and the
-restricted unpickler."""
+"""Models of every XGBoost version a SageMaker user may bring, as that version wrote them: legacy
+binaries, pickled Boosters, old JSON and UBJSON (fixtures made by XGBoost 1.0.2-1.7.6 with
+fixtures/make_legacy_fixtures.py, by 0.90, 0.82 and 0.72.1 with fixtures/make_pre1_fixtures.py, by
+2.1.4 and 3.2.0 with make_v2_fixtures.py), the refusals with their messages, and the restricted
+unpickler."""
 import json
 import os
 import pickle
@@ -37,6 +38,10 @@ def expected_predictions():
 
 
 EXPECTED = expected_predictions()
+# How each version's fixture script named what save_model/pickle wrote (".deprecated" is 2.x's name
+# for the legacy binary).
+FORMAT_OF_EXTENSION = {"pkl": "pickle", "bin": "legacy_binary", "deprecated": "legacy_binary",
+                       "json": "json", "ubj": "ubjson"}
 PRE_1_0 = sorted(name for name, (_, _, version) in EXPECTED.items() if version.startswith("0."))
 
 
@@ -54,12 +59,30 @@ def predict_current(booster, X, margin=False):
     return booster.inplace_predict(X, predict_type="margin" if margin else "value")
 
 
-def test_fixtures_cover_both_formats_and_both_pickle_layouts():
-    assert {"binary-logistic-1.7.6.bin", "binary-logistic-1.2.1.bin", "binary-logistic-1.7.6.pkl",
-            "binary-logistic-1.2.1.pkl", "multi-softprob-1.7.6.bin", "count-poisson-1.7.6.bin"} <= set(EXPECTED)
-    # 1.2.1 pickles hold CONFIG-offset + legacy binary; 1.7.6 pickles a UBJSON snapshot.
-    assert CONFIG_HEADER in (FIXTURES / "binary-logistic-1.2.1.pkl").read_bytes()
-    assert CONFIG_HEADER not in (FIXTURES / "binary-logistic-1.7.6.pkl").read_bytes()
+V1 = ("1.0.2", "1.1.1", "1.2.1", "1.3.3", "1.4.2", "1.5.2", "1.6.2", "1.7.6")
+
+
+def test_fixtures_cover_every_version_format_and_pickle_layout():
+    """The inventory of docs/compile.md: every 1.x minor series in each format it wrote."""
+    for version in V1:
+        wanted = {"binary-logistic-{}.bin", "binary-logistic-{}.pkl", "dart-{}.bin"}
+        wanted |= {f"{name}-{{}}.{ext}" for name in ("binary-logistic", "multi-softprob", "dart")
+                   for ext in ("json",) + (("ubj",) if version >= "1.6" else ())}
+        assert {w.format(version) for w in wanted} <= set(EXPECTED), version
+    assert {"binary-logistic-2.1.4.deprecated", "dart-2.1.4.deprecated", "binary-logistic-3.2.0.pkl",
+            "multi-softprob-1.7.6.bin", "count-poisson-1.7.6.bin"} <= set(EXPECTED)
+    # 1.0 wrote the binary without "binf", as before 1.0 (but base_score untransformed).
+    assert not (FIXTURES / "binary-logistic-1.0.2.bin").read_bytes().startswith(b"binf")
+    assert (FIXTURES / "binary-logistic-1.1.1.bin").read_bytes().startswith(b"binf")
+    assert (FIXTURES / "binary-logistic-2.1.4.deprecated").read_bytes().startswith(b"binf")
+    # The pickled Booster's model bytes: CONFIG-offset + legacy binary (1.0-1.2), a JSON snapshot
+    # (1.3-1.5), a UBJSON snapshot (1.6+).
+    from model_core.legacy import unpickle_booster_state
+
+    for version, start in (("1.0.2", CONFIG_HEADER), ("1.2.1", CONFIG_HEADER), ("1.3.3", b'{"Config"'),
+                           ("1.5.2", b'{"Config"'), ("1.6.2", b"{L"), ("1.7.6", b"{L"), ("3.2.0", b"{L")):
+        raw = (FIXTURES / f"binary-logistic-{version}.pkl").read_bytes()
+        assert bytes(unpickle_booster_state(raw)["handle"]).startswith(start), version
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -67,8 +90,7 @@ def test_converted_and_treelite_models_predict_what_old_xgboost_predicted(name):
     import treelite
 
     source = load_source(FIXTURES / name)
-    assert source.format == {"pkl": "pickle", "bin": "legacy_binary", "json": "json",
-                             "ubj": "ubjson"}[name.rsplit(".", 1)[1]]
+    assert source.format == FORMAT_OF_EXTENSION[name.rsplit(".", 1)[1]]
     output, margin, _ = EXPECTED[name]
     X = fixture_rows()
     booster = source.to_booster()           # converted where current XGBoost cannot read them
@@ -121,17 +143,26 @@ def test_sagemaker_0_90_pickle_holds_the_headerless_binary():
 
 def test_current_xgboost_really_cannot_read_them():
     for name in ("binary-logistic-1.7.6.bin", "binary-logistic-1.2.1.bin", "binary-logistic-0.90.bin",
-                 "dart-0.72.1.bin", "gblinear-0.82.bin"):
+                 "dart-0.72.1.bin", "gblinear-0.82.bin", "binary-logistic-1.0.2.bin",
+                 "dart-2.1.4.deprecated"):
         # 3.x reads a path as JSON/UBJSON: an error, or a UnicodeDecodeError on these bytes.
         with pytest.raises((xgb.core.XGBoostError, UnicodeDecodeError)):
             xgb.Booster().load_model(str(FIXTURES / name))
 
 
+# One of each format and version family (compiles are slow; every fixture is read, converted and
+# predicted above): 1.0's and 1.3-1.5's JSON schemas, 1.6's UBJSON, 1.x dart, 2.x's ".deprecated"
+# binary, a 3.x pickle, and pre-1.0 objectives whose base_score and transform differ (and a gpu:
+# alias, renamed for Treelite).
 @pytest.mark.parametrize("name", ["binary-logistic-1.2.1.pkl", "multi-softprob-1.7.6.bin",
                                   "binary-logistic-1.7.6.pkl", "count-poisson-1.7.6.bin",
                                   "binary-logistic-0.90.pkl", "dart-0.72.1.bin", "reg-gamma-0.82.bin",
                                   "binary-logitraw-0.90.bin", "multi-softmax-0.82.bin",
-                                  "binary-logistic-2.1.4.pkl"])
+                                  "binary-logistic-2.1.4.pkl", "multi-softprob-1.0.2.json",
+                                  "binary-logistic-1.4.2.pkl", "dart-1.6.2.ubj", "dart-1.7.6.bin",
+                                  "multi-softprob-2.1.4.deprecated", "binary-logistic-3.2.0.pkl",
+                                  "survival-cox-0.90.bin", "rank-pairwise-0.82.bin", "binary-hinge-0.82.bin",
+                                  "reg-tweedie-0.72.1.bin", "gpu-binary-logistic-0.90.bin"])
 def test_legacy_models_compile_verify_and_convert(tmp_path, name):
     # As SageMaker stored them: xgboost-model inside model.tar.gz.
     archive = tmp_path / "model.tar.gz"
@@ -139,10 +170,13 @@ def test_legacy_models_compile_verify_and_convert(tmp_path, name):
         tar.add(FIXTURES / name, arcname="xgboost-model")
     manifest = compile_artifact(archive, tmp_path / "out.tar.gz", sample_data=FIXTURES / "rows.csv",
                                 measure_speed=False)
-    assert manifest.model.source_format == ("pickle" if name.endswith(".pkl") else "legacy_binary")
-    assert manifest.verification.reference == "gtil"
-    assert manifest.conversion is not None and manifest.conversion.max_abs_diff <= 1e-5
-    assert manifest.conversion.rows == manifest.verification.rows == 60 + 2000
+    assert manifest.model.source_format == FORMAT_OF_EXTENSION[name.rsplit(".", 1)[1]]
+    if manifest.model.source_format in ("json", "ubjson"):     # current XGBoost reads these as they are
+        assert manifest.verification.reference == "xgboost" and manifest.conversion is None
+    else:
+        assert manifest.verification.reference == "gtil"
+        assert manifest.conversion is not None and manifest.conversion.max_abs_diff <= 1e-5
+        assert manifest.conversion.rows == manifest.verification.rows == 60 + 2000
     safe_extract(tmp_path / "out.tar.gz", tmp_path / "x")
     assert read_manifest(tmp_path / "x") == manifest          # conversion figures survive the JSON
     output, _, _ = EXPECTED[name]
@@ -233,6 +267,47 @@ def test_truncated_or_corrupt_legacy_binary_is_a_clear_error(tmp_path):
     path.write_bytes(raw[:300])
     with pytest.raises(FormatError):
         load_source(path).to_booster()
+
+
+@pytest.mark.parametrize("name", ["dump-0.72.1.txt", "dump-0.82.txt", "dump-0.90.txt", "dump-0.82.json",
+                                  "dump-0.90.json"])
+def test_dump_model_output_of_old_xgboost_is_refused_as_not_a_model(name):
+    # Before 1.0 no XGBoost wrote a JSON model; what users have is dump_model's text or JSON.
+    with pytest.raises(FormatError, match=r"not an XGBoost model \(JSON, UBJSON, legacy binary or a "
+                                          r"pickled Booster\); it starts with"):
+        load_source(FIXTURES / name)
+
+
+def test_other_boosters_prediction_buffers_and_old_pickle_protocols_are_refused_by_name(tmp_path):
+    raw = (FIXTURES / "binary-logistic-1.7.6.bin").read_bytes()
+    booster_name = raw.index(b"gbtree")
+    path = tmp_path / "m.bin"
+    path.write_bytes(raw[:booster_name] + b"gbxxxx" + raw[booster_name + 6:])
+    with pytest.raises(FormatError, match="'gbxxxx' boosters are not supported"):
+        load_source(path).to_booster()
+    # num_pbuffer, the gbtree struct's fifth field: what XGBoost before 0.7 saved a buffer for
+    buffered = bytearray(raw)
+    struct.pack_into("<q", buffered, booster_name + 6 + 16, 400)
+    path.write_bytes(bytes(buffered))
+    with pytest.raises(FormatError, match=r"carries a prediction buffer \(XGBoost before 0.7\)"):
+        load_source(path).to_booster()
+    # Python 2's default pickle protocols (0 and 1) carry no PROTO opcode: not a model.
+    for protocol in (0, 1):
+        path.write_bytes(pickle.dumps({"handle": bytearray(raw)}, protocol=protocol))
+        with pytest.raises(FormatError, match="not an XGBoost model .*; it starts with"):
+            load_source(path)
+
+
+def test_vector_leaf_trees_are_refused_by_name():
+    # 2.x writes size_leaf_vector 1 (a scalar leaf) where 1.x wrote 0, and refuses to write vector
+    # leaves to this format at all; a file claiming a longer leaf vector is refused with its message.
+    raw = bytearray((FIXTURES / "binary-logistic-2.1.4.deprecated").read_bytes())
+    first_tree = 4 + 136 + 8 + len("binary:logistic") + 8 + len("gbtree") + 160
+    assert struct.unpack_from("<i", raw, first_tree + 20) == (1,)
+    assert parse_legacy_binary(bytes(raw)).trees
+    struct.pack_into("<i", raw, first_tree + 20, 3)
+    with pytest.raises(FormatError, match="vector-leaf trees are not supported"):
+        parse_legacy_binary(bytes(raw))
 
 
 def test_config_offset_out_of_range_is_a_clear_error(tmp_path):
