@@ -1,12 +1,16 @@
 """bench.reliability and bench.fuzz: the bounded version of every scenario of
 `python -m bench reliability`, against a real `serve` on loopback serving the compiled
-rtb-small artifact (fuzz: at least 10,000 requests; soak: 60 s)."""
+rtb-small artifact (fuzz: at least 10,000 requests; soak: 60 s), on serve's default front
+end (granian) and, where it takes seconds, on gunicorn + gevent as well."""
 import json
 
 import numpy as np
 import pytest
 
 from bench import fuzz, reliability
+from serve.gunicorn_conf import DEFAULT_FRONTEND
+
+BOTH = pytest.mark.parametrize("frontend", ["granian", "gunicorn"])
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +38,15 @@ def test_valid_cases_decode_to_the_model_width():
             assert rows.shape[1] == 7 and rows.dtype == np.float32
 
 
-def test_fuzz_10000_requests(model, tmp_path):
+def test_the_default_front_end_is_the_one_tested_first():
+    assert DEFAULT_FRONTEND == "granian"
+
+
+@BOTH
+def test_fuzz_10000_requests(model, tmp_path, frontend):
     artifact, num_feature = model
     row = reliability.scenario_fuzz(artifact.deployed, tmp_path, num_feature=num_feature, count=10_000, seed=12,
-                                    progress=lambda line: None)
+                                    frontend=frontend, progress=lambda line: None)
     assert row.counts["requests"] == 10_000
     assert row.passed, row.counts
     # the oracle saw every kind of answer: valid requests served, bad ones refused
@@ -54,25 +63,47 @@ def test_replay_sends_saved_cases_again(model, tmp_path):
     assert case == bad and answer.status == 400 and "refused with 400" in wrong
 
 
-def test_slow_and_idle_clients_are_closed_by_the_timeouts(model, tmp_path):
+# granian cuts idle connections and slow headers (its header read timeout is SERVE_KEEPALIVE) but
+# has no body read timeout: a stalled body holds a Python thread, and 10 of them on 2 workers x 4
+# threads starve /ping and every other request (docs/reliability.md). Strict: once serve's granian
+# front end cuts stalled bodies at SAGEMAKER_MODEL_SERVER_TIMEOUT, this XPASS fails: drop the mark.
+GRANIAN_HAS_NO_BODY_TIMEOUT = pytest.mark.xfail(strict=True, reason="granian: no body read timeout yet")
+
+
+@pytest.mark.parametrize("frontend", [pytest.param("granian", marks=GRANIAN_HAS_NO_BODY_TIMEOUT), "gunicorn"])
+def test_slow_and_idle_clients_are_closed_by_the_timeouts(model, tmp_path, frontend):
     artifact, num_feature = model
     row = reliability.scenario_slow(artifact.deployed, tmp_path, num_feature=num_feature, slow=30, keepalive_s=3,
-                                    body_timeout_s=3, duration_s=20)
+                                    body_timeout_s=3, frontend=frontend)
+    assert row.counts["kinds"]["stalled_body"]["timeout"] == "SAGEMAKER_MODEL_SERVER_TIMEOUT=3 s"
+    assert row.counts["kinds"]["silent"]["timeout"] == "SERVE_KEEPALIVE=3 s"
     assert row.passed, row.counts
     assert row.counts["closed_by_kind"] == {"headers_byte_by_byte": 10, "stalled_body": 10, "silent": 10}
     assert row.counts["max_close_s"] < 10
 
 
-def test_worker_killed_under_load(model, tmp_path):
+@BOTH
+def test_worker_killed_under_load(model, tmp_path, frontend):
     artifact, num_feature = model
-    row = reliability.scenario_kill(artifact.deployed, tmp_path, num_feature=num_feature, kills=1)
+    row = reliability.scenario_kill(artifact.deployed, tmp_path, num_feature=num_feature, kills=1, frontend=frontend)
     assert row.passed, row.counts
     assert row.counts["requests"] > 100 and row.counts["max_recovery_s"] < 30
 
 
-def test_sigterm_under_load(model, tmp_path):
+@BOTH
+def test_worker_killed_again_soon_after_its_restart(model, tmp_path, frontend):
     artifact, num_feature = model
-    row = reliability.scenario_sigterm(artifact.deployed, tmp_path, num_feature=num_feature, graceful_s=20)
+    row = reliability.scenario_kill_again(artifact.deployed, tmp_path, num_feature=num_feature, frontend=frontend)
+    assert row.passed, row.counts
+    assert row.counts["again_after_s"] < reliability.CRASH_LOOP_WINDOW_S
+    assert row.counts["requests"] > 100
+
+
+@BOTH
+def test_sigterm_under_load(model, tmp_path, frontend):
+    artifact, num_feature = model
+    row = reliability.scenario_sigterm(artifact.deployed, tmp_path, num_feature=num_feature, graceful_s=20,
+                                       frontend=frontend)
     assert row.passed, row.counts
     assert row.counts["requests_before_signal"] > 100
 
