@@ -161,8 +161,10 @@ class Traffic:
     """Normal traffic: ``connections`` threads, each sending valid one-row CSV requests on a
     keep-alive connection; records (sent time, answered time, status) per request."""
 
-    def __init__(self, url: str, num_feature: int, connections: int = 2, pause_s: float = 0.0):
+    def __init__(self, url: str, num_feature: int, connections: int = 2, pause_s: float = 0.0,
+                 timeout_s: float = 30.0):
         self.url, self.num_feature, self.connections, self.pause_s = url, num_feature, connections, pause_s
+        self.timeout_s = timeout_s
         self.records: list[tuple[float, float, int | None]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -170,7 +172,7 @@ class Traffic:
 
     def _run(self, number: int) -> None:
         rng = random.Random(number)
-        connection = Connection(self.url, timeout_s=30)
+        connection = Connection(self.url, timeout_s=self.timeout_s)
         while not self._stop.is_set():
             sent = time.monotonic()
             answer = connection.send(_csv_case(rng, self.num_feature))
@@ -266,7 +268,8 @@ def scenario_slow(model_dir: Path, log_dir: Path, *, num_feature: int, slow: int
             sockets.append((kind, sock))
         closed_at: dict[int, float] = {}
         started = time.monotonic()
-        with PingWatch(server.url) as ping, Traffic(server.url, num_feature, pause_s=0.002) as traffic:
+        # a normal request not answered in 5 s has failed (the SLO is 20 ms): no longer wait on it
+        with PingWatch(server.url) as ping, Traffic(server.url, num_feature, pause_s=0.002, timeout_s=5) as traffic:
             position = [0] * slow
             while time.monotonic() - started < wait_s and len(closed_at) < slow:
                 for number, (kind, sock) in enumerate(sockets):
