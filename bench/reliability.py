@@ -731,9 +731,11 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         c = row.counts
         if row.scenario == "fuzz":
+            lost = sum(n for problem, n in c["by_problem"].items() if "kept-alive connection" in problem)
             text = (f"{c['requests']:,} requests in {c['seconds']:.0f} s, 5xx {c['server_errors']}, failing "
-                    f"{c['failure_count']}, worker deaths {c['worker_deaths']}, /ping max {c['ping']['max_ms']} ms "
-                    f"({c['ping']['failures']} failed)")
+                    f"{c['failure_count']} ({lost} lost on kept-alive connections closed unannounced), HTTP-layer "
+                    f"refusals {c['http_layer_refusals']}, worker deaths {c['worker_deaths']}, /ping max "
+                    f"{c['ping']['max_ms']} ms ({c['ping']['failures']} failed)")
         elif row.scenario == "slow":
             kinds = ", ".join(f"{kind} {v['closed_in_time']}/{v['connections']} within {v['bound_s']} s"
                               for kind, v in c["kinds"].items())
