@@ -211,7 +211,7 @@ def scenario_fuzz(model_dir: Path, log_dir: Path, *, num_feature: int, count: in
         result = run_fuzz(server.url, seed=seed, count=count, num_feature=num_feature,
                           failures_path=log_dir / f"fuzz-failures-seed{seed}.jsonl", progress=progress)
         deaths, errors, exit_code = server.worker_deaths(), server.internal_errors(), server.exit_code()
-    counts = {**result.to_dict(), "worker_deaths": deaths, "logged_internal_errors": errors,
+    counts = {"frontend": frontend, **result.to_dict(), "worker_deaths": deaths, "logged_internal_errors": errors,
               "server_exit_code": exit_code}
     passed = (result.server_errors == 0 and result.failure_count == 0 and deaths == 0 and errors == 0
               and result.ping["failures"] == 0 and exit_code is None)
