@@ -367,7 +367,7 @@ def scenario_kill(model_dir: Path, log_dir: Path, *, num_feature: int, kills: in
 
 
 def scenario_kill_again(model_dir: Path, log_dir: Path, *, num_feature: int, again_after_s: float = 1.0,
-                        watch_s: float = 8.0, connections: int = 4, frontend: str = DEFAULT_FRONTEND) -> Row:
+                        watch_s: float = 6.0, connections: int = 4, frontend: str = DEFAULT_FRONTEND) -> Row:
     """SIGKILL to a worker, then to its replacement ``again_after_s`` after it is back: the server
     must still serve ``watch_s`` later (granian's crash-loop guard would have stopped it within
     a second), with the worker back and nothing failing in the last 3 s."""
