@@ -144,3 +144,36 @@ def test_memory_limit_is_skipped_saying_why_without_a_docker_engine(tmp_path, mo
     monkeypatch.setenv("PATH", str(tmp_path))
     assert "no docker command" in reliability.scenario_memory_limit(tmp_path, tmp_path, num_feature=7,
                                                                     image="x").counts["skipped"]
+
+
+def test_a_request_lost_on_a_connection_closed_unannounced_names_the_case_before_it():
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_once_then_close():   # as granian did after a refusal that left the body unread
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b'HTTP/1.1 415 Unsupported Media Type\r\nContent-Type: application/json\r\n'
+                     b'Content-Length: 15\r\n\r\n{"error": "no"}')
+        conn.close()
+
+    threading.Thread(target=answer_once_then_close, daemon=True).start()
+    connection = fuzz.Connection(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_s=5)
+    first = fuzz.Case(7, "text/csv other-type", "POST", "/invocations", (("Content-Type", "text/foo"),), b"1,2")
+    second = fuzz.Case(8, "text/csv valid", "POST", "/invocations", (("Content-Type", "text/csv"),), b"1,2",
+                       expect_ok=True)
+    answer = connection.send(first)
+    assert answer.status == 415 and not answer.will_close and fuzz.problem(first, answer) is None
+    lost = connection.send(second)
+    assert lost.status is None and lost.after == first
+    assert "closed after the answer to case 7 (text/csv other-type)" in fuzz.problem(second, lost)
+    listener.close()
+
+
+def test_only_an_empty_400_that_closes_is_an_http_layer_refusal():
+    assert fuzz.Answer(400, "", b"", will_close=True).http_layer_refusal
+    assert not fuzz.Answer(400, "", b"", will_close=False).http_layer_refusal
+    assert not fuzz.Answer(400, "application/json", b'{"error": "x"}', will_close=True).http_layer_refusal
+    assert not fuzz.Answer(500, "", b"", will_close=True).http_layer_refusal
