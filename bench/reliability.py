@@ -369,8 +369,8 @@ def scenario_kill(model_dir: Path, log_dir: Path, *, num_feature: int, kills: in
 def scenario_kill_again(model_dir: Path, log_dir: Path, *, num_feature: int, again_after_s: float = 1.0,
                         watch_s: float = 6.0, connections: int = 4, frontend: str = DEFAULT_FRONTEND) -> Row:
     """SIGKILL to a worker, then to its replacement ``again_after_s`` after it is back: the server
-    must still serve ``watch_s`` later (granian's crash-loop guard would have stopped it within
-    a second), with the worker back and nothing failing in the last 3 s."""
+    must still serve ``watch_s`` later (granian's crash-loop guard would have stopped it at
+    once), with the worker back and nothing failing in the last 3 s, then exit 0 on SIGTERM."""
     with serve(model_dir, log_dir, "kill-again", frontend=frontend) as server, PingWatch(server.url) as ping, \
             Traffic(server.url, num_feature, connections=connections) as traffic:
         time.sleep(1.0)
@@ -386,11 +386,18 @@ def scenario_kill_again(model_dir: Path, log_dir: Path, *, num_feature: int, aga
         exit_code = server.exit_code()
         tail_failed = traffic.failed(after=ended - 3.0)
         crash_loop_logged = "crash loop" in server.log_text().lower()
+        # and the server that carried on still stops as SageMaker stops it
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            sigterm_exit = server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            sigterm_exit = None
     counts = {"frontend": frontend, "requests": len(traffic.records), "first_recovery_s": _round(first),
               "again_after_s": again_after_s, "second_recovery_s": _round(second), "server_exit_code": exit_code,
               "crash_loop_logged": crash_loop_logged, "failed_in_last_3_s": tail_failed,
-              "failed": traffic.failed(), "ping": ping.to_dict()}
-    passed = first is not None and second is not None and exit_code is None and tail_failed == 0
+              "failed": traffic.failed(before=ended), "ping": ping.to_dict(), "sigterm_exit_code": sigterm_exit}
+    passed = (first is not None and second is not None and exit_code is None and tail_failed == 0
+              and sigterm_exit == 0)
     return Row("kill-again", passed, counts, f"SIGKILL to a worker, then to its replacement {again_after_s:g} s "
                                              f"after it was back; watched {watch_s:g} s more")
 
