@@ -273,6 +273,15 @@ class Answer:
     body: bytes
     error: str = ""
     seconds: float = 0.0
+    will_close: bool = False      # the answer said Connection: close (or was HTTP/1.0)
+    after: Case | None = None     # no answer on a kept-alive connection: the case answered on it before
+
+    @property
+    def http_layer_refusal(self) -> bool:
+        """A 400 with no body, no content type and Connection: close: the HTTP server's own
+        refusal of a request it could not parse (granian's hyper, a NUL byte in a header),
+        before any of serve's code saw it; serve has no hook to make it JSON."""
+        return self.status == 400 and not self.body and not self.content_type and self.will_close
 
 
 def _request_bytes(case: Case, host: str, close: bool) -> bytes:
@@ -306,6 +315,7 @@ class Connection:
         self.host = parts.netloc
         self.timeout_s = timeout_s
         self.sock: socket.socket | None = None
+        self.last_case: Case | None = None
 
     def close(self) -> None:
         if self.sock is not None:
@@ -315,6 +325,7 @@ class Connection:
     def send(self, case: Case) -> Answer:
         close = case.framing == "short" or case.method not in ("POST", "GET")
         started = time.monotonic()
+        kept_alive = self.sock is not None
         try:
             if self.sock is None:
                 self.sock = socket.create_connection(self.address, timeout=self.timeout_s)
@@ -329,18 +340,24 @@ class Connection:
             response.begin()
             body = response.read()
             answer = Answer(response.status, response.getheader("Content-Type", ""), body,
-                            seconds=time.monotonic() - started)
+                            seconds=time.monotonic() - started, will_close=bool(response.will_close))
             if close or response.will_close:
                 self.close()
+            self.last_case = case
             return answer
         except (OSError, HTTPException) as exc:
             self.close()
             return Answer(None, "", b"", error=f"{type(exc).__name__}: {exc}"[:200],
-                          seconds=time.monotonic() - started)
+                          seconds=time.monotonic() - started, after=self.last_case if kept_alive else None)
 
 
 def problem(case: Case, answer: Answer) -> str | None:
-    """What is wrong with ``answer`` to ``case``, or None."""
+    """What is wrong with ``answer`` to ``case``, or None. (An HTTP-layer refusal,
+    ``Answer.http_layer_refusal``, is a problem here; ``run_fuzz`` counts those apart.)"""
+    if answer.status is None and answer.after is not None:
+        # the server closed a kept-alive connection after its previous answer, which did not say so
+        return (f"no answer on a kept-alive connection ({answer.error}): closed after the answer to case "
+                f"{answer.after.index} ({answer.after.kind}), which did not say Connection: close")
     if answer.status is None:
         return f"no answer ({answer.error})"
     if answer.status >= 500:
@@ -403,6 +420,7 @@ class FuzzResult:
     by_problem: dict[str, int]
     ping: dict
     seed: int
+    http_layer_refusals: int = 0      # Answer.http_layer_refusal: counted, not failing
 
     @property
     def server_errors(self) -> int:
@@ -413,7 +431,7 @@ class FuzzResult:
                 "rate": round(self.requests / self.seconds, 1) if self.seconds else None,
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "server_errors": self.server_errors, "failure_count": self.failure_count,
-                "by_problem": self.by_problem, "ping": self.ping}
+                "by_problem": self.by_problem, "http_layer_refusals": self.http_layer_refusals, "ping": self.ping}
 
 
 MAX_SAVED_FAILURES = 1000
@@ -423,8 +441,10 @@ def run_fuzz(url: str, *, seed: int, count: int, num_feature: int, connections: 
              content_types: tuple[str, ...] = CONTENT_TYPES, failures_path: Path | None = None,
              progress: Callable[[str], None] | None = None) -> FuzzResult:
     """Send ``count`` fuzzed cases to ``url`` from ``connections`` threads, watch /ping meanwhile;
-    failing cases go to ``failures_path`` (JSON lines, for :func:`replay`)."""
+    failing cases go to ``failures_path`` (JSON lines, for :func:`replay`; with the case answered
+    before on the same connection when that is what broke it)."""
     lock = threading.Lock()
+    refusals = [0]
     next_index = iter(range(count))
     statuses: Counter = Counter()
     by_problem: Counter = Counter()
@@ -440,14 +460,17 @@ def run_fuzz(url: str, *, seed: int, count: int, num_feature: int, connections: 
                 break
             case = make_case(seed, index, num_feature, content_types)
             answer = connection.send(case)
-            wrong = problem(case, answer)
+            refused = answer.http_layer_refusal and not case.expect_ok
+            wrong = None if refused else problem(case, answer)
             with lock:
                 statuses[answer.status or 0] += 1
                 done[0] += 1
+                refusals[0] += refused
                 if wrong:
                     by_problem[f"{case.kind.split()[0]}: {wrong.split(':')[0][:60]}"] += 1
                     if len(failures) < MAX_SAVED_FAILURES:
-                        failures.append({"problem": wrong, "case": case.to_dict()})
+                        failures.append({"problem": wrong, "case": case.to_dict(),
+                                         **({"after": answer.after.to_dict()} if answer.after else {})})
                 if progress and done[0] % 10_000 == 0:
                     progress(f"  fuzz: {done[0]:,} of {count:,} sent, {sum(by_problem.values())} failing")
         connection.close()
@@ -465,15 +488,20 @@ def run_fuzz(url: str, *, seed: int, count: int, num_feature: int, connections: 
         Path(failures_path).write_text("".join(json.dumps(f) + "\n" for f in failures))
     return FuzzResult(requests=count, seconds=seconds, statuses=dict(statuses), failures=failures,
                       failure_count=sum(by_problem.values()), by_problem=dict(by_problem), ping=ping.to_dict(),
-                      seed=seed)
+                      seed=seed, http_layer_refusals=refusals[0])
 
 
 def replay(url: str, failures_path: Path) -> list[tuple[Case, Answer, str | None]]:
-    """Send the saved failing cases again: (case, answer, problem or None) for each."""
+    """Send the saved failing cases again (each after the case that preceded it on its
+    connection, where saved): (case, answer, problem or None) for each."""
     out = []
     connection = Connection(url)
     for line in Path(failures_path).read_text().splitlines():
-        case = Case.from_dict(json.loads(line)["case"])
+        saved = json.loads(line)
+        case = Case.from_dict(saved["case"])
+        if "after" in saved:
+            connection.close()
+            connection.send(Case.from_dict(saved["after"]))
         answer = connection.send(case)
         out.append((case, answer, problem(case, answer)))
     connection.close()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_core import ubjson
+from model_core import bounds, ubjson
 from model_core.errors import FormatError
 
 CONFIG_HEADER = b"CONFIG-offset:"
@@ -106,7 +106,9 @@ class BoosterUnpickler(pickle.Unpickler):
 
 
 def unpickle_booster_state(raw: bytes, origin: str = "pickle") -> dict:
-    """The state dict of a pickled 1.x Booster; raises FormatError for anything else."""
+    """The state dict of a pickled 1.x Booster; raises FormatError for anything else (a pickle
+    beyond ``bounds.check_pickle``'s bounds before unpickling any of it)."""
+    bounds.check_pickle(raw, origin)
     try:
         obj = BoosterUnpickler(io.BytesIO(raw)).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
@@ -210,6 +212,8 @@ def parse_legacy_binary(raw: bytes, origin: str = "model") -> LegacyModel:
     if raw.startswith(b"binf"):
         s.take(4)
     base_score, num_feature, num_class, extra_attrs, _, major, minor = s.unpack("fIiiiII")
+    bounds.check_count("num_feature", num_feature, len(raw), origin)
+    bounds.check_count("num_class", num_class, len(raw), origin)
     s.take(LEARNER_PARAM_BYTES - 28)
     objective, booster = s.string(), s.string()
     if booster not in BOOSTERS:
@@ -239,6 +243,7 @@ def _read_trees(s: _Stream, model: LegacyModel) -> None:
     origin = s.origin
     num_trees, _, _, _, num_pbuffer = s.unpack("iiiiq")
     s.take(GBTREE_PARAM_BYTES - 24)
+    bounds.check_count("num_trees", num_trees, len(s.raw), origin)
     if not 0 <= num_trees <= MAX_TREES:
         raise FormatError(f"{origin}: legacy binary model claims {num_trees} trees; corrupt")
     if num_pbuffer != 0:
@@ -247,6 +252,7 @@ def _read_trees(s: _Stream, model: LegacyModel) -> None:
     for tree_id in range(num_trees):
         _, num_nodes, _, _, _, size_leaf_vector = s.unpack("iiiiii")
         s.take(TREE_PARAM_BYTES - 24)
+        bounds.check_count("num_nodes", num_nodes, len(s.raw), origin)
         if not 0 < num_nodes <= MAX_NODES:
             raise FormatError(f"{origin}: tree {tree_id} claims {num_nodes} nodes; corrupt")
         nodes = np.frombuffer(s.take(NODE_DTYPE.itemsize * num_nodes), dtype=NODE_DTYPE)
@@ -268,6 +274,8 @@ def _read_trees(s: _Stream, model: LegacyModel) -> None:
 def _read_linear(s: _Stream, model: LegacyModel) -> None:
     """GBLinear's model: its struct, then (num_feature + 1) x num_output_group weights."""
     num_feature, groups = s.unpack("Ii")
+    bounds.check_count("num_feature", num_feature, len(s.raw), s.origin)
+    bounds.check_count("num_target", groups, len(s.raw), s.origin)    # its output groups
     s.take(GBLINEAR_PARAM_BYTES - 8)
     model.linear_weights = _float_vector(s, "weights")
     if groups < 1 or len(model.linear_weights) != (num_feature + 1) * groups:
@@ -346,8 +354,9 @@ def _base_score_for_margin(params: dict, margin: float) -> float:
     candidates = [margin, float(1.0 / (1.0 + np.exp(-margin)))]
     if margin < 80:
         candidates.append(float(np.exp(margin)))
-    probe = dict(params, booster="gbtree")
-    zero_row = np.zeros((1, max(1, params["num_feature"])), dtype=np.float32)
+    # one feature: a model's (up to 2**31) would cost the row gigabytes, and the rule does not depend on it
+    probe = dict(params, booster="gbtree", num_feature=1)
+    zero_row = np.zeros((1, 1), dtype=np.float32)
     refused = None
     for value in candidates:
         try:       # an inverse outside the objective's range (a logistic base_score of 2) is refused
@@ -405,9 +414,10 @@ def decode(raw: bytes, fmt: str, origin: str) -> Decoded:
         return Decoded("legacy_binary", binary=handle[start:start + offset], feature_names=names)
     if handle.startswith(b"binf") or is_headerless_binary(handle[:HEADERLESS_HEAD_BYTES]):
         return Decoded("legacy_binary", binary=handle, feature_names=names)
+    fmt = "json" if handle.lstrip()[:2] in (b'{"', b"{ ", b"{\n") else "ubjson"
+    bounds.check_model_bytes(handle, fmt, f"{origin} (the pickled Booster's model)")
     try:
-        snapshot = (json.loads(handle) if handle.lstrip()[:2] in (b'{"', b"{ ", b"{\n")
-                    else ubjson.loads(handle))
+        snapshot = json.loads(handle) if fmt == "json" else ubjson.loads(handle)
         document = snapshot["Model"]
         document["learner"]
     except (ValueError, KeyError, TypeError) as exc:

@@ -20,9 +20,13 @@ What each SageMaker requirement maps to here (and what granian does not do):
 * SIGTERM: the master stops accepting, signals every worker, and each finishes the
   requests it holds (hyper's graceful shutdown); a worker still busy after
   ``SERVE_GRACEFUL_TIMEOUT`` is killed, before SageMaker's SIGKILL at 30 s.
-* a worker that dies is started again (``respawn_failed_workers``); one that dies
-  again within 5.5 s of its restart stops the server (granian's crash-loop guard),
-  which SageMaker then replaces.
+* a worker that dies is started again (``respawn_failed_workers``). One that dies
+  again within 5.5 s of its restart makes granian stop the whole server (its crash-loop
+  guard; the 5.5 s is a literal in granian, ``respawn_interval`` only spaces graceful
+  restarts): the container would exit and the endpoint's instance be out until SageMaker
+  replaced it, for two SIGKILLs (the OOM killer) or crashes in a row. ``GranianServer.run``
+  serves again instead, as gunicorn restarts workers whatever their pace (the app stays
+  loaded in the master; the listening socket is closed for the moment between the two).
 * timeouts: hyper's header read timeout runs from the end of one request until the
   next request's headers are in, so it is both the idle keep-alive timeout and the
   time a slow client gets to send its headers: ``SERVE_KEEPALIVE`` (75 s, longer than
@@ -104,6 +108,7 @@ class GranianServer:
     def run(self) -> int:
         """Serve until stopped; the exit code (1: the address could not be listened on)."""
         import os
+        import time
 
         from granian.server import Server
 
@@ -114,10 +119,24 @@ class GranianServer:
             log.info("worker %d started (%s): %s", os.getpid(), plan.describe(), note)
             return app
 
-        try:
-            Server("serve", **granian_options(self.settings, plan)).serve(target_loader=in_worker)
-        except RuntimeError as exc:   # granian's socket errors (address in use, no such address)
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.error("cannot listen on %s:%d: %s", self.settings.host, self.settings.port, first_line)
-            return 1
-        return 0
+        options = granian_options(self.settings, plan)
+        last_restart = float("-inf")
+        while True:
+            server = Server("serve", **options)
+            try:
+                server.serve(target_loader=in_worker)
+            except RuntimeError as exc:   # granian's socket errors (address in use, no such address)
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.error("cannot listen on %s:%d: %s", self.settings.host, self.settings.port, first_line)
+                return 1
+            except SystemExit:
+                # granian exits 1 after its crash-loop guard stopped it (a worker died, no signal came)
+                if server.interrupt_signal or not server.interrupt_children:
+                    raise
+                log.error("a worker died again within seconds of its restart and granian stopped the server: "
+                          "serving again")
+                if time.monotonic() - last_restart < 30:
+                    time.sleep(1.0)   # workers that cannot live at all: no restart loop at full speed
+                last_restart = time.monotonic()
+                continue
+            return 0

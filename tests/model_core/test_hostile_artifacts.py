@@ -171,3 +171,103 @@ def test_ubjson_counts_beyond_the_bytes_left_are_refused_at_once(raw):
         ubjson.loads(raw)
     with pytest.raises(ubjson.UBJSONError, match="claims"):
         ubjson.scan(raw, frozenset())
+
+
+# --- legacy binaries and pickles claiming absurd counts or nesting ------------------------------
+# (model_core.bounds, as JSON/UBJSON: refused with FormatError before anything is allocated for them)
+
+from pathlib import Path  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def legacy_with(name, offset, fmt, value):
+    """A legacy binary fixture with the field at ``offset`` (after ``binf``, if any) replaced."""
+    raw = bytearray((FIXTURES / name).read_bytes())
+    start = offset + (4 if raw.startswith(b"binf") else 0)
+    raw[start:start + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    return bytes(raw)
+
+
+# the learner's struct: base_score (f4) at 0, num_feature (u4) at 4, num_class (i4) at 8
+@pytest.mark.parametrize("name", ["binary-logistic-0.90.bin", "binary-logistic-1.7.6.bin"])
+@pytest.mark.parametrize("key, offset, fmt, value", [("num_feature", 4, "<I", 4_000_000_000),
+                                                     ("num_class", 8, "<i", 1_000_000_000),
+                                                     ("num_class", 8, "<i", -3)])
+def test_legacy_binaries_claiming_huge_counts_are_refused_before_reading_on(tmp_path, name, key, offset, fmt, value):
+    # 4 billion features made the pre-1.0 base_score probe allocate a 16 GB row; a billion
+    # classes go to XGBoost's and Treelite's class vectors
+    from model_core.formats import FormatError, load_source
+    from model_core.legacy import parse_legacy_binary
+
+    hostile = legacy_with(name, offset, fmt, value)
+    with pytest.raises(FormatError, match=f"claims {key} = {value}, beyond the limit"):
+        parse_legacy_binary(hostile, "hostile.bin")
+    path = tmp_path / "hostile.bin"
+    path.write_bytes(hostile)
+    with pytest.raises(FormatError, match=f"claims {key} = {value}"):
+        load_source(path).to_booster()
+
+
+def tree_offsets(name):
+    """(offset of num_trees, offset of the first tree's num_nodes) in a gbtree legacy fixture."""
+    raw = (FIXTURES / name).read_bytes()
+    at = (4 if raw.startswith(b"binf") else 0) + 136
+    for _ in range(2):   # objective, booster: length-prefixed strings
+        (n,) = struct.unpack_from("<Q", raw, at)
+        at += 8 + n
+    return at - (4 if raw.startswith(b"binf") else 0), at + 160 + 4 - (4 if raw.startswith(b"binf") else 0)
+
+
+@pytest.mark.parametrize("which, value, key", [(0, 900_000, "num_trees"), (1, 30_000_000, "num_nodes")])
+def test_legacy_binaries_claiming_more_trees_or_nodes_than_the_file_holds_are_refused(which, value, key):
+    from model_core.formats import FormatError
+    from model_core.legacy import parse_legacy_binary
+
+    name = "binary-logistic-1.7.6.bin"
+    hostile = legacy_with(name, tree_offsets(name)[which], "<i", value)
+    with pytest.raises(FormatError, match=f"claims {key} = {value}, beyond the limit of 3,126"):
+        parse_legacy_binary(hostile, "hostile.bin")
+
+
+def booster_pickle(handle: bytes) -> bytes:
+    """A pickle as XGBoost 1.x writes a Booster (protocol 3): the class, an empty argument
+    tuple, NEWOBJ, then its state dict {"handle": model bytes} by BUILD."""
+    return (b"\x80\x03cxgboost.core\nBooster\n)\x81}X\x06\x00\x00\x00handleB" + struct.pack("<I", len(handle))
+            + handle + b"sb.")
+
+
+def test_the_pickle_helper_writes_what_the_unpickler_reads():
+    assert unpickle_booster_state(booster_pickle(b"binf-model"))["handle"] == b"binf-model"
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"\x80\x04" + b"]" * 3000 + b"a" * 2999 + b".", "stacks objects more than 2,000 deep"),      # 3,000 nested lists
+    (b"\x80\x02" + b"(" * 3000 + b"l" * 3000 + b".", "stacks objects more than 2,000 deep"),      # by marks
+    (b"\x80\x04](" + (b"\x8c\x00" * 1000 + b"e(") * 1100 + b"e.", "more than 1,000,000 opcodes"),  # 1.1 M strings
+])
+def test_pickles_that_would_build_masses_of_objects_are_refused_before_unpickling(raw, message):
+    # a few bytes of pickle make a nested list or an empty string of ~50 bytes each: 3 million
+    # nested lists from 9 MB cost 340 MB before the unpickler found they were no Booster
+    from model_core.errors import FormatError
+
+    with pytest.raises(FormatError, match=f"{message}.*refused before unpickling"):
+        unpickle_booster_state(raw, "hostile.pkl")
+
+
+@pytest.mark.parametrize("handle, message", [
+    (b'{"Config": {}, "Model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested 100001 levels deep"),
+    (json.dumps({"Config": {}, "Model": {"learner": {"learner_model_param": {"num_class": "1000000000"}}}}).encode(),
+     "claims num_class = 1000000000"),
+    (b"{i\x06ConfigL\x00\x00\x00\x00\x00\x00\x00\x00{}i\x05Model" + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "not a readable UBJSON model"),
+])
+def test_the_json_or_ubjson_model_a_pickled_booster_holds_is_bounded_too(tmp_path, handle, message):
+    # XGBoost 1.3+ pickles a JSON/UBJSON snapshot: it was parsed (json.loads recursed past
+    # Python's limit: RecursionError, no FormatError) and handed to XGBoost and Treelite unchecked
+    from model_core.formats import FormatError, load_source
+
+    path = tmp_path / "hostile.pkl"
+    path.write_bytes(booster_pickle(handle))
+    with pytest.raises(FormatError, match=f"the pickled Booster's model.*{message}"):
+        load_source(path).to_booster()

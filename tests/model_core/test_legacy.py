@@ -261,7 +261,7 @@ def test_truncated_or_corrupt_legacy_binary_is_a_clear_error(tmp_path):
     bad = bytearray(raw)
     offset = 4 + 136 + 8 + len("binary:logistic") + 8 + len("gbtree")
     bad[offset:offset + 4] = struct.pack("<i", -5)            # number of trees
-    with pytest.raises(FormatError, match="claims -5 trees"):
+    with pytest.raises(FormatError, match="claims num_trees = -5"):
         parse_legacy_binary(bytes(bad))
     path = tmp_path / "bad.bin"
     path.write_bytes(raw[:300])
