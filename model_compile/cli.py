@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(a few seconds); the server then always uses the compiled library")
     parser.add_argument("--generator", choices=("auto", "tl2cgen", "kernel"), default="auto",
                         help="code generator: auto (default) builds both, verifies both and ships the "
-                             "faster on this machine; tl2cgen or kernel builds that one only")
+                             "faster on this machine (for another architecture, which cannot be timed here: "
+                             "the kernel where it compiles the model); tl2cgen or kernel builds that one only")
     from model_compile.toolchain import TARGETS, native_target_name
 
     cpus = sorted({cpu for target in TARGETS.values() for cpu in target.cpus})

@@ -34,7 +34,7 @@ POSTPROCESSORS = ("identity", "sigmoid", "exponential", "exponential_standard_ra
                   "logarithm_one_plus_exp", "hinge", "signed_square", "identity_multiclass",
                   "softmax", "multiclass_ova")
 # The ISA codes mc_kernel_isa() returns.
-ISA_NAMES = {0: "portable", 1: "avx2", 2: "avx512"}
+ISA_NAMES = {0: "portable", 1: "avx2", 2: "avx512", 3: "neon"}
 
 
 class Unsupported(ValueError):
@@ -208,8 +208,13 @@ class KernelBuild:
     seconds: float
 
 
-def build_kernel_library(doc: dict, libpath: Path, *, toolchain: str = DEFAULT_TOOLCHAIN) -> KernelBuild:
+def build_kernel_library(doc: dict, libpath: Path, *, toolchain: str = DEFAULT_TOOLCHAIN,
+                         options: list[str] | None = None) -> KernelBuild:
     """Generate and compile the library for Treelite document ``doc`` into ``libpath``.
+
+    ``toolchain``: the compiler (a cross gcc for another target, see
+    ``model_compile.toolchain``); ``options``: added code generation flags
+    (``-mcpu=...``), recorded with the others.
 
     Raises Unsupported (the model holds what :func:`unsupported_reason` names) or
     RuntimeError (the C compiler failed; its output in the message).
@@ -217,13 +222,14 @@ def build_kernel_library(doc: dict, libpath: Path, *, toolchain: str = DEFAULT_T
     started = time.perf_counter()
     forest = forest_arrays(doc)
     compiler = compiler_version(toolchain)
+    flags = FLAGS + list(options or [])
     with tempfile.TemporaryDirectory(prefix="mc-kernel-") as tmp:
         src = Path(tmp) / "model.c"
         src.write_text(generate_source(forest))
-        command = [toolchain, *FLAGS, str(src), "-o", str(libpath), "-lm"]
+        command = [toolchain, *flags, str(src), "-o", str(libpath), "-lm"]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command[:-3])} failed: {done.stderr.strip()[-2000:]}")
     params = {"nodes": int(forest.meta.size), "max_depth": int(forest.tree_depth.max(initial=0))}
-    return KernelBuild(path=Path(libpath), params=params, compiler=compiler, flags=FLAGS,
+    return KernelBuild(path=Path(libpath), params=params, compiler=compiler, flags=flags,
                        seconds=time.perf_counter() - started)
