@@ -35,6 +35,7 @@ POSTPROCESSORS = ("identity", "sigmoid", "exponential", "exponential_standard_ra
                   "softmax", "multiclass_ova")
 # The ISA codes mc_kernel_isa() returns.
 ISA_NAMES = {0: "portable", 1: "avx2", 2: "avx512", 3: "neon"}
+PORTABLE_ISA = 0
 
 
 class Unsupported(ValueError):
@@ -196,7 +197,12 @@ def generate_source(forest: ForestArrays) -> str:
         + _c_array("int32_t", "mc_group_depth8", groups8)
         + _c_array("int32_t", "mc_group_depth16", groups16)
         + _c_array("float", "mc_base", forest.base, _c_float) + "\n")
-    return header + resources.files("model_compile").joinpath("kernel.c").read_text()
+    return header + kernel_source()
+
+
+def kernel_source() -> str:
+    """The text of kernel.c, the walk compiled after every model's data."""
+    return resources.files("model_compile").joinpath("kernel.c").read_text()
 
 
 @dataclass

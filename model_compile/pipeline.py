@@ -25,7 +25,8 @@ import numpy as np
 
 from model_core.artifact import (LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, LibraryInfo, Manifest,
                                     ModelInfo, Verification, sha256_file, write_tar_atomically)
-from model_compile.codegen import ISA_NAMES, build_kernel_library, treelite_document, unsupported_reason
+from model_compile.codegen import (ISA_NAMES, PORTABLE_ISA, build_kernel_library, treelite_document,
+                                   unsupported_reason)
 from model_compile.compiler import CompileError, annotate_branches, build_library
 from model_compile.emulate import EmulatedModel, emulator_for
 from model_compile.selection import Choice, choose
@@ -171,8 +172,8 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     ``targets``: target names (``linux-x86_64``, ``linux-aarch64``; default this
     machine's), one library each; another architecture's is cross-compiled and
     verified under emulation, its generator chosen by rule (``auto``: the kernel
-    where it compiles the model, else TL2cgen; see CROSS_RULE). ``cpu``: tune the targets that know it for one Graviton generation
-    (``neoverse-n1``/``-v1``/``-v2``).
+    where it compiles the model, else TL2cgen; see CROSS_RULE). ``cpu``: tune the
+    targets that know it for one Graviton generation (``neoverse-n1``/``-v1``/``-v2``).
     Returns the Manifest written. Raises FormatError (NothingToCompile for a
     gblinear model), CompileError or VerificationError (nothing written then).
     """
@@ -251,11 +252,20 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
             say(f"verifying the {target.name} library, {runner.method}")
             try:
                 predicted, margins = runner.predict(X), runner.predict(X, margin=True)
+                chosen = runner.kernel_isa
+                result = verified(predicted, margins, name, where)
+                # A kernel library also holds the portable walk, which a CPU without the
+                # vector unit would run: verified too, on the same rows.
+                if chosen is not None and chosen != PORTABLE_ISA:
+                    verified(runner.predict(X, isa=PORTABLE_ISA), runner.predict(X, margin=True, isa=PORTABLE_ISA),
+                             f"{name}, portable walk", where)
+            except VerificationError:
+                raise
             except RuntimeError as exc:   # the library crashed or failed under emulation
                 raise VerificationError(f"{where}{exc}") from exc
             finally:
                 runner.close()
-            return runner.method, verified(predicted, margins, name, where), runner.kernel_isa
+            return runner.method, result, chosen
 
         annotation = None
         if annotate and generator != "kernel":
