@@ -112,6 +112,11 @@ class CompiledModel:
         """
         if type(X) is np.ndarray and X.dtype is _FLOAT32 and X.shape == self._one_row_shape:
             return self._one_row(X, margin)
+        return self.predict_batch(X, margin)
+
+    def predict_batch(self, X: np.ndarray, margin: bool = False) -> np.ndarray:
+        """``predict`` without the one-row shortcut: the way every batch goes (the
+        benchmark times one row both ways)."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.num_feature:
             raise ValueError(f"expected rows of {self.num_feature} features, got shape {X.shape}")

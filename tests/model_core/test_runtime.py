@@ -132,6 +132,7 @@ def test_one_row_calls_agree_with_the_batch_and_never_share_their_output(small_l
         assert np.array_equal(np.concatenate([model.predict(wide[i:i + 1], margin=margin) for i in range(50)]),
                               batch[:50])
         assert np.array_equal(model.predict(X[7:8].astype(np.float64), margin=margin), batch[7:8])
+        assert np.array_equal(model.predict_batch(X[7:8], margin=margin), batch[7:8])
 
 
 def test_one_row_calls_from_threads_get_their_own_answers(small_lib, sample_model_dir):
