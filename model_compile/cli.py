@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for lib in m.libraries:
         print(f"  library {lib.file}: {lib.platform}{' -mcpu ' + lib.cpu if lib.cpu else ''} {lib.libc}, "
               f"{lib.compiler}, params {lib.params}, verified {lib.verified_by}")
-    print(f"  generator {m.library.generator}: {m.library.generator_choice.get('reason', '')}")
+        print(f"    generator {lib.generator}: {lib.generator_choice.get('reason', '')}")
     print(f"  verified on {m.verification.rows} rows against {m.verification.reference}: "
           f"max abs diff {m.verification.max_abs_diff:.3g} (tolerance {m.verification.tolerance:g} "
           f"+ {m.verification.relative_tolerance:.3g} x |output|)")
