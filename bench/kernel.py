@@ -10,7 +10,7 @@ Predictors (all single-threaded: ``nthread=1`` where there is such a setting; th
 library runs on the calling thread):
 
 * ``compiled <variant>``: ``model_core.runtime.CompiledModel`` on each compile variant;
-* ``compiled kernel, batch path``: the kernel library through ``predict_batch``, the way
+* ``kernel, batch path``: the kernel library through ``predict_batch``, the way
   without the one-row shortcut (every batch's way; one row went this way before it);
 * ``router``: the server's predictor for the deployed artifact (``serve.loading.load_model``
   with ``auto``): compiled below the crossover batch size, stock XGBoost from it on;
@@ -111,7 +111,7 @@ def predictors_for(model: ModelUnderTest) -> dict[str, Callable[[np.ndarray], ob
         compiled = CompiledModel(folder / manifest.library.file)
         found[f"compiled {variant}"] = compiled.predict
         if variant == "kernel":
-            found[f"compiled {variant}, batch path"] = compiled.predict_batch
+            found["kernel, batch path"] = compiled.predict_batch
     if DEPLOYED_VARIANT in model.variants:
         found["router"] = load_model(model.deployed, "auto").predictor.predict
     booster = xgb.Booster()
