@@ -256,3 +256,16 @@ def test_a_broken_neon_walk_fails_verification(tmp_path, small_model_file, monke
                                 targets=["linux-aarch64"])
     assert manifest.library.generator == "tl2cgen" and "isa" not in manifest.library.params
     assert "kernel library failed verification" in manifest.library.generator_choice["reason"]
+
+
+@pytest.mark.parametrize("cpu", ["neoverse-n1", "neoverse-v1", "neoverse-v2"])
+def test_the_arm64_kernel_is_tuned_for_every_graviton(tmp_path, small_model_file, cpu):
+    path, X = small_model_file("binary:logistic", n_trees=20, depth=5)
+    manifest = compile_artifact(path, tmp_path / "out.tar.gz", sample_data=X[:200], measure_speed=False,
+                                targets=["linux-aarch64"], cpu=cpu)
+    lib = manifest.library
+    assert (lib.generator, lib.params["isa"], lib.cpu) == ("kernel", "neon", cpu)
+    spellings = {"-mcpu=" + cpu} | ({"-mcpu=demeter"} if cpu == "neoverse-v2" else set())   # gcc 12's name
+    (flag,) = [f for f in lib.flags if f.startswith("-mcpu=")]
+    assert flag in spellings
+    assert manifest.verification.max_abs_diff <= 1e-5
