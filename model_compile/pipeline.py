@@ -6,8 +6,8 @@ formats) + Treelite model -> for this machine: the kernel library
 each verified against the reference, the faster one chosen (model_compile.selection);
 for another architecture (``targets``): the kernel library where it compiles the
 model, else TL2cgen's (a rule, CROSS_RULE: speed cannot be measured there), from the
-cross compiler, verified under user-mode emulation -> crossover measurement (this machine's library
-only) -> archive written under a temporary name and renamed. Nothing is written at
+cross compiler, verified under user-mode emulation -> crossover measurement (this
+machine's library only) -> archive written under a temporary name and renamed. Nothing is written at
 ``output`` unless every step passed.
 """
 from __future__ import annotations
@@ -366,7 +366,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
                         raise CompileError(f"the {target.name} kernel library did not compile: {exc}") from exc
                     say(f"kernel library compiled in {kbuild.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
                     try:
-                        built = (kbuild, *verified_emulated(libpath, target, compiler, "compiled (kernel)"))
+                        built = ("kernel", kbuild, *verified_emulated(libpath, target, compiler, "compiled (kernel)"))
                         reason = ("generator 'kernel' requested" if generator == "kernel" else
                                   f"{CROSS_RULE}; it compiles this model")
                     except VerificationError as exc:
@@ -380,9 +380,9 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
                                       parallel_comp=parallel_comp, annotation=annotation, toolchain=compiler,
                                       options=options, progress=say)
                 say(f"compiled in {build.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
-                built = (build, *verified_emulated(libpath, target, compiler, "compiled"))
-            build, method, result, ran = built
-            name = "kernel" if ran is not None else "tl2cgen"
+                built = ("tl2cgen", build, *verified_emulated(libpath, target, compiler, "compiled"))
+            name, build, method, result, ran = built
+            # A kernel library names the walk that ran under emulation (the one it chose at load).
             params = {**build.params, **({"isa": ISA_NAMES.get(ran, ran)} if ran is not None else {})}
             say(f"{target.name} library: {name} ({reason})")
             libraries.append(LibraryInfo(
