@@ -13,6 +13,7 @@ outputs, comparisons other than XGBoost's ``<``, trees over 65,535 nodes, models
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import tempfile
@@ -239,3 +240,31 @@ def build_kernel_library(doc: dict, libpath: Path, *, toolchain: str = DEFAULT_T
     params = {"nodes": int(forest.meta.size), "max_depth": int(forest.tree_depth.max(initial=0))}
     return KernelBuild(path=Path(libpath), params=params, compiler=compiler, flags=flags,
                        seconds=time.perf_counter() - started)
+
+
+class KernelWalks:
+    """One walk of a kernel library at a time (``mc_predict_dense_isa``), on this machine:
+    verification runs every walk the CPU has, not only the one the library chose, because
+    another instance of the same architecture may choose another (AVX2 where this one has
+    AVX-512). ``chosen``: the walk ``mc_predict_dense`` runs here."""
+
+    def __init__(self, libpath: str | Path, num_feature: int, width: int):
+        # dlopen hands back the library CompiledModel already loaded from this path.
+        lib = ctypes.CDLL(str(Path(libpath).resolve()), mode=ctypes.RTLD_LOCAL)
+        self.num_feature, self.width = num_feature, width
+        self.chosen = int(lib.mc_kernel_isa())
+        self._predict = lib.mc_predict_dense_isa
+        self._predict.restype = ctypes.c_int32
+        self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32,
+                                  ctypes.c_void_p, ctypes.c_int32]
+
+    def predict(self, X: np.ndarray, isa: int, margin: bool = False) -> np.ndarray | None:
+        """(n,) or (n, width) outputs of walk ``isa``; None when this CPU lacks it."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        out = np.empty((X.shape[0], self.width), dtype=np.float32)
+        rc = self._predict(X.ctypes.data, X.shape[0], self.num_feature, int(margin), out.ctypes.data, isa)
+        if rc == -3:
+            return None
+        if rc != 0:
+            raise RuntimeError(f"mc_predict_dense_isa failed with {rc}")
+        return out.reshape(-1) if self.width == 1 else out

@@ -25,8 +25,8 @@ import numpy as np
 
 from model_core.artifact import (LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, LibraryInfo, Manifest,
                                     ModelInfo, Verification, sha256_file, write_tar_atomically)
-from model_compile.codegen import (ISA_NAMES, PORTABLE_ISA, build_kernel_library, treelite_document,
-                                   unsupported_reason)
+from model_compile.codegen import (ISA_NAMES, PORTABLE_ISA, KernelWalks, build_kernel_library,
+                                   treelite_document, unsupported_reason)
 from model_compile.compiler import CompileError, annotate_branches, build_library
 from model_compile.emulate import EmulatedModel, emulator_for
 from model_compile.selection import Choice, choose
@@ -242,6 +242,13 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
         def verified_here(compiled: CompiledModel, name: str) -> Comparison:
             return verified(compiled.predict(X), compiled.predict(X, margin=True), name)
 
+        def verify_other_walks(walks: KernelWalks) -> None:
+            """The kernel library's walks this CPU has besides the one it chose, on the same rows."""
+            for isa, walk in ISA_NAMES.items():
+                out = None if isa == walks.chosen else walks.predict(X, isa)
+                if out is not None:
+                    verified(out, walks.predict(X, isa, margin=True), f"compiled (kernel), {walk} walk")
+
         def verified_emulated(libpath: Path, target: Target, compiler: str, name: str):
             """(how it ran, Comparison, the kernel walk that ran or None) for another target's library."""
             try:
@@ -302,7 +309,9 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
                         f"{kbuild.path.stat().st_size / 1e6:.2f} MB")
                     kernel = CompiledModel(kbuild.path)
                     try:
-                        candidates["kernel"] = (kbuild, kernel, verified_here(kernel, "compiled (kernel)"))
+                        checked = verified_here(kernel, "compiled (kernel)")
+                        verify_other_walks(KernelWalks(kbuild.path, info.num_feature, kernel.output_width))
+                        candidates["kernel"] = (kbuild, kernel, checked)
                     except VerificationError as exc:
                         if generator == "kernel":
                             raise
