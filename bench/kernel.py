@@ -10,6 +10,8 @@ Predictors (all single-threaded: ``nthread=1`` where there is such a setting; th
 library runs on the calling thread):
 
 * ``compiled <variant>``: ``model_core.runtime.CompiledModel`` on each compile variant;
+* ``kernel, batch path``: the kernel library through ``predict_batch``, the way
+  without the one-row shortcut (every batch's way; one row went this way before it);
 * ``router``: the server's predictor for the deployed artifact (``serve.loading.load_model``
   with ``auto``): compiled below the crossover batch size, stock XGBoost from it on;
 * ``inplace_predict``: ``Booster.inplace_predict`` (what ``serve`` uses for stock);
@@ -108,6 +110,8 @@ def predictors_for(model: ModelUnderTest) -> dict[str, Callable[[np.ndarray], ob
         manifest = read_manifest(folder)
         compiled = CompiledModel(folder / manifest.library.file)
         found[f"compiled {variant}"] = compiled.predict
+        if variant == "kernel":
+            found["kernel, batch path"] = compiled.predict_batch
     if DEPLOYED_VARIANT in model.variants:
         found["router"] = load_model(model.deployed, "auto").predictor.predict
     booster = xgb.Booster()

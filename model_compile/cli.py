@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(a few seconds); the server then always uses the compiled library")
     parser.add_argument("--generator", choices=("auto", "tl2cgen", "kernel"), default="auto",
                         help="code generator: auto (default) builds both, verifies both and ships the "
-                             "faster on this machine; tl2cgen or kernel builds that one only")
+                             "faster on this machine (for another architecture, which cannot be timed here: "
+                             "the kernel where it compiles the model); tl2cgen or kernel builds that one only")
     from model_compile.toolchain import TARGETS, native_target_name
 
     cpus = sorted({cpu for target in TARGETS.values() for cpu in target.cpus})
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for lib in m.libraries:
         print(f"  library {lib.file}: {lib.platform}{' -mcpu ' + lib.cpu if lib.cpu else ''} {lib.libc}, "
               f"{lib.compiler}, params {lib.params}, verified {lib.verified_by}")
-    print(f"  generator {m.library.generator}: {m.library.generator_choice.get('reason', '')}")
+        print(f"    generator {lib.generator}: {lib.generator_choice.get('reason', '')}")
     print(f"  verified on {m.verification.rows} rows against {m.verification.reference}: "
           f"max abs diff {m.verification.max_abs_diff:.3g} (tolerance {m.verification.tolerance:g} "
           f"+ {m.verification.relative_tolerance:.3g} x |output|)")

@@ -13,6 +13,7 @@ outputs, comparisons other than XGBoost's ``<``, trees over 65,535 nodes, models
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import tempfile
@@ -34,7 +35,8 @@ POSTPROCESSORS = ("identity", "sigmoid", "exponential", "exponential_standard_ra
                   "logarithm_one_plus_exp", "hinge", "signed_square", "identity_multiclass",
                   "softmax", "multiclass_ova")
 # The ISA codes mc_kernel_isa() returns.
-ISA_NAMES = {0: "portable", 1: "avx2", 2: "avx512"}
+ISA_NAMES = {0: "portable", 1: "avx2", 2: "avx512", 3: "neon"}
+PORTABLE_ISA = 0
 
 
 class Unsupported(ValueError):
@@ -196,7 +198,12 @@ def generate_source(forest: ForestArrays) -> str:
         + _c_array("int32_t", "mc_group_depth8", groups8)
         + _c_array("int32_t", "mc_group_depth16", groups16)
         + _c_array("float", "mc_base", forest.base, _c_float) + "\n")
-    return header + resources.files("model_compile").joinpath("kernel.c").read_text()
+    return header + kernel_source()
+
+
+def kernel_source() -> str:
+    """The text of kernel.c, the walk compiled after every model's data."""
+    return resources.files("model_compile").joinpath("kernel.c").read_text()
 
 
 @dataclass
@@ -208,8 +215,13 @@ class KernelBuild:
     seconds: float
 
 
-def build_kernel_library(doc: dict, libpath: Path, *, toolchain: str = DEFAULT_TOOLCHAIN) -> KernelBuild:
+def build_kernel_library(doc: dict, libpath: Path, *, toolchain: str = DEFAULT_TOOLCHAIN,
+                         options: list[str] | None = None) -> KernelBuild:
     """Generate and compile the library for Treelite document ``doc`` into ``libpath``.
+
+    ``toolchain``: the compiler (a cross gcc for another target, see
+    ``model_compile.toolchain``); ``options``: added code generation flags
+    (``-mcpu=...``), recorded with the others.
 
     Raises Unsupported (the model holds what :func:`unsupported_reason` names) or
     RuntimeError (the C compiler failed; its output in the message).
@@ -217,13 +229,42 @@ def build_kernel_library(doc: dict, libpath: Path, *, toolchain: str = DEFAULT_T
     started = time.perf_counter()
     forest = forest_arrays(doc)
     compiler = compiler_version(toolchain)
+    flags = FLAGS + list(options or [])
     with tempfile.TemporaryDirectory(prefix="mc-kernel-") as tmp:
         src = Path(tmp) / "model.c"
         src.write_text(generate_source(forest))
-        command = [toolchain, *FLAGS, str(src), "-o", str(libpath), "-lm"]
+        command = [toolchain, *flags, str(src), "-o", str(libpath), "-lm"]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command[:-3])} failed: {done.stderr.strip()[-2000:]}")
     params = {"nodes": int(forest.meta.size), "max_depth": int(forest.tree_depth.max(initial=0))}
-    return KernelBuild(path=Path(libpath), params=params, compiler=compiler, flags=FLAGS,
+    return KernelBuild(path=Path(libpath), params=params, compiler=compiler, flags=flags,
                        seconds=time.perf_counter() - started)
+
+
+class KernelWalks:
+    """One walk of a kernel library at a time (``mc_predict_dense_isa``), on this machine:
+    verification runs every walk the CPU has, not only the one the library chose, because
+    another instance of the same architecture may choose another (AVX2 where this one has
+    AVX-512). ``chosen``: the walk ``mc_predict_dense`` runs here."""
+
+    def __init__(self, libpath: str | Path, num_feature: int, width: int):
+        # dlopen hands back the library CompiledModel already loaded from this path.
+        lib = ctypes.CDLL(str(Path(libpath).resolve()), mode=ctypes.RTLD_LOCAL)
+        self.num_feature, self.width = num_feature, width
+        self.chosen = int(lib.mc_kernel_isa())
+        self._predict = lib.mc_predict_dense_isa
+        self._predict.restype = ctypes.c_int32
+        self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32,
+                                  ctypes.c_void_p, ctypes.c_int32]
+
+    def predict(self, X: np.ndarray, isa: int, margin: bool = False) -> np.ndarray | None:
+        """(n,) or (n, width) outputs of walk ``isa``; None when this CPU lacks it."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        out = np.empty((X.shape[0], self.width), dtype=np.float32)
+        rc = self._predict(X.ctypes.data, X.shape[0], self.num_feature, int(margin), out.ctypes.data, isa)
+        if rc == -3:
+            return None
+        if rc != 0:
+            raise RuntimeError(f"mc_predict_dense_isa failed with {rc}")
+        return out.reshape(-1) if self.width == 1 else out

@@ -64,6 +64,7 @@ class EmulatedModel:
     def __init__(self, libpath: str | Path, target: Target, compiler: str, num_feature: int):
         self.libpath = Path(libpath).resolve()
         self.num_feature = num_feature
+        self.kernel_isa: int | None = None
         self.emulator = emulator_for(target)
         self.root = sysroot(compiler)
         self._tmp = tempfile.TemporaryDirectory(prefix="mc-emulate-")
@@ -80,8 +81,12 @@ class EmulatedModel:
         """How the library was run, for the manifest."""
         return f"emulated: {emulator_version(self.emulator)} user-mode emulation on {current_platform()}"
 
-    def predict(self, X: np.ndarray, margin: bool = False) -> np.ndarray:
-        """As ``CompiledModel.predict``: (n,) for one output per row, (n, width) otherwise."""
+    def predict(self, X: np.ndarray, margin: bool = False, isa: int | None = None) -> np.ndarray:
+        """As ``CompiledModel.predict``: (n,) for one output per row, (n, width) otherwise.
+
+        ``isa``: run that walk of a kernel library (``codegen.ISA_NAMES``) instead of
+        the one it chose when it loaded. Afterwards ``kernel_isa`` is the walk that
+        ran (None for a library without versions, TL2cgen's)."""
         X = np.ascontiguousarray(X, dtype="<f4")
         if X.ndim != 2 or X.shape[1] != self.num_feature:
             raise ValueError(f"expected rows of {self.num_feature} features, got shape {X.shape}")
@@ -92,14 +97,15 @@ class EmulatedModel:
             f.write(np.int32(X.shape[1]).astype("<i4").tobytes())
             f.write(X.tobytes())
         proc = subprocess.run([self.emulator, "-L", str(self.root), str(self.driver), str(self.libpath),
-                               str(rows), str(out), str(int(margin))],
+                               str(rows), str(out), str(int(margin)), *([] if isa is None else [str(isa)])],
                               capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"the library failed under {self.emulator} (exit {proc.returncode}): "
                                f"{proc.stderr.strip()[-500:]}")
         data = out.read_bytes()
-        width = int(np.frombuffer(data[:4], dtype="<i4")[0])
-        result = np.frombuffer(data[4:], dtype="<f4").astype(np.float32).reshape(X.shape[0], width)
+        width, ran = (int(v) for v in np.frombuffer(data[:8], dtype="<i4"))
+        self.kernel_isa = None if ran < 0 else ran
+        result = np.frombuffer(data[8:], dtype="<f4").astype(np.float32).reshape(X.shape[0], width)
         return result.reshape((X.shape[0],) if width == 1 else (X.shape[0], width))
 
     def close(self) -> None:

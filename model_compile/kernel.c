@@ -20,10 +20,12 @@
  * branch on the data (no mispredictions, several walks in flight at once).
  *
  * Per row the leaves are added in tree order to the base margin, in float32, as
- * XGBoost adds them. Three versions of the walk, chosen when the library loads
- * by what the CPU reports: portable C, AVX2 (8 lanes) and AVX-512 (16 lanes);
- * each runs blocks of rows in lanes (one tree over many rows: its nodes stay in
- * L1) and, for the rows left over, trees in lanes (one row over 8/16 trees).
+ * XGBoost adds them. The versions of the walk, chosen when the library loads
+ * by what the CPU reports: portable C everywhere; on x86-64 AVX2 (8 lanes) and
+ * AVX-512 (16 lanes), on arm64 NEON (4 lanes; getauxval(AT_HWCAP) says
+ * HWCAP_ASIMD). Each runs blocks of rows in lanes (one tree over many rows: its
+ * nodes stay in L1) and, for the rows left over, trees in lanes (one row over
+ * 8/16 trees).
  *
  * Entry points (the same C ABI as model_compile's TL2cgen libraries):
  * get_num_feature, get_num_target, get_num_class, mc_abi_version,
@@ -38,7 +40,7 @@
 #define MC_ABI_VERSION 1
 #define MC_BLOCK_ROWS 64
 
-enum { MC_ISA_PORTABLE = 0, MC_ISA_AVX2 = 1, MC_ISA_AVX512 = 2 };
+enum { MC_ISA_PORTABLE = 0, MC_ISA_AVX2 = 1, MC_ISA_AVX512 = 2, MC_ISA_NEON = 3 };
 
 #define MC_LEFT(m) ((int32_t)((m) & 0xffffu))
 #define MC_FEATURE(m) ((int32_t)(((m) >> 16) & 0x7fffu))
@@ -304,30 +306,141 @@ MC_AVX512 static void mc_block_avx512(const float* X, int32_t n, float* out) {
 }
 #endif
 
+/* ---- arm64 vector walk (NEON) -------------------------------------------- */
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#define MC_HAVE_NEON 1
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1UL << 1)   /* Linux arch/arm64/include/uapi/asm/hwcap.h */
+#endif
+
+/* One level for 4 lanes. NEON has no gather: each lane's node and feature value
+ * are loaded one by one, the comparison and the next index are vector code.
+ * idx and base are absolute node indices, xoff each lane's row offset in X. */
+static inline int32x4_t mc_step4(int32x4_t idx, int32x4_t base, const float* X, const int32_t* xoff) {
+  int32_t at[4];
+  float thr[4], xs[4];
+  uint32_t meta[4];
+  vst1q_s32(at, idx);
+  for (int k = 0; k < 4; ++k) {
+    const struct mc_node node = mc_nodes[at[k]];
+    thr[k] = node.threshold;
+    meta[k] = node.meta;
+    xs[k] = X[xoff[k] + MC_FEATURE(node.meta)];
+  }
+  const uint32x4_t m = vld1q_u32(meta);
+  const float32x4_t x = vld1q_f32(xs);
+  const uint32x4_t ge = vcgeq_f32(x, vld1q_f32(thr));          /* all ones where x >= threshold */
+  const uint32x4_t nan = vmvnq_u32(vceqq_f32(x, x));           /* all ones where x is missing */
+  const uint32x4_t missing_right = vreinterpretq_u32_s32(vshrq_n_s32(vreinterpretq_s32_u32(m), 31));
+  const uint32x4_t right = vorrq_u32(ge, vandq_u32(nan, missing_right));
+  const int32x4_t left = vaddq_s32(base, vreinterpretq_s32_u32(vandq_u32(m, vdupq_n_u32(0xffffu))));
+  return vsubq_s32(left, vreinterpretq_s32_u32(right));      /* right is -1 where the row goes right */
+}
+
+static inline float32x4_t mc_leaves4(int32x4_t idx) {
+  int32_t at[4];
+  float v[4];
+  vst1q_s32(at, idx);
+  for (int k = 0; k < 4; ++k) v[k] = mc_leaf[at[k]];
+  return vld1q_f32(v);
+}
+
+/* Rows in lanes: 16 rows (four vectors) per tree. */
+static void mc_rows16_neon(const float* X, float* out) {
+  int32_t xoff[16];
+  for (int k = 0; k < 16; ++k) xoff[k] = k * MC_NUM_FEATURE;
+  float32x4_t acc[4];
+  const int single = MC_NUM_CLASS == 1;
+  for (int v = 0; v < 4; ++v) acc[v] = single ? vld1q_f32(out + 4 * v) : vdupq_n_f32(0.0f);
+  for (int32_t t = 0; t < MC_NUM_TREE; ++t) {
+    const int32x4_t base = vdupq_n_s32(mc_tree_off[t]);
+    int32x4_t i0 = base, i1 = base, i2 = base, i3 = base;
+    for (int32_t d = 0; d < mc_tree_depth[t]; ++d) {
+      i0 = mc_step4(i0, base, X, xoff);
+      i1 = mc_step4(i1, base, X, xoff + 4);
+      i2 = mc_step4(i2, base, X, xoff + 8);
+      i3 = mc_step4(i3, base, X, xoff + 12);
+    }
+    const float32x4_t v[4] = {mc_leaves4(i0), mc_leaves4(i1), mc_leaves4(i2), mc_leaves4(i3)};
+    if (single) {
+      for (int k = 0; k < 4; ++k) acc[k] = vaddq_f32(acc[k], v[k]);
+    } else {
+      float lanes[16];
+      for (int k = 0; k < 4; ++k) vst1q_f32(lanes + 4 * k, v[k]);
+      for (int k = 0; k < 16; ++k) out[k * MC_NUM_CLASS + mc_tree_class[t]] += lanes[k];
+    }
+  }
+  if (single) {
+    for (int v = 0; v < 4; ++v) vst1q_f32(out + 4 * v, acc[v]);
+  }
+}
+
+/* Trees in lanes for one row: 16 trees (four vectors) at a time. */
+static void mc_trees_neon(const float* row, float* out) {
+  static const int32_t zero[4] = {0, 0, 0, 0};
+  for (int32_t t = 0; t < MC_NUM_TREE_PADDED; t += 16) {
+    const int32x4_t b0 = vld1q_s32(mc_tree_off + t), b1 = vld1q_s32(mc_tree_off + t + 4);
+    const int32x4_t b2 = vld1q_s32(mc_tree_off + t + 8), b3 = vld1q_s32(mc_tree_off + t + 12);
+    int32x4_t i0 = b0, i1 = b1, i2 = b2, i3 = b3;
+    for (int32_t d = 0; d < mc_group_depth16[t / 16]; ++d) {
+      i0 = mc_step4(i0, b0, row, zero);
+      i1 = mc_step4(i1, b1, row, zero);
+      i2 = mc_step4(i2, b2, row, zero);
+      i3 = mc_step4(i3, b3, row, zero);
+    }
+    float v[16];
+    vst1q_f32(v, mc_leaves4(i0));
+    vst1q_f32(v + 4, mc_leaves4(i1));
+    vst1q_f32(v + 8, mc_leaves4(i2));
+    vst1q_f32(v + 12, mc_leaves4(i3));
+    for (int32_t k = 0; k < 16 && t + k < MC_NUM_TREE; ++k) out[mc_tree_class[t + k]] += v[k];
+  }
+}
+
+static void mc_block_neon(const float* X, int32_t n, float* out) {
+  int32_t r = 0;
+  for (; r + 16 <= n; r += 16) mc_rows16_neon(X + (int64_t)r * MC_NUM_FEATURE, out + (int64_t)r * MC_NUM_CLASS);
+  for (; r < n; ++r) mc_trees_neon(X + (int64_t)r * MC_NUM_FEATURE, out + (int64_t)r * MC_NUM_CLASS);
+}
+#endif
+
 /* ---- choosing the version, entry points ---------------------------------- */
 
 static int32_t mc_best_isa = MC_ISA_PORTABLE;
+static uint32_t mc_isa_mask = 1u << MC_ISA_PORTABLE;   /* the versions this CPU runs */
 
 /* Runs when the library is loaded: the widest version this CPU runs. */
 __attribute__((constructor)) static void mc_choose_isa(void) {
 #ifdef MC_HAVE_X86
   __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) {
+    mc_best_isa = MC_ISA_AVX2;
+    mc_isa_mask |= 1u << MC_ISA_AVX2;
+  }
   if (__builtin_cpu_supports("avx512f")) {
     mc_best_isa = MC_ISA_AVX512;
-  } else if (__builtin_cpu_supports("avx2")) {
-    mc_best_isa = MC_ISA_AVX2;
+    mc_isa_mask |= 1u << MC_ISA_AVX512;
+  }
+#endif
+#ifdef MC_HAVE_NEON
+  /* Advanced SIMD is mandatory in ARMv8-A, but the kernel says so: ask it. */
+  if (getauxval(AT_HWCAP) & HWCAP_ASIMD) {
+    mc_best_isa = MC_ISA_NEON;
+    mc_isa_mask |= 1u << MC_ISA_NEON;
   }
 #endif
 }
 
-/* 0 portable, 1 AVX2, 2 AVX-512: the version mc_predict_dense runs. */
+/* 0 portable, 1 AVX2, 2 AVX-512, 3 NEON: the version mc_predict_dense runs. */
 int32_t mc_kernel_isa(void) { return mc_best_isa; }
 
-/* mc_predict_dense with a chosen version; returns -3 when this CPU lacks it. */
+/* mc_predict_dense with a chosen version; returns -3 when this library or CPU lacks it. */
 int32_t mc_predict_dense_isa(const float* X, int64_t n_rows, int32_t n_cols, int32_t pred_margin, float* out,
                              int32_t isa) {
   if (n_cols != MC_NUM_FEATURE) return -1;
-  if (isa < 0 || isa > mc_best_isa) return -3;
+  if (isa < 0 || isa > 31 || !(mc_isa_mask >> isa & 1u)) return -3;
   for (int64_t r = 0; r < n_rows; ++r) memcpy(out + r * MC_NUM_CLASS, mc_base, sizeof(float) * MC_NUM_CLASS);
   for (int64_t start = 0; start < n_rows; start += MC_BLOCK_ROWS) {
     const int32_t n = (int32_t)(n_rows - start < MC_BLOCK_ROWS ? n_rows - start : MC_BLOCK_ROWS);
@@ -340,6 +453,12 @@ int32_t mc_predict_dense_isa(const float* X, int64_t n_rows, int32_t n_cols, int
     }
     if (isa == MC_ISA_AVX2) {
       mc_block_avx2(x, n, y);
+      continue;
+    }
+#endif
+#ifdef MC_HAVE_NEON
+    if (isa == MC_ISA_NEON) {
+      mc_block_neon(x, n, y);
       continue;
     }
 #endif

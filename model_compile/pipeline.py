@@ -4,9 +4,10 @@ Steps: read the source safely -> XGBoost booster (converted for legacy
 formats) + Treelite model -> for this machine: the kernel library
 (model_compile.codegen) and, after optional branch annotation, the TL2cgen library,
 each verified against the reference, the faster one chosen (model_compile.selection);
-for another architecture (``targets``): TL2cgen's library from its cross compiler,
-verified under user-mode emulation -> crossover measurement (this machine's library
-only) -> archive written under a temporary name and renamed. Nothing is written at
+for another architecture (``targets``): the kernel library where it compiles the
+model, else TL2cgen's (a rule, CROSS_RULE: speed cannot be measured there), from the
+cross compiler, verified under user-mode emulation -> crossover measurement (this
+machine's library only) -> archive written under a temporary name and renamed. Nothing is written at
 ``output`` unless every step passed.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 
 from model_core.artifact import (LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, LibraryInfo, Manifest,
                                     ModelInfo, Verification, sha256_file, write_tar_atomically)
-from model_compile.codegen import build_kernel_library, treelite_document, unsupported_reason
+from model_compile.codegen import (ISA_NAMES, PORTABLE_ISA, KernelWalks, build_kernel_library,
+                                   treelite_document, unsupported_reason)
 from model_compile.compiler import CompileError, annotate_branches, build_library
 from model_compile.emulate import EmulatedModel, emulator_for
 from model_compile.selection import Choice, choose
@@ -46,6 +48,10 @@ class NothingToCompile(FormatError):
 
 ENTRY_POINT = "mc_predict_dense"
 GENERATORS = ("auto", "tl2cgen", "kernel")
+# How ``auto`` picks the generator of another architecture's library, which cannot be
+# timed here (emulation says nothing about speed): the kernel wherever it compiles the
+# model, as the measurement chose on x86-64 for both sample models (docs/compile.md).
+CROSS_RULE = "cross target, chosen by rule, not measured: the kernel where it compiles the model"
 
 
 def read_rows_csv(path: str | Path, num_feature: int) -> np.ndarray:
@@ -164,10 +170,10 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
     ``"tl2cgen"`` or ``"kernel"`` (that one only; CompileError where it cannot).
     ``quantize``, ``annotate`` and ``parallel_comp`` are TL2cgen's options.
     ``targets``: target names (``linux-x86_64``, ``linux-aarch64``; default this
-    machine's), one library each; another architecture's is TL2cgen's, cross-compiled
-    and verified under emulation (the generator choice is measured on this machine
-    only). ``cpu``: tune the targets that know it for one Graviton generation
-    (``neoverse-n1``/``-v1``/``-v2``).
+    machine's), one library each; another architecture's is cross-compiled and
+    verified under emulation, its generator chosen by rule (``auto``: the kernel
+    where it compiles the model, else TL2cgen; see CROSS_RULE). ``cpu``: tune the
+    targets that know it for one Graviton generation (``neoverse-n1``/``-v1``/``-v2``).
     Returns the Manifest written. Raises FormatError (NothingToCompile for a
     gblinear model), CompileError or VerificationError (nothing written then).
     """
@@ -236,6 +242,38 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
         def verified_here(compiled: CompiledModel, name: str) -> Comparison:
             return verified(compiled.predict(X), compiled.predict(X, margin=True), name)
 
+        def verify_other_walks(walks: KernelWalks) -> None:
+            """The kernel library's walks this CPU has besides the one it chose, on the same rows."""
+            for isa, walk in ISA_NAMES.items():
+                out = None if isa == walks.chosen else walks.predict(X, isa)
+                if out is not None:
+                    verified(out, walks.predict(X, isa, margin=True), f"compiled (kernel), {walk} walk")
+
+        def verified_emulated(libpath: Path, target: Target, compiler: str, name: str):
+            """(how it ran, Comparison, the kernel walk that ran or None) for another target's library."""
+            try:
+                runner = EmulatedModel(libpath, target, compiler, info.num_feature)
+            except ToolchainError as exc:
+                raise CompileError(str(exc)) from exc
+            where = f"{target.name} library ({runner.method}): "
+            say(f"verifying the {target.name} library, {runner.method}")
+            try:
+                predicted, margins = runner.predict(X), runner.predict(X, margin=True)
+                chosen = runner.kernel_isa
+                result = verified(predicted, margins, name, where)
+                # A kernel library also holds the portable walk, which a CPU without the
+                # vector unit would run: verified too, on the same rows.
+                if chosen is not None and chosen != PORTABLE_ISA:
+                    verified(runner.predict(X, isa=PORTABLE_ISA), runner.predict(X, margin=True, isa=PORTABLE_ISA),
+                             f"{name}, portable walk", where)
+            except VerificationError:
+                raise
+            except RuntimeError as exc:   # the library crashed or failed under emulation
+                raise VerificationError(f"{where}{exc}") from exc
+            finally:
+                runner.close()
+            return runner.method, result, chosen
+
         annotation = None
         if annotate and generator != "kernel":
             rows = sample if annotate is True else _rows(annotate, info.num_feature, "annotation data")
@@ -245,6 +283,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
             annotation = tmp / "annotation.json"
             annotate_branches(tl_model, rows, annotation)
 
+        doc = None          # Treelite's document of the model, for the kernel generator
         libraries: list[LibraryInfo] = []
         results: list[Comparison] = []
         compiled = None     # this machine's library, for the crossover measurement
@@ -254,7 +293,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
             candidates: dict[str, tuple] = {}
             deferred = None
             if generator in ("auto", "kernel"):
-                doc = treelite_document(tl_model)
+                doc = doc or treelite_document(tl_model)
                 deferred = unsupported_reason(doc)
                 if deferred and generator == "kernel":
                     raise CompileError(f"the kernel generator does not compile this model: {deferred}")
@@ -270,7 +309,9 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
                         f"{kbuild.path.stat().st_size / 1e6:.2f} MB")
                     kernel = CompiledModel(kbuild.path)
                     try:
-                        candidates["kernel"] = (kbuild, kernel, verified_here(kernel, "compiled (kernel)"))
+                        checked = verified_here(kernel, "compiled (kernel)")
+                        verify_other_walks(KernelWalks(kbuild.path, info.num_feature, kernel.output_width))
+                        candidates["kernel"] = (kbuild, kernel, checked)
                     except VerificationError as exc:
                         if generator == "kernel":
                             raise
@@ -310,35 +351,54 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
             results.append(result)
 
         for target, compiler, options in plan[1 if native else 0:]:
-            # Another architecture: TL2cgen's library (the choice of generator is measured
-            # on this machine only; emulation says nothing about speed).
+            # Another architecture: the generator is chosen by rule, not measured
+            # (emulation says nothing about speed); see CROSS_RULE.
             tuned = cpu if options else ""
             index = len(libraries)
-            say(f"generating C code for {target.name}{' tuned for ' + cpu if tuned else ''} "
-                f"with TL2cgen ({'quantized' if quantize else 'not quantized'})")
             libpath = tmp / _library_file(index, target, tuned)
-            build = build_library(tl_model, libpath, description=description, quantize=quantize,
-                                  parallel_comp=parallel_comp, annotation=annotation, toolchain=compiler,
-                                  options=options, progress=say)
-            say(f"compiled in {build.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
-            try:
-                runner = EmulatedModel(libpath, target, compiler, info.num_feature)
-            except ToolchainError as exc:
-                raise CompileError(str(exc)) from exc
-            where = f"{target.name} library ({runner.method}): "
-            say(f"verifying the {target.name} library, {runner.method}")
-            try:
-                predicted, margins = runner.predict(X), runner.predict(X, margin=True)
-            except RuntimeError as exc:   # the library crashed or failed under emulation
-                raise VerificationError(f"{where}{exc}") from exc
-            finally:
-                runner.close()
-            result = verified(predicted, margins, "compiled", where)
+            for_whom = f"{target.name}{' tuned for ' + cpu if tuned else ''}"
+            built = None
+            reason = f"generator {generator!r} requested"
+            if generator in ("auto", "kernel"):
+                doc = doc or treelite_document(tl_model)
+                deferred = unsupported_reason(doc)
+                if deferred and generator == "kernel":
+                    raise CompileError(f"the kernel generator does not compile this model: {deferred}")
+                if deferred:
+                    say(f"kernel generator: not for this model ({deferred}): TL2cgen compiles it for {target.name}")
+                    reason = f"{CROSS_RULE}; the kernel does not compile this model: {deferred}"
+                else:
+                    say(f"generating the kernel library for {for_whom}")
+                    try:
+                        kbuild = build_kernel_library(doc, libpath, toolchain=compiler, options=options)
+                    except RuntimeError as exc:
+                        raise CompileError(f"the {target.name} kernel library did not compile: {exc}") from exc
+                    say(f"kernel library compiled in {kbuild.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
+                    try:
+                        built = ("kernel", kbuild, *verified_emulated(libpath, target, compiler, "compiled (kernel)"))
+                        reason = ("generator 'kernel' requested" if generator == "kernel" else
+                                  f"{CROSS_RULE}; it compiles this model")
+                    except VerificationError as exc:
+                        if generator == "kernel":
+                            raise
+                        say(f"{target.name} kernel library dropped, failed verification: {exc}")
+                        reason = f"{CROSS_RULE}; the kernel library failed verification: {exc}"
+            if built is None:
+                say(f"generating C code for {for_whom} with TL2cgen ({'quantized' if quantize else 'not quantized'})")
+                build = build_library(tl_model, libpath, description=description, quantize=quantize,
+                                      parallel_comp=parallel_comp, annotation=annotation, toolchain=compiler,
+                                      options=options, progress=say)
+                say(f"compiled in {build.seconds:.1f} s: {libpath.stat().st_size / 1e6:.2f} MB")
+                built = ("tl2cgen", build, *verified_emulated(libpath, target, compiler, "compiled"))
+            name, build, method, result, ran = built
+            # A kernel library names the walk that ran under emulation (the one it chose at load).
+            params = {**build.params, **({"isa": ISA_NAMES.get(ran, ran)} if ran is not None else {})}
+            say(f"{target.name} library: {name} ({reason})")
             libraries.append(LibraryInfo(
                 file=libpath.name, sha256=sha256_file(libpath), platform=target.platform,
-                libc=target_libc(compiler), compiler=build.compiler, params=build.params, flags=build.flags,
-                entry_point=ENTRY_POINT, target=target.name, cpu=tuned,
-                verified_by=runner.method, max_abs_diff=result.max_abs_diff))
+                libc=target_libc(compiler), compiler=build.compiler, params=params, flags=build.flags,
+                entry_point=ENTRY_POINT, generator=name, generator_choice=Choice(name, reason).to_dict(),
+                target=target.name, cpu=tuned, verified_by=method, max_abs_diff=result.max_abs_diff))
             results.append(result)
         result = max(results, key=lambda r: r.max_abs_diff)
         result.margin_max_abs_diff = max(r.margin_max_abs_diff for r in results)

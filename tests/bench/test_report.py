@@ -137,3 +137,17 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     assert not figures["rtb-small, 1 row: ServeApp's own CPU per request on gunicorn + gevent (serve minus hello world)"].met
     drift = figures["rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's"]
     assert drift.measured == "0.80" and drift.met
+
+
+def test_kernel_goals_put_the_one_row_path_beside_the_batch_path():
+    from bench.report import kernel_goals
+
+    kernel = [KernelTiming(**t) for t in (
+        timing("rtb-small", "compiled kernel", 1, 0.0016), timing("rtb-small", "compiled kernel", 1, 0.0012, 2),
+        timing("rtb-small", "kernel, batch path", 1, 0.0036),
+        timing("rtb-small", "kernel, batch path", 1, 0.0033, 2))]
+    figures = {f.name: f for f in kernel_goals(kernel)}
+    one = figures["rtb-small, 1 row, in-process: kernel library"]
+    assert one.met is True and one.measured == "1.20 us"            # the better repeat
+    paths = figures["rtb-small, 1 row: CompiledModel's one-row path vs its batch path"]
+    assert paths.measured == "1.20 us vs 3.30 us" and paths.detail.startswith("2.75x faster")

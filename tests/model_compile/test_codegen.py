@@ -107,3 +107,28 @@ def test_old_manifests_without_a_generator_read_as_tl2cgen(compiled_small):
     del data["library"]["generator"], data["library"]["generator_choice"]
     library = Manifest.from_dict(data).library
     assert library.generator == "tl2cgen" and library.generator_choice == {}
+
+
+def test_a_broken_walk_the_cpu_did_not_choose_still_fails_verification(tmp_path, small_model_file, monkeypatch):
+    """Another instance may run another walk (AVX2 where this one has AVX-512): every walk this
+    CPU has is verified. The portable walk's comparison flipped: the kernel compile fails naming
+    that walk, and auto ships TL2cgen's library, saying why."""
+    import model_compile.codegen as codegen
+    from model_compile.verify import VerificationError
+
+    right = "(x >= node.threshold)"
+    source = codegen.kernel_source()
+    assert source.count(right) == 1
+    path, X = small_model_file("binary:logistic")
+    good = tmp_path / "good.so"
+    build_kernel_library(treelite_document(treelite.frontend.from_xgboost(xgb.Booster(model_file=str(path)))), good)
+    chosen = codegen.KernelWalks(good, X.shape[1], 1).chosen
+    monkeypatch.setattr(codegen, "kernel_source", lambda: source.replace(right, "(x < node.threshold)"))
+    with pytest.raises(VerificationError) as caught:
+        compile_artifact(path, tmp_path / "k.tar.gz", sample_data=X[:200], measure_speed=False, generator="kernel")
+    expected = "compiled (kernel), portable walk differs" if chosen != 0 else "compiled (kernel) differs"
+    assert expected in str(caught.value)
+    assert not (tmp_path / "k.tar.gz").exists()
+    manifest = compile_artifact(path, tmp_path / "a.tar.gz", sample_data=X[:200], measure_speed=False)
+    assert manifest.library.generator == "tl2cgen"
+    assert "failed verification" in manifest.library.generator_choice["reason"]

@@ -116,3 +116,46 @@ def test_blocked_batches_are_bit_identical_for_one_and_several_units(tmp_path, s
         assert np.array_equal(direct.predict(X[:150], margin=margin), stock.predict(X[:150], margin=margin))
         singles = np.stack([direct.predict(X[i:i + 1], margin=margin)[0] for i in range(150)])
         assert np.array_equal(singles, direct.predict(X[:150], margin=margin))
+
+
+def test_one_row_calls_agree_with_the_batch_and_never_share_their_output(small_lib, sample_model_dir):
+    """One float32 row goes through the per-thread buffers: each answer is the batch's, strided
+    and float64 rows give the same, and an answer already returned is not overwritten."""
+    model = CompiledModel(small_lib)
+    X = sample_rows(sample_model_dir)[:200]
+    wide = np.repeat(X, 2, axis=1)[:, ::2]          # the same values, not C-contiguous
+    for margin in (False, True):
+        batch = model.predict(X, margin=margin)
+        singles = [model.predict(X[i:i + 1], margin=margin) for i in range(len(X))]
+        assert all(s.shape == (1,) and s.dtype == np.float32 for s in singles)
+        assert np.array_equal(np.concatenate(singles), batch)      # the first answers are still intact
+        assert np.array_equal(np.concatenate([model.predict(wide[i:i + 1], margin=margin) for i in range(50)]),
+                              batch[:50])
+        assert np.array_equal(model.predict(X[7:8].astype(np.float64), margin=margin), batch[7:8])
+        assert np.array_equal(model.predict_batch(X[7:8], margin=margin), batch[7:8])
+
+
+def test_one_row_calls_from_threads_get_their_own_answers(small_lib, sample_model_dir):
+    model = CompiledModel(small_lib)
+    X = sample_rows(sample_model_dir)[:400]
+    expected = model.predict(X)
+
+    def run(offset):
+        got = [model.predict(X[i:i + 1])[0] for i in range(offset, len(X), 4) for _ in range(5)]
+        return np.array_equal(np.asarray(got), np.repeat(expected[offset::4], 5))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(run, range(4)))
+
+
+def test_one_multiclass_row_is_one_row_of_classes(tmp_path, small_model_file):
+    from model_compile import compile_artifact
+    from model_core.artifact import safe_extract
+
+    path, X = small_model_file("multi:softprob")
+    compile_artifact(path, tmp_path / "m.tar.gz", measure_speed=False, generator="kernel")
+    safe_extract(tmp_path / "m.tar.gz", tmp_path / "x")
+    model = CompiledModel(tmp_path / "x" / "model.so")
+    batch = model.predict(X[:20])
+    singles = [model.predict(X[i:i + 1]) for i in range(20)]
+    assert all(s.shape == (1, 3) for s in singles) and np.array_equal(np.concatenate(singles), batch)
