@@ -110,6 +110,7 @@ def test_pushes_through_local_ecr_api_to_local_registry(engine, moto_server, loc
     name, tag = "bid-filter/test", "e2e"
     env = {**LOCAL_AWS, "AWS_ENDPOINT_URL": moto_server, "ECR_REGISTRY": local_registry,
            "DOCKER_HOST": engine.env.get("DOCKER_HOST", ""),
+           "DOCKER_BUILDKIT_CLI": engine.env.get("DOCKER_BUILDKIT_CLI", "docker"),
            "DOCKER_CONFIG": str(tmp_path / "docker-config"), "BASE_IMAGE": engine.base_image}
     ca = eng.host_ca_bundle()
     extra = ["--extra-ca", str(ca)] if ca else []

@@ -61,6 +61,7 @@ def pushed(engine, arm64_base, tmp_path_factory):
     local = f"127.0.0.1:{registry_port}"
     env = {**LOCAL_AWS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}", "ECR_REGISTRY": local,
            "DOCKER_HOST": engine.env.get("DOCKER_HOST", ""), "DOCKER_CONFIG": str(tmp / "docker-config"),
+           "DOCKER_BUILDKIT_CLI": engine.env.get("DOCKER_BUILDKIT_CLI", "docker"),
            "BASE_IMAGE_AMD64": engine.base_image, "BASE_IMAGE_ARM64": arm64_base}
     ca = eng.host_ca_bundle()
     started = time.perf_counter()
