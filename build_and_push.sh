@@ -15,8 +15,9 @@ Options:
   --platform P        target platform: linux/amd64 or linux/arm64 (Graviton), or both
                       comma-separated: one image each, pushed as TAG-amd64 and TAG-arm64,
                       and a manifest list TAG naming both (default: $PLATFORM or linux/amd64).
-                      Another architecture than the machine's builds under emulation
-                      (binfmt_misc + qemu-user-static: `.ci/docker-host.sh arm64` sets it up)
+                      Another architecture than the machine's runs its two small RUN steps
+                      under emulation (binfmt_misc + qemu-user-static: `.ci/docker-host.sh
+                      arm64` sets it up); pip runs natively
   --base-image IMG    base image with Python 3.11 (default: $BASE_IMAGE, else the
                       Dockerfile's python:3.11-slim); for several platforms, a multi-arch
                       image, or set BASE_IMAGE_AMD64 / BASE_IMAGE_ARM64 per platform
@@ -35,6 +36,9 @@ Environment:
                                     local AWS API server hands out ECR's real host name,
                                     so a test points this at a local registry)
   DOCKER_BUILD_NETWORK              network for the build's RUN steps (default: host)
+  DOCKER_BUILDKIT_CLI               docker client that builds, with BuildKit (default: docker;
+                                    one without the buildx plugin cannot: Debian's docker.io
+                                    client has BuildKit built in)
 USAGE
 }
 
@@ -130,17 +134,32 @@ if [ -n "$EXTRA_CA" ] && [ -z "$DRY_RUN" ]; then
     cp "$EXTRA_CA" "$ca_copy"
     trap 'rm -f "$ca_copy"' EXIT
 fi
-# build_one PLATFORM TAG: the runtime image for one platform.
+# base_for ARCH: the base image for that architecture (BASE_IMAGE_ARCH, else --base-image).
+base_for() {
+    case "$1" in
+        amd64) echo "${BASE_IMAGE_AMD64:-$BASE}" ;;
+        arm64) echo "${BASE_IMAGE_ARM64:-$BASE}" ;;
+    esac
+}
+case "$(uname -m)" in
+    aarch64|arm64) BUILD_ARCH=arm64 ;;
+    *) BUILD_ARCH=amd64 ;;
+esac
+# build_one PLATFORM TAG: the runtime image for one platform. BuildKit (which the Dockerfile
+# needs) runs the pip stage on this machine's platform, from this machine's base image
+# (BUILD_IMAGE), so another architecture's image costs no emulated pip.
 build_one() {
-    local arch=${1#linux/} base=$BASE
+    local arch=${1#linux/} base build_base
     case "$arch" in
-        amd64) base=${BASE_IMAGE_AMD64:-$base} ;;
-        arm64) base=${BASE_IMAGE_ARM64:-$base} ;;
+        amd64|arm64) ;;
         *) die "unsupported platform '$1' (linux/amd64 or linux/arm64)" ;;
     esac
-    local build=(docker build --network "${DOCKER_BUILD_NETWORK:-host}" --platform "$1"
-                 --target runtime -t "$NAME:$2")
+    base=$(base_for "$arch")
+    build_base=$(base_for "$BUILD_ARCH")
+    local build=(env DOCKER_BUILDKIT=1 "${DOCKER_BUILDKIT_CLI:-docker}" build
+                 --network "${DOCKER_BUILD_NETWORK:-host}" --platform "$1" --target runtime -t "$NAME:$2")
     [ -z "$base" ] || build+=(--build-arg "BASE_IMAGE=$base")
+    [ -z "$build_base" ] || [ "$build_base" = "$base" ] || build+=(--build-arg "BUILD_IMAGE=$build_base")
     run "${build[@]}" "$ROOT" >&2
 }
 [ -z "$EXTRA_CA" ] || [ -z "$DRY_RUN" ] || echo "# with $EXTRA_CA copied into container/build-ca/ for the build"
@@ -153,7 +172,8 @@ if [ ${#PLATFORMS[@]} -eq 1 ]; then
     run docker push "$URI" >&2
 else
     # 4. One image per platform, pushed under TAG-ARCH, then the manifest list TAG naming them
-    #    (docker manifest: the legacy builder cannot build several platforms in one go).
+    #    (docker manifest: the engine's image store keeps one platform per tag, so a
+    #    multi-platform build in one go could not be loaded, tested and tagged here).
     images=()
     for p in "${PLATFORMS[@]}"; do
         build_one "$p" "$TAG-${p#linux/}"

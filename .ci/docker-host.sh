@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provision a Docker engine for the image tests and CI on a bare Debian machine.
 #
-#   eval "$(.ci/docker-host.sh up)"   # ensure an engine + base image; exports DOCKER_HOST, BASE_IMAGE
+#   eval "$(.ci/docker-host.sh up)"   # ensure an engine + base image; exports DOCKER_HOST, BASE_IMAGE,
+#                                     # DOCKER_BUILDKIT_CLI (a client that builds with BuildKit)
 #   eval "$(.ci/docker-host.sh arm64)"  # the same, plus arm64 emulation; exports BASE_IMAGE_ARM64
 #   .ci/docker-host.sh down           # stop the engine this script started
 #
@@ -33,6 +34,17 @@ answers() {  # answers DOCKER_HOST_VALUE: true when an engine replies there
 }
 
 have_image() { DOCKER_HOST="$1" docker image inspect "$2" >/dev/null 2>&1; }
+
+buildkit_cli() {  # the docker client that builds with BuildKit, which the Dockerfile needs
+    # A client with the buildx plugin does; Debian's docker.io client (20.10) has BuildKit
+    # built in, where a newer client without buildx (as on these machines) has only the
+    # legacy builder, which builds every stage and cannot cross-build the pip stage.
+    if docker buildx version >/dev/null 2>&1 || [ ! -x /usr/bin/docker ]; then
+        echo docker
+    else
+        echo /usr/bin/docker
+    fi
+}
 
 apt_failed() { tail -n 20 "$WORK/apt.log" >&2; die "apt-get $1 failed (log: $WORK/apt.log)"; }
 
@@ -108,10 +120,16 @@ debian_mirror() {
 build_local_base() {  # build_local_base TAG [ARCH]: Debian bookworm + Python 3.11, imported as TAG
     local tag=$1 arch=${2:-} mirror rootfs="$WORK/rootfs${2:+-$2}"
     mirror=$(debian_mirror)
-    log "building $tag with debootstrap${arch:+ --arch=$arch (under emulation, ~5 min)} from $mirror (~80 s)"
+    # The native base also runs the image's pip stage (venv, pip); another architecture's base
+    # only serves: pip runs on this machine, and each package less is one less to configure
+    # (python3-pip and its dependencies byte-compile themselves) under emulation.
+    local packages=python3,python3-venv,python3-pip,ca-certificates
+    [ -z "$arch" ] || packages=python3,ca-certificates
+    local takes="~80 s"
+    [ -z "$arch" ] || takes="under emulation, ~6 min"
+    log "building $tag with debootstrap${arch:+ --arch=$arch} from $mirror ($takes)"
     rm -rf "$rootfs"
-    debootstrap ${arch:+--arch="$arch"} --variant=minbase \
-        --include=python3,python3-venv,python3-pip,ca-certificates \
+    debootstrap ${arch:+--arch="$arch"} --variant=minbase --include="$packages" \
         bookworm "$rootfs" "$mirror" >&2 || { rm -rf "$rootfs"; die "debootstrap failed"; }
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     if [ -z "$arch" ]; then
@@ -156,6 +174,7 @@ up() {
         have_image "$ambient" "$LOCAL_BASE" && base=$LOCAL_BASE
         echo "export DOCKER_HOST=${ambient}"
         echo "export BASE_IMAGE=$base"
+        echo "export DOCKER_BUILDKIT_CLI=$(buildkit_cli)"
         return 0
     fi
     # 2. Ours, started now or earlier; serialised so that parallel callers start one daemon.
@@ -164,6 +183,7 @@ up() {
             log "reusing the engine at $OUR_SOCKET"
             echo "export DOCKER_HOST=$OUR_SOCKET"
             echo "export BASE_IMAGE=$LOCAL_BASE"
+            echo "export DOCKER_BUILDKIT_CLI=$(buildkit_cli)"
             return 0
         fi
         die "no Docker engine answers and starting one needs root" 3
@@ -180,6 +200,7 @@ up() {
     have_image "$OUR_SOCKET" "$LOCAL_BASE" || build_local_base "$LOCAL_BASE"
     echo "export DOCKER_HOST=$OUR_SOCKET"
     echo "export BASE_IMAGE=$LOCAL_BASE"
+    echo "export DOCKER_BUILDKIT_CLI=$(buildkit_cli)"
 }
 
 arm64() {

@@ -35,14 +35,24 @@ class EngineUnavailable(RuntimeError):
 
 @dataclass
 class Engine:
-    env: dict[str, str]   # os.environ plus DOCKER_HOST and a private DOCKER_CONFIG
+    env: dict[str, str]   # os.environ plus DOCKER_HOST, DOCKER_BUILDKIT_CLI and a private DOCKER_CONFIG
     base_image: str       # the BASE_IMAGE build argument to use
 
     def docker(self, *args: str, check: bool = True, timeout: float = 900,
                input: str | None = None) -> subprocess.CompletedProcess:
         """Runs `docker ARGS...`; returns the finished process (text output captured)."""
-        proc = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, input=input)
+        return self._run(["docker", *args], check, timeout, input, self.env)
+
+    def buildkit(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+        """`docker build ARGS...` with BuildKit, which the Dockerfile needs, through the client
+        .ci/docker-host.sh names (DOCKER_BUILDKIT_CLI)."""
+        return self._run([self.env.get("DOCKER_BUILDKIT_CLI", "docker"), "build", *args], True, timeout,
+                         None, {**self.env, "DOCKER_BUILDKIT": "1"})
+
+    def _run(self, cmd: list[str], check: bool, timeout: float, input: str | None,
+             env: dict[str, str]) -> subprocess.CompletedProcess:
+        args = cmd[1:]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, input=input)
         if check and proc.returncode != 0:
             raise AssertionError(f"docker {' '.join(args[:3])} ... exited {proc.returncode}:\n"
                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -63,8 +73,9 @@ def provision(config_dir: Path) -> Engine:
     exported = dict(line.removeprefix("export ").split("=", 1)
                     for line in proc.stdout.splitlines() if line.startswith("export "))
     env = {**os.environ, "DOCKER_CONFIG": str(config_dir)}
-    if exported.get("DOCKER_HOST"):
-        env["DOCKER_HOST"] = exported["DOCKER_HOST"]
+    for name in ("DOCKER_HOST", "DOCKER_BUILDKIT_CLI"):
+        if exported.get(name):
+            env[name] = exported[name]
     return Engine(env=env, base_image=exported["BASE_IMAGE"])
 
 
@@ -96,9 +107,9 @@ def build(engine: Engine, target: str, tag: str) -> float:
     """Builds the Dockerfile's `target` as `tag` from the checkout; returns the seconds it took."""
     started = time.perf_counter()
     with extra_ca_in_context(host_ca_bundle()):
-        engine.docker("build", "--network", "host", "--platform", "linux/amd64",
-                      "--build-arg", f"BASE_IMAGE={engine.base_image}", "--target", target,
-                      "-t", tag, str(REPO_ROOT), timeout=1800)
+        engine.buildkit("--network", "host", "--platform", "linux/amd64",
+                        "--build-arg", f"BASE_IMAGE={engine.base_image}", "--target", target,
+                        "-t", tag, str(REPO_ROOT))
     return time.perf_counter() - started
 
 

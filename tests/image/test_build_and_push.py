@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,27 @@ def test_dry_run_prints_the_plan_and_calls_nothing():
         "111122223333.dkr.ecr.eu-west-1.amazonaws.com/bid-filter:latest"
 
 
+def test_dry_run_builds_with_buildkit_and_the_machines_base_for_the_pip_stage():
+    """Another platform's image takes the pip stage's image (BUILD_IMAGE) from this machine's
+    base, so that pip runs natively; a build for this machine's platform needs none."""
+    env = {"AWS_REGION": "eu-west-1", "AWS_ACCOUNT_ID": "111122223333", "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+           "BASE_IMAGE_AMD64": "local/amd64-base", "BASE_IMAGE_ARM64": "local/arm64-base",
+           "DOCKER_BUILDKIT_CLI": "/opt/buildkit/docker"}
+    proc = run_script("--dry-run", "--platform", "linux/amd64,linux/arm64", "bid-filter", "v1", env=env)
+    assert proc.returncode == 0, proc.stderr
+    builds = {line.split("--platform ")[1].split()[0]: line for line in proc.stdout.splitlines()
+              if " build " in line}
+    assert sorted(builds) == ["linux/amd64", "linux/arm64"]
+    for line in builds.values():
+        assert line.startswith("env DOCKER_BUILDKIT=1 /opt/buildkit/docker build "), line
+    native = "arm64" if platform.machine() in ("aarch64", "arm64") else "amd64"
+    foreign = {"amd64": "arm64", "arm64": "amd64"}[native]
+    assert f"--build-arg BASE_IMAGE=local/{native}-base" in builds[f"linux/{native}"]
+    assert "BUILD_IMAGE" not in builds[f"linux/{native}"]
+    assert (f"--build-arg BASE_IMAGE=local/{foreign}-base --build-arg BUILD_IMAGE=local/{native}-base"
+            in builds[f"linux/{foreign}"])
+
+
 def _start(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None):
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     if eng.wait_for_port(port, 30) is None:
@@ -110,6 +132,7 @@ def test_pushes_through_local_ecr_api_to_local_registry(engine, moto_server, loc
     name, tag = "bid-filter/test", "e2e"
     env = {**LOCAL_AWS, "AWS_ENDPOINT_URL": moto_server, "ECR_REGISTRY": local_registry,
            "DOCKER_HOST": engine.env.get("DOCKER_HOST", ""),
+           "DOCKER_BUILDKIT_CLI": engine.env.get("DOCKER_BUILDKIT_CLI", "docker"),
            "DOCKER_CONFIG": str(tmp_path / "docker-config"), "BASE_IMAGE": engine.base_image}
     ca = eng.host_ca_bundle()
     extra = ["--extra-ca", str(ca)] if ca else []

@@ -55,3 +55,20 @@ def test_build_context_holds_only_what_the_image_needs(engine):
     assert top <= CONTEXT_ALLOWED, f"unexpected in the build context: {top - CONTEXT_ALLOWED}"
     assert {"Dockerfile", "pyproject.toml", "container"} <= top
     assert not [p for p in listing if "__pycache__" in p or p.endswith(".pyc")]
+
+
+def test_build_stage_evaluates_markers_for_the_target_machine(tmp_path):
+    """The build stage's pip runs on the build machine for the target's platform, and pip would
+    evaluate markers for itself: container/target_requirements.py evaluates them for the target."""
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "p"\ndependencies = [\n  "numpy>=2.0,<2.5",\n'
+                         '  "tl2cgen>=1.0,<1.1; platform_machine != \'aarch64\'",\n'
+                         '  "gunicorn[gevent]>=23.0,<28",\n]\n')
+
+    def requirements(machine: str) -> list[str]:
+        proc = subprocess.run([sys.executable, str(REPO_ROOT / "container" / "target_requirements.py"),
+                               str(pyproject), machine], capture_output=True, text=True, check=True)
+        return proc.stdout.split()
+
+    assert requirements("aarch64") == ["numpy<2.5,>=2.0", "gunicorn[gevent]<28,>=23.0"]
+    assert requirements("x86_64") == ["numpy<2.5,>=2.0", "tl2cgen<1.1,>=1.0", "gunicorn[gevent]<28,>=23.0"]

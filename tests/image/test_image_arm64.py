@@ -1,8 +1,8 @@
 """The linux/arm64 (Graviton) serving image, built here by build_and_push.sh and run under
 user-mode emulation (binfmt_misc + qemu-aarch64, `.ci/docker-host.sh arm64`).
 
-One build and one container per test session: under emulation a build takes minutes, so
-every check shares them. The artifact carries an x86-64 and an arm64 library; the arm64
+One build and one container per test session, which every check shares: the server starts
+several times slower under emulation. The artifact carries an x86-64 and an arm64 library; the arm64
 server must pick the arm64 one. Emulation checks behaviour, never speed: no figure here
 says anything about Graviton's.
 """
@@ -61,6 +61,7 @@ def pushed(engine, arm64_base, tmp_path_factory):
     local = f"127.0.0.1:{registry_port}"
     env = {**LOCAL_AWS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}", "ECR_REGISTRY": local,
            "DOCKER_HOST": engine.env.get("DOCKER_HOST", ""), "DOCKER_CONFIG": str(tmp / "docker-config"),
+           "DOCKER_BUILDKIT_CLI": engine.env.get("DOCKER_BUILDKIT_CLI", "docker"),
            "BASE_IMAGE_AMD64": engine.base_image, "BASE_IMAGE_ARM64": arm64_base}
     ca = eng.host_ca_bundle()
     started = time.perf_counter()
@@ -69,7 +70,8 @@ def pushed(engine, arm64_base, tmp_path_factory):
                           NAME, TAG, env=env, timeout=2400)
         assert proc.returncode == 0, proc.stderr[-4000:]
         FIGURES.append(f"build_and_push.sh --platform linux/amd64,linux/arm64: {time.perf_counter() - started:.0f} s "
-                       f"(arm64 under emulation; amd64 layers from Docker's cache when the amd64 tests ran)")
+                       f"(arm64: pip native, two small steps under emulation; layers from Docker's cache when "
+                       f"the amd64 tests or an earlier run built them)")
         assert proc.stdout.strip().splitlines()[-1] == f"{local}/{NAME}:{TAG}"
         yield local
     finally:
