@@ -52,6 +52,8 @@ install_packages() {
     local missing=()
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v docker >/dev/null || missing+=(docker.io)
+    # The Dockerfile needs BuildKit: buildx, or Debian's client (a docker on PATH may have neither).
+    docker buildx version >/dev/null 2>&1 || [ -x /usr/bin/docker ] || missing+=(docker.io)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     if [ ${#missing[@]} -eq 0 ]; then return 0; fi
