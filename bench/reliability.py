@@ -609,7 +609,7 @@ def scenario_memory_limit(model_dir: Path, log_dir: Path, *, num_feature: int, i
 
     why_not = docker_engine()
     if why_not is None and subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
-        why_not = f"no image {image} (build it: docker build --network host -t {image} .)"
+        why_not = f"no image {image} (build it as docs/image.md says: DOCKER_BUILDKIT=1 docker build -t {image} .)"
     if why_not:
         return Row("memory-limit", True, {"skipped": why_not}, f"skipped: {why_not}")
     bodies = six_mb_bodies(num_feature)
