@@ -58,17 +58,22 @@ BACKLOG = 2048
 LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
 
-def granian_options(settings: Settings, plan: WorkerPlan) -> dict:
-    """Keyword arguments of ``granian.server.Server`` for the plan (names as in its API)."""
-    from granian.constants import HTTPModes, Interfaces
+def granian_options(settings: Settings, plan: WorkerPlan, rsgi: bool = True) -> dict:
+    """Keyword arguments of ``granian.server.Server`` for the plan (names as in its API), for an
+    RSGI app (``serve.rsgi``: one event loop thread per worker) or a plain WSGI one (the benchmark's
+    baselines: ``plan.threads`` Python threads per worker)."""
+    from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
     from granian.http import HTTP1Settings
 
+    interface = {"interface": Interfaces.RSGI, "blocking_threads": 1, "loop": Loops.uvloop,
+                 # asyncio's tasks, not granian's own: only those can be cancelled (the body deadline)
+                 "task_impl": TaskImpl.asyncio} if rsgi else {"interface": Interfaces.WSGI,
+                                                            "blocking_threads": plan.threads}
     return {
         "address": settings.host,
         "port": settings.port,
-        "interface": Interfaces.WSGI,
+        **interface,
         "workers": plan.workers,
-        "blocking_threads": plan.threads,
         "runtime_threads": plan.runtime_threads,
         "backpressure": plan.connections(),
         "backlog": BACKLOG,
@@ -98,8 +103,8 @@ def _stderr_logging() -> dict:
 
 
 class GranianServer:
-    """granian serving the WSGI app that ``load`` returns, called once in the master before
-    the workers fork. ``worker_started_note`` goes into the line each worker logs at start."""
+    """granian serving the app that ``load`` returns (RSGI when it has ``__rsgi__``, else WSGI),
+    called once in the master before the workers fork. ``worker_started_note`` goes into the line each worker logs at start."""
 
     def __init__(self, load: Callable[[], Callable], settings: Settings, plan: WorkerPlan,
                  worker_started_note: str = ""):
@@ -119,7 +124,7 @@ class GranianServer:
             log.info("worker %d started (%s): %s", os.getpid(), plan.describe(), note)
             return app
 
-        options = granian_options(self.settings, plan)
+        options = granian_options(self.settings, plan, rsgi=hasattr(app, "__rsgi__"))
         last_restart = float("-inf")
         while True:
             server = Server("serve", **options)

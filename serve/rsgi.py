@@ -1,0 +1,169 @@
+"""granian's RSGI interface in front of :class:`serve.app.ServeApp`: the same decode, predict and
+encode, with a deadline on the request body.
+
+Why RSGI and not granian's WSGI interface: under WSGI, ``wsgi.input.read()`` blocks one of the
+worker's few Python threads inside granian until the whole body has come, with no timeout, so a
+handful of clients that send headers and then stall their body starve the server. Here the body
+is awaited on the worker's event loop (granian reads it in Rust); past ``body_timeout_s``
+(``SAGEMAKER_MODEL_SERVER_TIMEOUT``) the wait is cancelled, which drops granian's read of the
+body, and the request is answered 408 with ``Connection: close``: granian closes the connection.
+
+Small requests (one bid, a few rows) are decoded, predicted and encoded on the event loop itself:
+microseconds, less than a hand-off to a thread. Bodies from ``serve.app.OFFLOAD_BYTES`` on go to
+a pool of ``threads`` threads, so the loop keeps answering ``/ping`` (SageMaker's timeout 2 s)
+while a 6 MB request computes; those decode in pieces and hand the GIL back between them
+(``serve.app.PIECE_BYTES``). Every other route goes to the Flask app, called on the loop with
+an environ built from the RSGI scope (those routes read no body).
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import sys
+
+from serve.app import JSON_TYPE, OFFLOAD_BYTES, ServeApp, _error_body
+from serve.codecs import ENCODERS, RequestError
+
+log = logging.getLogger(__name__)
+
+_INVOCATIONS = "/invocations"
+# How often the late body reads are looked for: a stalled client is cut off between the timeout and
+# this much after it.
+SWEEP_S = 0.5
+
+
+class RSGIApp:
+    """The RSGI app (granian calls ``__rsgi__``) serving ``app`` (a ServeApp); ``threads``:
+    threads per worker that decode and predict large requests."""
+
+    def __init__(self, app: ServeApp, threads: int):
+        self.app = app
+        self.threads = threads
+        self.body_timeout_s = app.body_timeout_s
+        self.max_payload_bytes = app.max_payload_bytes
+        self._pool = None
+        # Body reads in progress (their task -> the loop time they must end by), and those cancelled
+        # for being late; the loop that sweeps them (this worker's, set at the first request).
+        self._deadlines: dict[asyncio.Task, float] = {}
+        self._late: set[asyncio.Task] = set()
+        self._sweeping: asyncio.AbstractEventLoop | None = None
+        # Response headers per content type, built once (granian adds Content-Length).
+        self.type_headers = {accept: [("content-type", accept)] for accept in (*ENCODERS, JSON_TYPE)}
+
+    async def __rsgi__(self, scope, proto):
+        if scope.proto != "http":   # websockets are off in granian's options; nothing else comes
+            return
+        if scope.path != _INVOCATIONS:
+            return self._other_route(scope, proto)
+        app = self.app
+        try:
+            if scope.method != "POST":
+                raise RequestError(405, "/invocations takes POST")
+            headers = scope.headers
+            decode, accept = app.choose_codecs(headers.get("content-type"), headers.get("accept"))
+            length = app.declared_length(headers.get("content-length"))
+            body = app.checked_body(await self._read_body(proto, length), length)
+            if len(body) >= OFFLOAD_BYTES:
+                answer = await asyncio.get_running_loop().run_in_executor(self._large_pool(), app.infer,
+                                                                          body, decode, accept)
+            else:
+                answer = app.infer(body, decode, accept)
+            proto.response_bytes(200, self.type_headers[accept], answer)
+            return
+        except RequestError as error:
+            status, message = error.status, error.message
+        except Exception:   # a bug or a native failure: log it, answer 500, keep the worker
+            log.exception("internal error on POST /invocations")
+            status, message = 500, "internal error; the server log has the details"
+        headers = [("content-type", JSON_TYPE)]
+        if status == 408:   # the rest of a slow body may still come: this connection is done
+            headers.append(("connection", "close"))
+        if status == 405:
+            headers.append(("allow", "POST"))
+        proto.response_bytes(status, headers, _error_body(message))
+
+    async def _read_body(self, proto, length: int | None) -> bytes:
+        """The whole body within body_timeout_s (408 past it). With a declared length granian
+        reads that many bytes; a chunked body is read a chunk at a time, to one byte past the limit.
+        The deadline is a dict entry that ``_sweep`` checks: asyncio.timeout's timer per request
+        cost about 15 us, ten times the rest of this wait."""
+        task = asyncio.current_task()
+        if self._sweeping is None:
+            self._sweeping = asyncio.get_running_loop()
+            self._sweeping.call_later(SWEEP_S, self._sweep)
+        self._deadlines[task] = self._sweeping.time() + self.body_timeout_s
+        try:
+            if length is not None:
+                return await proto()
+            return await self._read_chunked(proto)
+        except asyncio.CancelledError:
+            if task not in self._late:
+                raise
+            self._late.discard(task)
+            task.uncancel()
+            raise RequestError(408, f"the request body did not arrive within {self.body_timeout_s:g} s") from None
+        except Exception:   # granian's protocol error: the client closed the connection mid-body
+            return b""
+        finally:
+            del self._deadlines[task]
+
+    def _sweep(self) -> None:
+        """Cancel the body reads past their deadline (cancelling drops granian's read of the body)."""
+        now = self._sweeping.time()
+        for task, deadline in list(self._deadlines.items()):
+            if deadline <= now and task not in self._late:
+                self._late.add(task)
+                task.cancel()
+        self._sweeping.call_later(SWEEP_S, self._sweep)
+
+    async def _read_chunked(self, proto) -> bytes:
+        limit, pieces, size = self.max_payload_bytes, [], 0
+        async for chunk in proto:
+            pieces.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+        return b"".join(pieces)
+
+    def _large_pool(self):
+        """This worker's pool for large requests, made on first use (after the fork)."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="serve-large")
+        return self._pool
+
+    def _other_route(self, scope, proto) -> None:
+        """/ping, /execution-parameters, the JSON 404/405: the Flask app, called as WSGI."""
+        answer = []
+
+        def start_response(status, headers, exc_info=None):
+            answer[:] = [int(status[:3]), [(k, v) for k, v in headers if k.lower() != "content-length"]]
+
+        chunks = self.app.flask_app(_environ(scope), start_response)
+        try:
+            body = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()
+        proto.response_bytes(answer[0], answer[1], body)
+
+
+def _environ(scope) -> dict:
+    """A WSGI environ for the RSGI scope of a request whose body nobody reads."""
+    host, _, port = scope.server.rpartition(":")
+    environ = {
+        "REQUEST_METHOD": scope.method, "PATH_INFO": scope.path, "QUERY_STRING": scope.query_string,
+        "SERVER_NAME": host, "SERVER_PORT": port, "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+        "REMOTE_ADDR": scope.client.rpartition(":")[0], "SCRIPT_NAME": "",
+        "wsgi.version": (1, 0), "wsgi.url_scheme": scope.scheme, "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+    }
+    for name, value in scope.headers.items():
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[key] = value
+        else:
+            environ["HTTP_" + key] = value
+    return environ
+
