@@ -1,18 +1,19 @@
-"""granian's configuration: the WSGI app behind a native (Rust, hyper + tokio) HTTP server.
+"""granian's configuration: serve's app behind a native (Rust, hyper + tokio) HTTP server.
 
-granian parses HTTP, keeps connections and buffers bodies in Rust, and calls the
-WSGI app in a small pool of Python threads per worker process: per request, the
-Python interpreter runs only the app. That is why it costs a fraction of
-gunicorn + gevent's CPU per request (``python -m bench all`` compares them).
+granian parses HTTP, keeps connections and buffers bodies in Rust, and calls the app
+from Python per request: serve's through its RSGI interface (``serve.rsgi``, on one uvloop
+event loop per worker), a plain WSGI app (the benchmark's baselines) through its WSGI one.
+That is why it costs a fraction of gunicorn + gevent's CPU per request
+(``python -m bench compare`` compares them).
 
 What each SageMaker requirement maps to here (and what granian does not do):
 
-* workers: one process per usable vCPU (``plan_workers``), each with
-  at most ``plan.threads`` Python threads (default 4, started as requests need them:
-  a free one answers /ping while multi-megabyte requests compute in the others, which
-  hand the GIL on between pieces: ``serve.app.PIECE_BYTES``) and ``plan.runtime_threads`` Rust
-  I/O threads; ``plan.connections()`` open connections each (granian's
-  "backpressure": a permit per connection, keep-alive ones included).
+* workers: one process per usable vCPU (``plan_workers``), each with one event loop
+  thread (small requests, /ping), ``plan.threads`` threads for large requests (default 2:
+  the loop answers /ping while they compute, and they hand the GIL on between pieces:
+  ``serve.app.PIECE_BYTES``) and ``plan.runtime_threads`` Rust I/O threads;
+  ``plan.connections()`` open connections each (granian's "backpressure": a permit per
+  connection, keep-alive ones included).
 * the app and the model are built in the master, before the workers are forked
   (as gunicorn's ``preload_app``): the workers share its pages, and a model that
   cannot load fails the start once. Python 3.11 forks on Linux by default; granian
@@ -31,15 +32,14 @@ What each SageMaker requirement maps to here (and what granian does not do):
   next request's headers are in, so it is both the idle keep-alive timeout and the
   time a slow client gets to send its headers: ``SERVE_KEEPALIVE`` (75 s, longer than
   the 60 s SageMaker's front end keeps an idle connection; checked: a connection idle
-  past the timeout is closed), or ``HEADER_READ_TIMEOUT_S`` with keep-alive off. granian has no
-  body read timeout and no per-request timeout (gunicorn's
-  ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` kill of a stuck worker has no equivalent):
-  a client that stalls mid-body holds one Python thread until it sends or its
-  connection closes. SageMaker's own front end sends whole bodies.
+  past the timeout is closed), or ``HEADER_READ_TIMEOUT_S`` with keep-alive off. The body
+  must arrive within ``SAGEMAKER_MODEL_SERVER_TIMEOUT``, else 408 and the connection closed
+  (``serve.rsgi``: granian itself has no body timeout). There is no per-request timeout
+  once the body is in (gunicorn's kill of a silent worker has no equivalent).
 * keep-alive: on unless ``SERVE_KEEPALIVE=0``.
 * 413 before the body is read: granian hands the app the headers first and reads
-  the body only when the app reads ``wsgi.input``; ``serve.app.ServeApp.read_body``
-  checks Content-Length before reading (granian itself has no body-size limit).
+  the body only when the app asks for it; ``serve.app.ServeApp.declared_length``
+  checks Content-Length before (granian itself has no body-size limit).
 * logs: granian's own lines go to stderr in serve's format; access log lines only
   with ``SERVE_ACCESS_LOG=true``.
 """

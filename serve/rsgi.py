@@ -33,6 +33,10 @@ _INVOCATIONS = "/invocations"
 SWEEP_S = 0.5
 
 
+class _Late(Exception):
+    """A body read the sweeper cancelled: past its deadline."""
+
+
 class RSGIApp:
     """The RSGI app (granian calls ``__rsgi__``) serving ``app`` (a ServeApp); ``threads``:
     threads per worker that decode and predict large requests."""
@@ -43,11 +47,11 @@ class RSGIApp:
         self.body_timeout_s = app.body_timeout_s
         self.max_payload_bytes = app.max_payload_bytes
         self._pool = None
-        # Body reads in progress (their task -> the loop time they must end by), and those cancelled
-        # for being late; the loop that sweeps them (this worker's, set at the first request).
-        self._deadlines: dict[asyncio.Task, float] = {}
-        self._late: set[asyncio.Task] = set()
-        self._sweeping: asyncio.AbstractEventLoop | None = None
+        # Body reads in progress (granian's future -> the loop time it must be done by), those the
+        # sweeper cancelled, and the loop that sweeps them (this worker's, set at its first request).
+        self._deadlines: dict[object, float] = {}
+        self._late: set[object] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Response headers per content type, built once (granian adds Content-Length).
         self.type_headers = {accept: [("content-type", accept)] for accept in (*ENCODERS, JSON_TYPE)}
 
@@ -85,46 +89,53 @@ class RSGIApp:
 
     async def _read_body(self, proto, length: int | None) -> bytes:
         """The whole body within body_timeout_s (408 past it). With a declared length granian
-        reads that many bytes; a chunked body is read a chunk at a time, to one byte past the limit.
-        The deadline is a dict entry that ``_sweep`` checks: asyncio.timeout's timer per request
-        cost about 15 us, ten times the rest of this wait."""
-        task = asyncio.current_task()
-        if self._sweeping is None:
-            self._sweeping = asyncio.get_running_loop()
-            self._sweeping.call_later(SWEEP_S, self._sweep)
-        self._deadlines[task] = self._sweeping.time() + self.body_timeout_s
+        reads that many bytes; a chunked body is read a chunk at a time, to one byte past the limit."""
+        if self._loop is None:   # the first request of this worker: start the sweeper on its loop
+            self._loop = asyncio.get_running_loop()
+            self._loop.call_later(SWEEP_S, self._sweep)
+        deadline = self._loop.time() + self.body_timeout_s
         try:
             if length is not None:
-                return await proto()
-            return await self._read_chunked(proto)
-        except asyncio.CancelledError:
-            if task not in self._late:
-                raise
-            self._late.discard(task)
-            task.uncancel()
+                return await self._before(proto(), deadline)
+            limit, pieces, size = self.max_payload_bytes, [], 0
+            chunks = proto.__aiter__()
+            while size <= limit:
+                chunk = await self._before(chunks.__anext__(), deadline)
+                if not chunk:
+                    break
+                pieces.append(chunk)
+                size += len(chunk)
+            return b"".join(pieces)
+        except _Late:
             raise RequestError(408, f"the request body did not arrive within {self.body_timeout_s:g} s") from None
         except Exception:   # granian's protocol error: the client closed the connection mid-body
             return b""
+
+    async def _before(self, future, deadline: float):
+        """``await future`` (granian's future of the body or of a chunk), cancelled by ``_sweep``
+        once ``deadline`` has passed. A dict entry per read rather than asyncio.timeout, whose
+        timer cost about 15 us a request, ten times the rest of this wait."""
+        self._deadlines[future] = deadline
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future not in self._late:   # not the sweeper's doing: the task itself was cancelled
+                raise
+            self._late.discard(future)
+            raise _Late from None
         finally:
-            del self._deadlines[task]
+            self._deadlines.pop(future, None)
 
     def _sweep(self) -> None:
-        """Cancel the body reads past their deadline (cancelling drops granian's read of the body)."""
-        now = self._sweeping.time()
-        for task, deadline in list(self._deadlines.items()):
-            if deadline <= now and task not in self._late:
-                self._late.add(task)
-                task.cancel()
-        self._sweeping.call_later(SWEEP_S, self._sweep)
-
-    async def _read_chunked(self, proto) -> bytes:
-        limit, pieces, size = self.max_payload_bytes, [], 0
-        async for chunk in proto:
-            pieces.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                break
-        return b"".join(pieces)
+        """Cancel the body reads past their deadline: cancelling granian's future drops its read
+        of the body, and the awaiting request gets CancelledError (answered 408)."""
+        now = self._loop.time()
+        for future, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[future]
+                self._late.add(future)
+                future.cancel()
+        self._loop.call_later(SWEEP_S, self._sweep)
 
     def _large_pool(self):
         """This worker's pool for large requests, made on first use (after the fork)."""
