@@ -267,11 +267,15 @@ def test_idle_keep_alive_connections_close_after_serve_keepalive(bare_model_dir,
             assert 1.5 < time.perf_counter() - started < 8
 
 
-def _stalled_request(host: str, port: int, sent_body: bytes) -> socket.socket:
-    """A connection that sent the headers of a 1,000-byte CSV request and then ``sent_body``."""
+def _stalled_request(host: str, port: int, sent_body: bytes, chunked: bool = False) -> socket.socket:
+    """A connection that sent the headers of a 1,000-byte CSV request (or a chunked one) and
+    then ``sent_body`` (as one chunk)."""
     sock = socket.create_connection((host, port), timeout=15)
-    sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-                 b"Content-Length: 1000\r\n\r\n" + sent_body)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 1000"
+    if chunked:
+        sent_body = b"%x\r\n%s\r\n" % (len(sent_body), sent_body)
+    sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n" + framing
+                 + b"\r\n\r\n" + sent_body)
     return sock
 
 
@@ -300,8 +304,8 @@ def _answer_or_close(sock: socket.socket, trickle: bool) -> tuple[bytes, float]:
 @pytest.mark.parametrize("frontend", FRONTENDS)
 def test_a_stalled_or_trickled_body_is_cut_off_at_the_timeout_while_others_are_served(
         bare_model_dir, tmp_path, reference, frontend):
-    """More clients than the worker has threads send headers and then stall their body, or
-    trickle it a byte at a time: each gets a JSON 408 (or its connection closed) at
+    """More clients than the worker has threads send headers and then stall their body (one
+    of them chunked), or trickle it a byte at a time: each gets a JSON 408 (or its connection closed) at
     SAGEMAKER_MODEL_SERVER_TIMEOUT, and meanwhile normal requests are answered at once."""
     _, lines, expected = reference
     timeout_s = 3
@@ -309,6 +313,7 @@ def test_a_stalled_or_trickled_body_is_cut_off_at_the_timeout_while_others_are_s
                         SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGEMAKER_MODEL_SERVER_TIMEOUT=str(timeout_s)) as server:
         host, port = server.url.removeprefix("http://").split(":")
         clients = [(_stalled_request(host, int(port), b"1,2,3"), False) for _ in range(8)]
+        clients += [(_stalled_request(host, int(port), b"1,2,3", chunked=True), False)]
         clients += [(_stalled_request(host, int(port), b"1"), True) for _ in range(2)]
         started = time.perf_counter()
         with ThreadPoolExecutor(len(clients)) as pool:   # every client waits (and trickles) from the start
