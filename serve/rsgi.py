@@ -60,7 +60,7 @@ class RSGIApp:
             return
         if scope.path != _INVOCATIONS:
             return self._other_route(scope, proto)
-        app = self.app
+        app, body = self.app, None
         try:
             if scope.method != "POST":
                 raise RequestError(405, "/invocations takes POST")
@@ -81,7 +81,9 @@ class RSGIApp:
             log.exception("internal error on POST /invocations")
             status, message = 500, "internal error; the server log has the details"
         headers = [("content-type", JSON_TYPE)]
-        if status == 408:   # the rest of a slow body may still come: this connection is done
+        if status == 408 or (body is None and _has_body(scope.headers)):
+            # a body left unread (or the rest of a slow one): granian closes this connection after
+            # the answer, so say so, or the client's next request on it would be lost
             headers.append(("connection", "close"))
         if status == 405:
             headers.append(("allow", "POST"))
@@ -157,7 +159,14 @@ class RSGIApp:
             body = b"".join(chunks)
         finally:
             getattr(chunks, "close", lambda: None)()
+        if _has_body(scope.headers):   # these routes read no body: granian closes the connection after
+            answer[1].append(("Connection", "close"))
         proto.response_bytes(answer[0], answer[1], body)
+
+
+def _has_body(headers) -> bool:
+    """Whether the request came with a body (declared, or chunked)."""
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
 
 
 def _environ(scope) -> dict:

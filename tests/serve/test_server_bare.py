@@ -334,3 +334,25 @@ def test_a_stalled_or_trickled_body_is_cut_off_at_the_timeout_while_others_are_s
         response = requests.post(server.url + "/invocations", data=lines[0], headers={"Content-Type": "text/csv"},
                                  timeout=2)
         assert response.status_code == 200 and np.float32(response.text) == expected[0]
+
+
+def test_a_refusal_that_leaves_the_body_unread_keeps_the_next_request_on_the_connection(server, reference):
+    """A 415, 406 or 404 answered without reading the request's body: either the connection
+    stays usable or the answer says ``Connection: close`` (http.client then reconnects); a
+    connection closed unannounced would lose the next request (RemoteDisconnected)."""
+    _, lines, expected = reference
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    refusals = [("POST", "/invocations", {"Content-Type": "text/plain"}, 415),
+                ("POST", "/invocations", {"Content-Type": "text/csv", "Accept": "image/png"}, 406),
+                ("POST", "/nowhere", {"Content-Type": "text/csv"}, 404)]
+    try:
+        for method, path, headers, status in refusals:
+            connection.request(method, path, "1," * 50_000, headers)   # a body large enough to stay unread
+            response = connection.getresponse()
+            assert response.status == status and "error" in json.loads(response.read())
+            connection.request("POST", "/invocations", lines[0], {"Content-Type": "text/csv"})
+            response = connection.getresponse()
+            assert response.status == 200 and np.float32(response.read().decode()) == expected[0]
+    finally:
+        connection.close()
