@@ -15,8 +15,9 @@
     unpickle the model file first (unpickling a user's file is unsafe; the sample models
     are UBJSON, which the stock container also ends up loading with ``load_model``).
 
-(d) :func:`hello_app`: a hello-world WSGI callable that reads the body and answers a
-    constant: the floor of Python serving under the same gunicorn configuration.
+(d) ``hello_app``: a hello-world app that reads the body and answers a constant: the
+    floor of Python serving under the same front end and configuration (WSGI on gunicorn,
+    RSGI on granian, as ``serve``; ``hello_wsgi_app`` is the WSGI one alone).
     :func:`flask_hello_app` is the same in Flask, to show what the framework costs.
 
 The model folder comes from ``BENCH_MODEL_DIR`` (a folder holding ``xgboost-model``, as
@@ -128,13 +129,32 @@ def stock_app(model_dir: str | None = None):
     return app
 
 
-def hello_app(environ, start_response):
+def hello_wsgi_app(environ, start_response):
     """Hello-world WSGI app: reads the request body, answers ``0.5`` (and 200 to /ping)."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     if length:
         environ["wsgi.input"].read(length)
     start_response("200 OK", [("Content-Type", "text/csv"), ("Content-Length", "4")])
     return [b"0.5\n"]
+
+
+class _HelloApp:
+    """:func:`hello_wsgi_app` for gunicorn, and the same for granian's RSGI interface, which
+    ``serve`` runs its app on (``serve.rsgi``): await the body, answer ``0.5``. Each front end's
+    floor is thus measured on the interface ``serve`` uses there."""
+
+    _headers = [("content-type", "text/csv")]
+
+    def __call__(self, environ, start_response):
+        return hello_wsgi_app(environ, start_response)
+
+    async def __rsgi__(self, scope, proto):
+        if scope.proto == "http":
+            await proto()
+            proto.response_bytes(200, self._headers, b"0.5\n")
+
+
+hello_app = _HelloApp()
 
 
 def flask_hello_app():

@@ -4,7 +4,7 @@
 * (b) ``serve`` forced to stock XGBoost (``--predictor stock``);
 * (c) the stock-container equivalent (``bench.baselines.stock_app``) under the stock
       container's own gunicorn settings (gevent, one worker per CPU);
-* (d) the hello-world WSGI app under ``serve``'s front end and settings: Python's floor;
+* (d) the hello-world app under ``serve``'s front end and settings (WSGI on gunicorn, RSGI on granian, as ``serve``): Python's floor;
 * (e), (f): (a) and (d) on the other front end (``other_frontend_plan``).
 
 (a), (b) and (d) run with the same WorkerPlan, handed over the way ``serve`` reads it

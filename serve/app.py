@@ -65,6 +65,10 @@ _BLOCK_JOINS = {codecs.CSV: (b",", b"", b""), codecs.JSON: (b",", b'{"prediction
                 codecs.JSONLINES: (b"", b"", b"")}
 
 
+class _BodyTimeout(Exception):
+    """The body did not arrive within the request timeout (gevent workers)."""
+
+
 def _decode_in_pieces(body: bytes, decode, num_feature: int):
     """A large CSV body decoded a few lines at a time (see PIECE_BYTES); the whole body at once
     for other formats, for a body with blank lines, and whenever a piece is refused (so that
@@ -106,6 +110,11 @@ class ServeApp:
         self.default_accept = settings.default_accept
         self.max_payload_bytes = settings.max_payload_bytes
         self.body_timeout_s = float(settings.timeout)   # SAGEMAKER_MODEL_SERVER_TIMEOUT
+        self._deadline = None   # gevent workers: gevent.Timeout, a deadline on the whole body
+        if offload_large:
+            from gevent import Timeout
+
+            self._deadline = Timeout
         self.libsvm_index_base = settings.libsvm_index_base
         # Per response type, chosen once: the encoder (predictions -> body) and the Content-Type header.
         self.encoders = {accept: self._encoder(accept) for accept in codecs.ENCODERS}
@@ -135,12 +144,16 @@ class ServeApp:
 
     def invoke(self, environ) -> tuple[bytes, str]:
         """One inference: the request's environ -> (response body, its content type)."""
-        decode = codecs.decoder_for(environ.get("CONTENT_TYPE"), self.libsvm_index_base)
-        accept = codecs.response_type(environ.get("HTTP_ACCEPT"), self.default_accept)
+        decode, accept = self.choose_codecs(environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"))
         body = self.read_body(environ)
         if self.offload_large and len(body) >= OFFLOAD_BYTES:
             return self.large_pool().apply(self.infer, (body, decode, accept)), accept
         return self.infer(body, decode, accept), accept
+
+    def choose_codecs(self, content_type: str | None, accept_header: str | None):
+        """(decoder, response type) from the request's headers; 415 or 406 when none fits."""
+        return (codecs.decoder_for(content_type, self.libsvm_index_base),
+                codecs.response_type(accept_header, self.default_accept))
 
     def large_pool(self):
         """This worker's pool for large requests, made on first use (after the fork)."""
@@ -200,40 +213,56 @@ class ServeApp:
     def read_body(self, environ) -> bytes:
         """The request body, refused with 413 over the payload limit (before reading it when
         the length is declared), 400 when empty or cut short, and 408 when it does not arrive
-        within the request timeout (gunicorn's gevent worker would wait for it forever)."""
+        within the request timeout (gunicorn's workers would wait for it forever). Under granian
+        the deadline is serve.rsgi's."""
         sock = environ.get("gunicorn.socket")
-        if sock is not None:
-            sock.settimeout(self.body_timeout_s)
-        try:
+        if sock is None:
             return self._read_body(environ)
-        except OSError:   # socket.timeout: a client that sends its body too slowly, or stalls
+        sock.settimeout(self.body_timeout_s)   # sync and gthread: a recv that waits that long
+        try:
+            if self._deadline is None:
+                return self._read_body(environ)
+            # gevent: the whole body within the timeout, so that a client trickling it a byte at
+            # a time is cut off too (a socket timeout restarts with every byte)
+            with self._deadline(self.body_timeout_s, _BodyTimeout):
+                return self._read_body(environ)
+        except (OSError, _BodyTimeout):   # socket.timeout: a client that sends its body too slowly, or stalls
             raise RequestError(408, f"the request body did not arrive within {self.body_timeout_s:g} s") from None
         finally:
-            if sock is not None:
-                sock.settimeout(None)   # idle keep-alive connections are gunicorn's keepalive timeout's job
+            sock.settimeout(None)   # idle keep-alive connections are gunicorn's keepalive timeout's job
 
     def _read_body(self, environ) -> bytes:
-        limit = self.max_payload_bytes
-        declared = environ.get("CONTENT_LENGTH")
-        if declared:
-            try:
-                length = int(declared)
-            except ValueError:
-                raise RequestError(400, "Content-Length is not a number") from None
-            if length > limit:
-                raise RequestError(413, f"the request body ({length} bytes) is over the limit of {limit} bytes")
-            body = environ["wsgi.input"].read(length)
-            if len(body) < length:   # the client closed its side before sending all it announced
-                raise RequestError(400, f"the body ended after {len(body)} of the {length} bytes "
-                                        "its Content-Length announced")
-        else:   # chunked transfer: read at most one byte past the limit
-            body = environ["wsgi.input"].read(limit + 1)
-            if len(body) > limit:
-                raise RequestError(413, f"the request body is over the limit of {limit} bytes")
+        length = self.declared_length(environ.get("CONTENT_LENGTH"))
+        if length is not None:
+            return self.checked_body(environ["wsgi.input"].read(length), length)
+        # chunked transfer: read at most one byte past the limit
+        return self.checked_body(environ["wsgi.input"].read(self.max_payload_bytes + 1), None)
+
+    def declared_length(self, declared: str | None) -> int | None:
+        """The Content-Length header as a number (None when absent), refused with 413 over the
+        payload limit: before a byte of the body is read."""
+        if not declared:
+            return None
+        try:
+            length = int(declared)
+        except ValueError:
+            raise RequestError(400, "Content-Length is not a number") from None
+        if length > self.max_payload_bytes:
+            raise RequestError(413, f"the request body ({length} bytes) is over the limit of "
+                                    f"{self.max_payload_bytes} bytes")
+        return length
+
+    def checked_body(self, body: bytes, length: int | None) -> bytes:
+        """The body as read: 400 when empty or shorter than its declared ``length``, 413 when
+        a body of undeclared length (chunked) went past the limit."""
+        if length is not None and len(body) < length:   # the client closed its side before sending all it announced
+            raise RequestError(400, f"the body ended after {len(body)} of the {length} bytes "
+                                    "its Content-Length announced")
+        if length is None and len(body) > self.max_payload_bytes:
+            raise RequestError(413, f"the request body is over the limit of {self.max_payload_bytes} bytes")
         if not body:
             raise RequestError(400, "the request body is empty")
         return body
-
 
 def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transforms: int = 1,
                offload_large: bool = False) -> ServeApp:

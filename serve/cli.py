@@ -104,7 +104,7 @@ def run(settings) -> int:
     from serve.app import create_app
     from serve.cpus import available_cpus
     from serve.frontends import run_frontend
-    from serve.gunicorn_conf import plan_workers
+    from serve.gunicorn_conf import GRANIAN, plan_workers
     from serve.loading import ModelLoadError, load_model
     from serve.outputs import OutputError
 
@@ -120,6 +120,10 @@ def run(settings) -> int:
     except OutputError as exc:   # selected outputs that do not fit the model
         log.error("cannot serve: %s", exc)
         return 2
+    if plan.frontend == GRANIAN:   # granian runs it as RSGI: a deadline on the body (serve.rsgi)
+        from serve.rsgi import RSGIApp
+
+        app = RSGIApp(app, plan.threads)
     log.info("serving %s. %s, on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
     return run_frontend(lambda: app, settings, plan, loaded.describe())
 

@@ -1,18 +1,19 @@
-"""granian's configuration: the WSGI app behind a native (Rust, hyper + tokio) HTTP server.
+"""granian's configuration: serve's app behind a native (Rust, hyper + tokio) HTTP server.
 
-granian parses HTTP, keeps connections and buffers bodies in Rust, and calls the
-WSGI app in a small pool of Python threads per worker process: per request, the
-Python interpreter runs only the app. That is why it costs a fraction of
-gunicorn + gevent's CPU per request (``python -m bench all`` compares them).
+granian parses HTTP, keeps connections and buffers bodies in Rust, and calls the app
+from Python per request: serve's through its RSGI interface (``serve.rsgi``, on one uvloop
+event loop per worker), a plain WSGI app (the benchmark's baselines) through its WSGI one.
+That is why it costs a fraction of gunicorn + gevent's CPU per request
+(``python -m bench compare`` compares them).
 
 What each SageMaker requirement maps to here (and what granian does not do):
 
-* workers: one process per usable vCPU (``plan_workers``), each with
-  at most ``plan.threads`` Python threads (default 4, started as requests need them:
-  a free one answers /ping while multi-megabyte requests compute in the others, which
-  hand the GIL on between pieces: ``serve.app.PIECE_BYTES``) and ``plan.runtime_threads`` Rust
-  I/O threads; ``plan.connections()`` open connections each (granian's
-  "backpressure": a permit per connection, keep-alive ones included).
+* workers: one process per usable vCPU (``plan_workers``), each with one event loop
+  thread (small requests, /ping), ``plan.threads`` threads for large requests (default 2:
+  the loop answers /ping while they compute, and they hand the GIL on between pieces:
+  ``serve.app.PIECE_BYTES``) and ``plan.runtime_threads`` Rust I/O threads;
+  ``plan.connections()`` open connections each (granian's "backpressure": a permit per
+  connection, keep-alive ones included).
 * the app and the model are built in the master, before the workers are forked
   (as gunicorn's ``preload_app``): the workers share its pages, and a model that
   cannot load fails the start once. Python 3.11 forks on Linux by default; granian
@@ -31,15 +32,14 @@ What each SageMaker requirement maps to here (and what granian does not do):
   next request's headers are in, so it is both the idle keep-alive timeout and the
   time a slow client gets to send its headers: ``SERVE_KEEPALIVE`` (75 s, longer than
   the 60 s SageMaker's front end keeps an idle connection; checked: a connection idle
-  past the timeout is closed), or ``HEADER_READ_TIMEOUT_S`` with keep-alive off. granian has no
-  body read timeout and no per-request timeout (gunicorn's
-  ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` kill of a stuck worker has no equivalent):
-  a client that stalls mid-body holds one Python thread until it sends or its
-  connection closes. SageMaker's own front end sends whole bodies.
+  past the timeout is closed), or ``HEADER_READ_TIMEOUT_S`` with keep-alive off. The body
+  must arrive within ``SAGEMAKER_MODEL_SERVER_TIMEOUT``, else 408 and the connection closed
+  (``serve.rsgi``: granian itself has no body timeout). There is no per-request timeout
+  once the body is in (gunicorn's kill of a silent worker has no equivalent).
 * keep-alive: on unless ``SERVE_KEEPALIVE=0``.
 * 413 before the body is read: granian hands the app the headers first and reads
-  the body only when the app reads ``wsgi.input``; ``serve.app.ServeApp.read_body``
-  checks Content-Length before reading (granian itself has no body-size limit).
+  the body only when the app asks for it; ``serve.app.ServeApp.declared_length``
+  checks Content-Length before (granian itself has no body-size limit).
 * logs: granian's own lines go to stderr in serve's format; access log lines only
   with ``SERVE_ACCESS_LOG=true``.
 """
@@ -58,17 +58,22 @@ BACKLOG = 2048
 LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
 
-def granian_options(settings: Settings, plan: WorkerPlan) -> dict:
-    """Keyword arguments of ``granian.server.Server`` for the plan (names as in its API)."""
-    from granian.constants import HTTPModes, Interfaces
+def granian_options(settings: Settings, plan: WorkerPlan, rsgi: bool = True) -> dict:
+    """Keyword arguments of ``granian.server.Server`` for the plan (names as in its API), for an
+    RSGI app (``serve.rsgi``: one event loop thread per worker) or a plain WSGI one (the benchmark's
+    baselines: ``plan.threads`` Python threads per worker)."""
+    from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
     from granian.http import HTTP1Settings
 
+    interface = {"interface": Interfaces.RSGI, "blocking_threads": 1, "loop": Loops.uvloop,
+                 # asyncio's tasks, not granian's own: only those can be cancelled (the body deadline)
+                 "task_impl": TaskImpl.asyncio} if rsgi else {"interface": Interfaces.WSGI,
+                                                            "blocking_threads": plan.threads}
     return {
         "address": settings.host,
         "port": settings.port,
-        "interface": Interfaces.WSGI,
+        **interface,
         "workers": plan.workers,
-        "blocking_threads": plan.threads,
         "runtime_threads": plan.runtime_threads,
         "backpressure": plan.connections(),
         "backlog": BACKLOG,
@@ -98,8 +103,8 @@ def _stderr_logging() -> dict:
 
 
 class GranianServer:
-    """granian serving the WSGI app that ``load`` returns, called once in the master before
-    the workers fork. ``worker_started_note`` goes into the line each worker logs at start."""
+    """granian serving the app that ``load`` returns (RSGI when it has ``__rsgi__``, else WSGI),
+    called once in the master before the workers fork. ``worker_started_note`` goes into the line each worker logs at start."""
 
     def __init__(self, load: Callable[[], Callable], settings: Settings, plan: WorkerPlan,
                  worker_started_note: str = ""):
@@ -119,7 +124,7 @@ class GranianServer:
             log.info("worker %d started (%s): %s", os.getpid(), plan.describe(), note)
             return app
 
-        options = granian_options(self.settings, plan)
+        options = granian_options(self.settings, plan, rsgi=hasattr(app, "__rsgi__"))
         last_restart = float("-inf")
         while True:
             server = Server("serve", **options)

@@ -36,10 +36,10 @@ DEFAULT_FRONTEND = "granian"
 DEFAULT_WORKER_CLASS = "gevent"
 DEFAULT_GTHREAD_THREADS = 4
 GEVENT_CONNECTIONS = 1000
-# granian: Python threads per worker (at most; granian starts them as requests need them). Four, so
-# that /ping finds a free thread while multi-megabyte requests compute in the others (the ping-under-load
-# test: 4 clients of 5 MB on 2 workers); more only contend for the GIL.
-DEFAULT_GRANIAN_THREADS = 4
+# granian: threads per worker that decode and predict large requests (serve.rsgi; small ones and /ping
+# run on the worker's event loop). Two, as gevent's LARGE_AT_ONCE: each 6 MB body expands to ~78 MB
+# while decoding, and under the GIL more threads add memory, not speed.
+DEFAULT_GRANIAN_THREADS = 2
 # granian: open connections per worker (its "backpressure" holds a permit per connection,
 # keep-alive ones included), as many as a gevent worker takes.
 GRANIAN_CONNECTIONS = GEVENT_CONNECTIONS
@@ -52,7 +52,9 @@ class WorkerPlan:
     sync, gthread or gevent; or ``granian``), each with ``threads`` Python threads (gthread
     and granian); for granian also ``runtime_threads`` Rust I/O threads and at most
     ``backpressure`` open connections per worker. ``cpus`` is the usable vCPU count it was
-    planned for (None for a plan given as such, as the benchmark's sweep gives them)."""
+    planned for (None for a plan given as such, as the benchmark's sweep gives them). A granian
+    worker runs serve's app on one event loop (``serve.rsgi``); its ``threads`` decode and predict
+    large requests (a plain WSGI app, as the benchmark's baselines, runs in ``threads`` Python threads)."""
 
     worker_class: str = DEFAULT_WORKER_CLASS     # sync | gthread | gevent (serve.settings.WORKER_CLASSES) | granian
     workers: int = 1
@@ -79,8 +81,8 @@ class WorkerPlan:
 
     def describe(self) -> str:
         if self.frontend == GRANIAN:
-            text = (f"granian, {self.workers} worker(s) x {self.threads} Python thread(s), "
-                    f"{self.runtime_threads} runtime thread(s), {self.connections()} connections each")
+            text = (f"granian, {self.workers} worker(s), each an event loop and {self.threads} thread(s) for "
+                    f"large requests, {self.runtime_threads} runtime thread(s), {self.connections()} connections")
         else:
             threads = f" x {self.threads} threads" if self.worker_class == "gthread" else ""
             text = f"gunicorn, {self.workers} {self.worker_class} worker(s){threads}"

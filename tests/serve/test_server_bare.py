@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -264,3 +265,94 @@ def test_idle_keep_alive_connections_close_after_serve_keepalive(bare_model_dir,
             started = time.perf_counter()
             assert sock.recv(4096) == b""   # then idle: the server closes it
             assert 1.5 < time.perf_counter() - started < 8
+
+
+def _stalled_request(host: str, port: int, sent_body: bytes, chunked: bool = False) -> socket.socket:
+    """A connection that sent the headers of a 1,000-byte CSV request (or a chunked one) and
+    then ``sent_body`` (as one chunk)."""
+    sock = socket.create_connection((host, port), timeout=15)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 1000"
+    if chunked:
+        sent_body = b"%x\r\n%s\r\n" % (len(sent_body), sent_body)
+    sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n" + framing
+                 + b"\r\n\r\n" + sent_body)
+    return sock
+
+
+def _answer_or_close(sock: socket.socket, trickle: bool) -> tuple[bytes, float]:
+    """What the server sends until it closes the connection (a trickling client keeps sending a
+    byte every 0.2 s meanwhile), and when it closed, in seconds from now."""
+    started, answer = time.perf_counter(), b""
+    sock.settimeout(0.2 if trickle else 15)
+    while time.perf_counter() - started < 15:
+        try:
+            chunk = sock.recv(4096)
+        except socket.timeout:
+            try:
+                sock.sendall(b"1")
+            except OSError:   # the server closed its side
+                break
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+    return answer, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_a_stalled_or_trickled_body_is_cut_off_at_the_timeout_while_others_are_served(
+        bare_model_dir, tmp_path, reference, frontend):
+    """More clients than the worker has threads send headers and then stall their body (one
+    of them chunked), or trickle it a byte at a time: each gets a JSON 408 (or its connection closed) at
+    SAGEMAKER_MODEL_SERVER_TIMEOUT, and meanwhile normal requests are answered at once."""
+    _, lines, expected = reference
+    timeout_s = 3
+    with running_server(bare_model_dir("rtb-small"), tmp_path / "server.log", SERVE_FRONTEND=frontend,
+                        SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGEMAKER_MODEL_SERVER_TIMEOUT=str(timeout_s)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        clients = [(_stalled_request(host, int(port), b"1,2,3"), False) for _ in range(8)]
+        clients += [(_stalled_request(host, int(port), b"1,2,3", chunked=True), False)]
+        clients += [(_stalled_request(host, int(port), b"1"), True) for _ in range(2)]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(len(clients)) as pool:   # every client waits (and trickles) from the start
+            outcomes = [pool.submit(_answer_or_close, sock, trickle) for sock, trickle in clients]
+            for i in range(10):   # the stalled clients hold nothing a normal request needs
+                response = requests.post(server.url + "/invocations", data=lines[i],
+                                         headers={"Content-Type": "text/csv"}, timeout=2)
+                assert response.status_code == 200 and np.float32(response.text) == expected[i]
+            assert time.perf_counter() - started < timeout_s - 1
+            for (sock, trickle), outcome in zip(clients, outcomes):
+                answer, closed_after = outcome.result()
+                sock.close()
+                assert timeout_s - 0.5 < closed_after < timeout_s + 5, (trickle, closed_after)   # at the timeout
+                if answer:
+                    assert answer.startswith(b"HTTP/1.1 408"), answer
+                    message = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+                    assert message.startswith("the request body did not arrive"), message
+        response = requests.post(server.url + "/invocations", data=lines[0], headers={"Content-Type": "text/csv"},
+                                 timeout=2)
+        assert response.status_code == 200 and np.float32(response.text) == expected[0]
+
+
+def test_a_refusal_that_leaves_the_body_unread_keeps_the_next_request_on_the_connection(server, reference):
+    """A 415, 406 or 404 answered without reading the request's body: either the connection
+    stays usable or the answer says ``Connection: close`` (http.client then reconnects); a
+    connection closed unannounced would lose the next request (RemoteDisconnected)."""
+    _, lines, expected = reference
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    refusals = [("POST", "/invocations", {"Content-Type": "text/plain"}, 415),
+                ("POST", "/invocations", {"Content-Type": "text/csv", "Accept": "image/png"}, 406),
+                ("POST", "/nowhere", {"Content-Type": "text/csv"}, 404)]
+    try:
+        for method, path, headers, status in refusals:
+            connection.request(method, path, "1," * 50_000, headers)   # a body large enough to stay unread
+            response = connection.getresponse()
+            assert response.status == status and "error" in json.loads(response.read())
+            connection.request("POST", "/invocations", lines[0], {"Content-Type": "text/csv"})
+            response = connection.getresponse()
+            assert response.status == 200 and np.float32(response.read().decode()) == expected[0]
+    finally:
+        connection.close()
