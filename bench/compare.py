@@ -18,7 +18,8 @@ from typing import Callable
 from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling, run_load
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
-from bench.contenders import Contender, hello_command, other_frontend_plan, serve_command, stock_command
+from bench.contenders import (Contender, granian_wsgi_plan, hello_command, other_frontend_plan, serve_command,
+                              stock_command)
 from bench.search import DEFAULT_CONNECTIONS, SearchedServer, find_max_rates, open_loop_connections
 from bench.servers import RunningServer, free_port, running_server
 from serve.gunicorn_conf import WorkerPlan
@@ -50,7 +51,8 @@ class ServerResult:
 
 
 HEADROOM_SHARE = 0.8
-SERVE_KEYS = ("a", "e")   # serve's own rows, on each front end
+SERVE_KEYS = ("a", "e", "g")   # serve's own rows, on each front end (and granian's WSGI interface)
+HELLO_KEYS = ("d", "f", "h")
 
 
 def _with_server_cpu(server: RunningServer) -> Callable[[Callable[[], LoadResult]], LoadResult]:
@@ -131,30 +133,33 @@ def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, dur
 
 
 def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1, slo_ms: float = 20.0,
-                keys: tuple[str, ...] = ("a", "b", "c", "d", "e", "f"), duration_s: int = 3, steps: int = 4,
+                keys: tuple[str, ...] = ("a", "b", "c", "d", "e", "f", "g", "h"), duration_s: int = 3, steps: int = 4,
                 connections: int = DEFAULT_CONNECTIONS, log_dir: Path = Path("."),
                 ceiling: Ceiling | None = None, progress: Callable[[str], None] = print) -> list[ServerResult]:
     """Servers ``keys`` on every model at ``rows`` rows per request; the servers of one model
     are searched together (the hello worlds, which need no model, with the first). (e) and
-    (f) run on the other front end (``bench.contenders.other_frontend_plan``)."""
-    other = other_frontend_plan(plan)
+    (f) run on the other front end (``bench.contenders.other_frontend_plan``), (g) and (h) on
+    granian's WSGI interface (``bench.contenders.granian_wsgi_plan``)."""
+    other, wsgi = other_frontend_plan(plan), granian_wsgi_plan(plan)
     results = []
     for index, model in enumerate(models):
         bodies = make_bodies(read_sample_rows(model.sample_csv), rows)
         contenders = []
         for key in keys:
-            if key in ("d", "f") and index > 0:
+            if key in HELLO_KEYS and index > 0:
                 continue
             port = free_port()
             if key in ("a", "b"):
                 command = serve_command(key, model.deployed, port, plan)
-            elif key == "e":
-                command = serve_command(key, model.deployed, port, other)
+            elif key in ("e", "g"):
+                command = serve_command(key, model.deployed, port, other if key == "e" else wsgi)
             elif key == "c":
                 command = stock_command(model.stock_dir, port, cpus=os.cpu_count())
+            elif key == "h":
+                command = hello_command(port, wsgi, app="bench.baselines:hello_wsgi_app", key=key)
             else:
                 command = hello_command(port, plan if key == "d" else other, key=key)
-            contenders.append(Contender(command, port, bodies, model.name if key not in ("d", "f") else "-", rows))
+            contenders.append(Contender(command, port, bodies, model.name if key not in HELLO_KEYS else "-", rows))
         results += benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
                                      duration_s=duration_s, steps=steps, connections=connections, progress=progress)
     return results

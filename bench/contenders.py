@@ -5,7 +5,9 @@
 * (c) the stock-container equivalent (``bench.baselines.stock_app``) under the stock
       container's own gunicorn settings (gevent, one worker per CPU);
 * (d) the hello-world app under ``serve``'s front end and settings (WSGI on gunicorn, RSGI on granian, as ``serve``): Python's floor;
-* (e), (f): (a) and (d) on the other front end (``other_frontend_plan``).
+* (e), (f): (a) and (d) on the other front end (``other_frontend_plan``);
+* (g), (h): (a) and (d) on granian's WSGI interface (``SERVE_GRANIAN_INTERFACE=wsgi``: no body
+      read deadline, less CPU per request; ``granian_wsgi_plan``).
 
 (a), (b) and (d) run with the same WorkerPlan, handed over the way ``serve`` reads it
 (its environment and ``--workers``), (e) and (f) with the other front end's plan for as
@@ -29,12 +31,15 @@ SERVER_LABELS = {
     # the other way round): the front ends side by side, each with its hello-world floor.
     "e": "(e) serve, router, other front end",
     "f": "(f) hello-world, other front end",
+    # serve's opt-in granian interface: what the body deadline of the default (RSGI) costs.
+    "g": "(g) serve, router, granian WSGI",
+    "h": "(h) hello-world WSGI, granian WSGI",
 }
 
 
 @dataclass(frozen=True)
 class ServerCommand:
-    key: str                    # a to f
+    key: str                    # a to h
     label: str
     plan: WorkerPlan
     argv: list[str]
@@ -69,6 +74,13 @@ def other_frontend_plan(plan: WorkerPlan) -> WorkerPlan:
     return WorkerPlan(GRANIAN, plan.workers, DEFAULT_GRANIAN_THREADS, cpus=plan.cpus)
 
 
+def granian_wsgi_plan(plan: WorkerPlan) -> WorkerPlan:
+    """granian on its WSGI interface for as many workers as ``plan``: how (g) and (h) run."""
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_WSGI_THREADS, GRANIAN
+
+    return WorkerPlan(GRANIAN, plan.workers, DEFAULT_GRANIAN_WSGI_THREADS, cpus=plan.cpus, interface="wsgi")
+
+
 def stock_plan(cpus: int | None = None) -> WorkerPlan:
     """The stock container's worker plan: gevent, one worker per CPU."""
     return WorkerPlan("gevent", cpus or os.cpu_count() or 1, 1)
@@ -80,8 +92,8 @@ def _serve_env(plan: WorkerPlan) -> dict[str, str]:
 
 
 def serve_command(key: str, artifact_dir: Path, port: int, plan: WorkerPlan) -> ServerCommand:
-    """(a), (b) or (e): this project's ``serve`` on ``artifact_dir`` (an extracted model.tar.gz)."""
-    predictor = {"a": "auto", "b": "stock", "e": "auto"}[key]
+    """(a), (b), (e) or (g): this project's ``serve`` on ``artifact_dir`` (an extracted model.tar.gz)."""
+    predictor = {"a": "auto", "b": "stock", "e": "auto", "g": "auto"}[key]
     argv = [sys.executable, "-m", "serve.cli", "--model", str(artifact_dir), "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(plan.workers), "--predictor", predictor]
     return ServerCommand(key, SERVER_LABELS[key], plan, argv, _serve_env(plan))

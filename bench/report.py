@@ -279,11 +279,41 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
                                          f"{'granian' if granian else 'gunicorn + gevent'} (serve minus hello world)",
                                     target="<= 25 us", measured=f"{own:.0f} us", met=own <= 25,
                                     detail=f"{serve.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"))
+    figures += _granian_wsgi_figures(one_row, row("rtb-small", False), row("rtb-small", False, serve=False))
     if len(cpu_ratio) == 2:
         drift = cpu_ratio["rtb-large"] / cpu_ratio["rtb-small"]
         figures.append(Figure(name="rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's",
                             target="0.80-1.20", measured=f"{drift:.2f}", met=0.8 <= drift <= 1.2,
                             detail=f"{cpu_ratio['rtb-large']:.2f}x vs {cpu_ratio['rtb-small']:.2f}x"))
+    return figures
+
+
+def _granian_wsgi_figures(one_row: list[ServerResult], gunicorn: ServerResult | None,
+                          gunicorn_hello: ServerResult | None) -> list[Figure]:
+    """The same goals for serve's opt-in granian WSGI interface, rows (g) and (h) (no body read
+    deadline): what the default's deadline costs, side by side."""
+    wsgi = next((r for r in one_row if r.key == "g" and r.model == "rtb-small"), None)
+    hello = next((r for r in one_row if r.key == "h"), None)
+    if not wsgi or not gunicorn or not wsgi.cpu_us_per_request or not gunicorn.cpu_us_per_request:
+        return []
+    ratio = gunicorn.cpu_us_per_request / wsgi.cpu_us_per_request
+    figures = [Figure(name="rtb-small, 1 row: server CPU per request, granian WSGI (opt-in) vs gunicorn + gevent",
+                      target="<= 1/4 (>= 4x less)", measured=f"{ratio:.2f}x less", met=ratio >= 4,
+                      detail=f"{wsgi.cpu_us_per_request:.0f} vs {gunicorn.cpu_us_per_request:.0f} us")]
+    if gunicorn.max_rate:
+        rate = wsgi.max_rate / gunicorn.max_rate
+        figures.append(Figure(name="rtb-small, 1 row: max open-loop rate with p99 under the SLO, granian WSGI "
+                                   "(opt-in) vs gunicorn", target=">= 3x", measured=f"{rate:.2f}x", met=rate >= 3,
+                              detail=f"{wsgi.max_rate:,.0f} vs {gunicorn.max_rate:,.0f} req/s"))
+    if wsgi.p99_at_headroom_ms is not None:
+        figures.append(Figure(name="rtb-small, 1 row: granian WSGI's p99 at 80 % of its max rate",
+                              target="<= 5 ms", measured=f"{wsgi.p99_at_headroom_ms:.2f} ms",
+                              met=wsgi.p99_at_headroom_ms <= 5, detail=f"at {0.8 * wsgi.max_rate:,.0f} req/s"))
+    if hello and hello.cpu_us_per_request:
+        own = wsgi.cpu_us_per_request - hello.cpu_us_per_request
+        figures.append(Figure(name="rtb-small, 1 row: ServeApp's own CPU per request on granian WSGI "
+                                   "(serve minus hello world)", target="<= 25 us", measured=f"{own:.0f} us",
+                              met=own <= 25, detail=f"{wsgi.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"))
     return figures
 
 

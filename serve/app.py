@@ -122,6 +122,8 @@ class ServeApp:
 
     def __call__(self, environ, start_response):
         if environ["PATH_INFO"] != "/invocations":
+            if _closes_after_unread_body(environ):
+                return self.flask_app(environ, _saying_close(start_response))
             return self.flask_app(environ, start_response)
         try:
             if environ["REQUEST_METHOD"] != "POST":
@@ -135,7 +137,9 @@ class ServeApp:
             log.exception("internal error on POST /invocations")
             status, body, content_type = 500, _error_body("internal error; the server log has the details"), JSON_TYPE
         headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
-        if status == 408:   # the rest of a slow body may still come: this connection is done
+        if status == 408 or ("serve.body_read" not in environ and _closes_after_unread_body(environ)):
+            # the rest of a slow body may still come, or granian (WSGI) closes the connection after
+            # an answer that left the body unread: say so, or the client's next request on it is lost
             headers.append(("Connection", "close"))
         if status == 405:
             headers.append(("Allow", "POST"))
@@ -146,6 +150,7 @@ class ServeApp:
         """One inference: the request's environ -> (response body, its content type)."""
         decode, accept = self.choose_codecs(environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"))
         body = self.read_body(environ)
+        environ["serve.body_read"] = True
         if self.offload_large and len(body) >= OFFLOAD_BYTES:
             return self.large_pool().apply(self.infer, (body, decode, accept)), accept
         return self.infer(body, decode, accept), accept
@@ -263,6 +268,20 @@ class ServeApp:
         if not body:
             raise RequestError(400, "the request body is empty")
         return body
+
+def _closes_after_unread_body(environ) -> bool:
+    """Whether the server closes this connection when the app leaves the request's body unread:
+    granian does (gunicorn reads past the rest itself)."""
+    return "gunicorn.socket" not in environ and (
+        environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ)
+
+
+def _saying_close(start_response):
+    """``start_response`` that adds ``Connection: close`` to the answer."""
+    def start(status, headers, exc_info=None):
+        return start_response(status, [*headers, ("Connection", "close")], exc_info)
+    return start
+
 
 def create_app(loaded: LoadedModel, settings: Settings, *, max_concurrent_transforms: int = 1,
                offload_large: bool = False) -> ServeApp:

@@ -120,7 +120,7 @@ def run(settings) -> int:
     except OutputError as exc:   # selected outputs that do not fit the model
         log.error("cannot serve: %s", exc)
         return 2
-    if plan.frontend == GRANIAN:   # granian runs it as RSGI: a deadline on the body (serve.rsgi)
+    if plan.frontend == GRANIAN and plan.interface == "rsgi":   # a deadline on the body (serve.rsgi)
         from serve.rsgi import RSGIApp
 
         app = RSGIApp(app, plan.threads)

@@ -40,6 +40,9 @@ GEVENT_CONNECTIONS = 1000
 # run on the worker's event loop). Two, as gevent's LARGE_AT_ONCE: each 6 MB body expands to ~78 MB
 # while decoding, and under the GIL more threads add memory, not speed.
 DEFAULT_GRANIAN_THREADS = 2
+# granian with SERVE_GRANIAN_INTERFACE=wsgi: every request runs in one of these threads, so one is
+# free for /ping while others compute 6 MB requests (they hand the GIL on: serve.app.PIECE_BYTES).
+DEFAULT_GRANIAN_WSGI_THREADS = 4
 # granian: open connections per worker (its "backpressure" holds a permit per connection,
 # keep-alive ones included), as many as a gevent worker takes.
 GRANIAN_CONNECTIONS = GEVENT_CONNECTIONS
@@ -62,6 +65,7 @@ class WorkerPlan:
     cpus: float | None = None
     runtime_threads: int = 1
     backpressure: int | None = None              # None: GRANIAN_CONNECTIONS
+    interface: str = "rsgi"                      # granian: rsgi (serve.rsgi) | wsgi (no body deadline)
 
     @property
     def frontend(self) -> str:
@@ -77,10 +81,15 @@ class WorkerPlan:
             text += f" r{self.runtime_threads}"
         if self.backpressure is not None:
             text += f" bp{self.backpressure}"
+        if self.frontend == GRANIAN and self.interface != "rsgi":
+            text += f" {self.interface}"
         return text
 
     def describe(self) -> str:
-        if self.frontend == GRANIAN:
+        if self.frontend == GRANIAN and self.interface == "wsgi":
+            text = (f"granian (WSGI, no body read deadline), {self.workers} worker(s) x {self.threads} threads, "
+                    f"{self.runtime_threads} runtime thread(s), {self.connections()} connections")
+        elif self.frontend == GRANIAN:
             text = (f"granian, {self.workers} worker(s), each an event loop and {self.threads} thread(s) for "
                     f"large requests, {self.runtime_threads} runtime thread(s), {self.connections()} connections")
         else:
@@ -100,6 +109,8 @@ class WorkerPlan:
                    "SERVE_RUNTIME_THREADS": str(self.runtime_threads)}
             if self.backpressure is not None:
                 env["SERVE_BACKPRESSURE"] = str(self.backpressure)
+            if self.interface != "rsgi":
+                env["SERVE_GRANIAN_INTERFACE"] = self.interface
             return env
         return {"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": self.worker_class,
                 "SERVE_THREADS": str(self.threads)}
@@ -111,8 +122,10 @@ def plan_workers(settings: Settings, cpus: float) -> WorkerPlan:
     workers = settings.workers or usable_cpu_count(cpus)
     frontend = settings.frontend or ("gunicorn" if settings.worker_class else DEFAULT_FRONTEND)
     if frontend == GRANIAN:
-        return WorkerPlan(GRANIAN, workers, settings.threads or DEFAULT_GRANIAN_THREADS, cpus=cpus,
-                          runtime_threads=settings.runtime_threads or 1, backpressure=settings.backpressure)
+        wsgi = settings.granian_interface == "wsgi"
+        threads = settings.threads or (DEFAULT_GRANIAN_WSGI_THREADS if wsgi else DEFAULT_GRANIAN_THREADS)
+        return WorkerPlan(GRANIAN, workers, threads, cpus=cpus, runtime_threads=settings.runtime_threads or 1,
+                          backpressure=settings.backpressure, interface=settings.granian_interface)
     worker_class = settings.worker_class or DEFAULT_WORKER_CLASS
     threads = 1
     if worker_class == "gthread":

@@ -19,6 +19,7 @@ from sagemaker_inference import parameters as sm
 
 PREDICTOR_CHOICES = ("auto", "compiled", "stock")
 FRONTENDS = ("granian", "gunicorn")         # the HTTP servers serve runs on (serve.frontends)
+GRANIAN_INTERFACES = ("rsgi", "wsgi")       # how granian calls serve's app (serve.rsgi, or plain WSGI)
 WORKER_CLASSES = ("sync", "gthread", "gevent")   # gunicorn's
 
 RESPONSE_TYPES = ("text/csv", "application/json", "application/jsonlines")
@@ -48,6 +49,7 @@ class Settings:
     threads: int | None = None                   # SERVE_THREADS, Python threads per gthread or granian worker
     runtime_threads: int | None = None           # SERVE_RUNTIME_THREADS (granian): Rust I/O threads per worker
     backpressure: int | None = None              # SERVE_BACKPRESSURE (granian): open connections per worker
+    granian_interface: str = "rsgi"              # SERVE_GRANIAN_INTERFACE: rsgi (body deadline) | wsgi (cheaper, none)
     keepalive: int = 75                          # SERVE_KEEPALIVE, seconds an idle connection stays open
     graceful_timeout: int = 20                   # SERVE_GRACEFUL_TIMEOUT, seconds to finish requests on SIGTERM
     access_log: bool = False                     # SERVE_ACCESS_LOG: one log line per request when true
@@ -84,6 +86,8 @@ class Settings:
             threads=env.integer("SERVE_THREADS", None, low=1, high=1024),
             runtime_threads=env.integer("SERVE_RUNTIME_THREADS", None, low=1, high=64),
             backpressure=env.integer("SERVE_BACKPRESSURE", None, low=1, high=100_000),
+            granian_interface=env.choice("SERVE_GRANIAN_INTERFACE", cls.granian_interface, GRANIAN_INTERFACES,
+                                         lower=True),
             keepalive=env.integer("SERVE_KEEPALIVE", cls.keepalive, low=0, high=3600),
             graceful_timeout=env.integer("SERVE_GRACEFUL_TIMEOUT", cls.graceful_timeout, low=1, high=3600),
             access_log=env.flag("SERVE_ACCESS_LOG", cls.access_log),
@@ -106,7 +110,8 @@ class Settings:
                                 "no worker classes)")
         if settings.frontend == "gunicorn" or settings.worker_class:
             for name, value in (("SERVE_RUNTIME_THREADS", settings.runtime_threads),
-                                ("SERVE_BACKPRESSURE", settings.backpressure)):
+                                ("SERVE_BACKPRESSURE", settings.backpressure),
+                                ("SERVE_GRANIAN_INTERFACE", env.raw("SERVE_GRANIAN_INTERFACE"))):
                 if value is not None:
                     raise SettingsError(f"{name}: applies to SERVE_FRONTEND=granian only")
         return settings

@@ -126,7 +126,8 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
 
     http = [row("a", "rtb-small", "gevent w2", 300, 4000), row("e", "rtb-small", "granian w2 t4", 60, 14000, 4.0),
             row("d", "-", "gevent w2", 250, 6000), row("f", "-", "granian w2 t4", 40, 30000),
-            row("a", "rtb-large", "gevent w2", 400, 3000), row("e", "rtb-large", "granian w2 t4", 100, 9000)]
+            row("a", "rtb-large", "gevent w2", 400, 3000), row("e", "rtb-large", "granian w2 t4", 100, 9000),
+            row("g", "rtb-small", "granian w2 t4 wsgi", 50, 16000, 6.0), row("h", "-", "granian w2 t4 wsgi", 20, 50000)]
     figures = {f.name: f for f in frontend_figures(http)}
     cpu = figures["rtb-small, 1 row: server CPU per request, granian vs gunicorn + gevent"]
     assert cpu.measured == "5.00x less" and cpu.met
@@ -137,6 +138,14 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     assert not figures["rtb-small, 1 row: ServeApp's own CPU per request on gunicorn + gevent (serve minus hello world)"].met
     drift = figures["rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's"]
     assert drift.measured == "0.80" and drift.met
+    # the opt-in WSGI interface, (g) and (h), against the same gunicorn rows
+    assert figures["rtb-small, 1 row: server CPU per request, granian WSGI (opt-in) vs gunicorn + gevent"].measured \
+        == "6.00x less"
+    assert figures["rtb-small, 1 row: max open-loop rate with p99 under the SLO, granian WSGI (opt-in) vs gunicorn"] \
+        .measured == "4.00x"
+    assert not figures["rtb-small, 1 row: granian WSGI's p99 at 80 % of its max rate"].met
+    wsgi_own = figures["rtb-small, 1 row: ServeApp's own CPU per request on granian WSGI (serve minus hello world)"]
+    assert wsgi_own.measured == "30 us" and not wsgi_own.met
 
 
 def test_kernel_goals_put_the_one_row_path_beside_the_batch_path():

@@ -16,17 +16,17 @@ import requests
 
 from serve.cpus import available_cpus, usable_cpu_count
 from serve.loading import load_model
-from tests.serve.conftest import (FRONTENDS, check_concurrent_clients, csv_body, numbers, running_server, sample_rows,
+from tests.serve.conftest import (FRONTEND_MODES, FRONTENDS, check_concurrent_clients, csv_body, numbers, running_server, sample_rows,
                                   settled_worker_pids, worker_pids)
 
 N_ROWS = 40
 
 
-@pytest.fixture(scope="module", params=FRONTENDS)
+@pytest.fixture(scope="module", params=list(FRONTEND_MODES))
 def server(request, bare_model_dir, tmp_path_factory):
-    """The same server on each front end: every test below holds for both."""
+    """The same server on each front end (and granian's WSGI interface): every test below holds for all."""
     with running_server(bare_model_dir("rtb-small"), tmp_path_factory.mktemp("bare") / "server.log",
-                        SERVE_FRONTEND=request.param) as srv:
+                        **FRONTEND_MODES[request.param]) as srv:
         yield srv
 
 
@@ -210,8 +210,10 @@ def test_recordio_protobuf_written_by_the_sdk(server):
 
 
 def test_the_front_end_asked_for_serves(server, request):
-    frontend = request.node.callspec.params["server"]
-    assert f"{frontend}, " in server.log()   # the plan's description names its front end
+    mode = request.node.callspec.params["server"]
+    frontend = FRONTEND_MODES[mode]["SERVE_FRONTEND"]
+    named = "granian (WSGI, no body read deadline), " if mode == "granian-wsgi" else f"{frontend}, "
+    assert named in server.log()   # the plan's description names its front end (and interface)
     assert requests.get(server.url + "/ping", timeout=2).headers.get("Server", "").lower().startswith(frontend)
 
 

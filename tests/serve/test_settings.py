@@ -78,6 +78,20 @@ def test_front_end_variables():
     assert (settings.frontend, settings.threads, settings.runtime_threads, settings.backpressure) == (
         "granian", 2, 3, 64)
     assert Settings.from_env({"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": "sync"}).worker_class == "sync"
+    assert Settings.from_env({}).granian_interface == "rsgi"
+    assert Settings.from_env({"SERVE_GRANIAN_INTERFACE": "WSGI"}).granian_interface == "wsgi"
+
+
+def test_granian_interface_picks_the_plan_threads_and_travels_in_the_plan_environment():
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS, DEFAULT_GRANIAN_WSGI_THREADS, plan_workers
+
+    rsgi = plan_workers(Settings.from_env({}), 2)
+    wsgi = plan_workers(Settings.from_env({"SERVE_GRANIAN_INTERFACE": "wsgi"}), 2)
+    assert (rsgi.interface, rsgi.threads, wsgi.interface, wsgi.threads) == (
+        "rsgi", DEFAULT_GRANIAN_THREADS, "wsgi", DEFAULT_GRANIAN_WSGI_THREADS)
+    assert "SERVE_GRANIAN_INTERFACE" not in rsgi.environment() and wsgi.label().endswith(" wsgi")
+    # the benchmark hands a plan over by its environment: the same plan comes back
+    assert plan_workers(Settings.from_env(wsgi.environment()), 2) == wsgi
 
 
 @pytest.mark.parametrize("env, name", [
@@ -86,6 +100,8 @@ def test_front_end_variables():
     ({"SERVE_FRONTEND": "gunicorn", "SERVE_BACKPRESSURE": "10"}, "SERVE_BACKPRESSURE"),
     ({"SERVE_WORKER_CLASS": "gthread", "SERVE_RUNTIME_THREADS": "2"}, "SERVE_RUNTIME_THREADS"),
     ({"SERVE_RUNTIME_THREADS": "0"}, "SERVE_RUNTIME_THREADS"),
+    ({"SERVE_FRONTEND": "gunicorn", "SERVE_GRANIAN_INTERFACE": "wsgi"}, "SERVE_GRANIAN_INTERFACE"),
+    ({"SERVE_GRANIAN_INTERFACE": "asgi"}, "SERVE_GRANIAN_INTERFACE"),
 ])
 def test_front_end_knobs_of_the_other_front_end_are_refused(env, name):
     with pytest.raises(SettingsError, match=name):
