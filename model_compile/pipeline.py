@@ -129,6 +129,15 @@ def _plan_targets(targets: list[str] | None, cpu: str) -> list[tuple[Target, str
     return plan
 
 
+def _kernel_deferral(generator: str, doc) -> str | None:
+    """Why the kernel generator does not compile this model (None: it does); a CompileError
+    when the user asked for that generator alone."""
+    deferred = unsupported_reason(doc)
+    if deferred and generator == "kernel":
+        raise CompileError(f"the kernel generator does not compile this model: {deferred}")
+    return deferred
+
+
 def _library_file(index: int, target: Target, cpu: str) -> str:
     """model.so for the first library (what readers of one library load), then model-TARGET[-CPU].so."""
     return LIBRARY_NAME if index == 0 else f"model-{target.name}{'-' + cpu if cpu else ''}.so"
@@ -294,9 +303,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
             deferred = None
             if generator in ("auto", "kernel"):
                 doc = doc or treelite_document(tl_model)
-                deferred = unsupported_reason(doc)
-                if deferred and generator == "kernel":
-                    raise CompileError(f"the kernel generator does not compile this model: {deferred}")
+                deferred = _kernel_deferral(generator, doc)
                 if deferred:
                     say(f"kernel generator: not for this model ({deferred}): TL2cgen compiles it")
                 else:
@@ -361,9 +368,7 @@ def compile_artifact(source: str | Path | SourceModel, output: str | Path, *, sa
             reason = f"generator {generator!r} requested"
             if generator in ("auto", "kernel"):
                 doc = doc or treelite_document(tl_model)
-                deferred = unsupported_reason(doc)
-                if deferred and generator == "kernel":
-                    raise CompileError(f"the kernel generator does not compile this model: {deferred}")
+                deferred = _kernel_deferral(generator, doc)
                 if deferred:
                     say(f"kernel generator: not for this model ({deferred}): TL2cgen compiles it for {target.name}")
                     reason = f"{CROSS_RULE}; the kernel does not compile this model: {deferred}"
