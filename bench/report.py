@@ -66,13 +66,13 @@ def http_table(http: list[ServerResult], ceiling: CeilingSummary | None, slo_ms:
     if ceiling:
         out.append(f"Load generator ceiling on this machine (wrk vs a trivial endpoint): closed loop "
                    f"{ceiling.closed_rate:,.0f} req/s, open loop {ceiling.open_rate:,.0f} req/s")
-    out.append(f"{'server':<34}{'model':<11}{'rows':>5}  {'config':<14}{'max req/s':>10}{'p50':>9}{'p99':>9}"
+    out.append(f"{'server':<37}{'model':<11}{'rows':>5}  {'config':<19}{'max req/s':>10}{'p50':>9}{'p99':>9}"
                f"{'closed max':>11}{'CPU us/req':>11}  flags")
-    out.append(f"{'':<34}{'':<11}{'':>5}  {'':<14}{f'p99<{slo_ms:g}ms':>10}")
+    out.append(f"{'':<37}{'':<11}{'':>5}  {'':<19}{f'p99<{slo_ms:g}ms':>10}")
     for r in http:
         cpu = f"{r.cpu_us_per_request:.0f}" if r.cpu_us_per_request else "-"
         flags = "NEAR GENERATOR CEILING" if r.near_ceiling else ""
-        out.append(f"{r.label:<34}{r.model:<11}{r.rows:>5}  {r.config:<14}{r.max_rate:>10,.0f}"
+        out.append(f"{r.label:<37}{r.model:<11}{r.rows:>5}  {r.config:<19}{r.max_rate:>10,.0f}"
                    f"{_ms(r.p50_ms):>9}{_ms(r.p99_ms):>9}{r.closed_rate:>11,.0f}{cpu:>11}  {flags}")
     return "\n".join(out)
 
