@@ -20,7 +20,7 @@ started``: a start beyond the worker count is a worker that died and was replace
   (granian's crash-loop guard stops a server whose worker dies again within 5.5 s);
 * ``sigterm``: SIGTERM to the master under load: every request sent before it answered,
   exit within the graceful timeout;
-* ``soak``: open loop (wrk) at 70 % of the closed-loop rate for ``soak_s``, in segments:
+* ``soak``: open loop (wrk) at 70 % of the rate the benchmark finds (or ``--soak-rate``) for ``soak_s``, in segments:
   0 errors, worker RSS and open files flat (growth under 5 %), p99 per segment;
 * ``memory``: 6 MB bodies of every content type at once: peak heap per decode measured
   in process (tracemalloc sees numpy's buffers) and the workers' peak RSS over HTTP;
@@ -55,6 +55,8 @@ from serve.settings import FRONTENDS, Settings
 
 SLO_MS = 20.0
 GROWTH_LIMIT = 0.05
+# the soak's rate: this share of the highest rate the benchmark finds with p99 under SLO_MS
+SOAK_SHARE = 0.7
 # Either front end's line as a worker starts (serve.gunicorn_conf's post_fork, serve.granian_conf's loader).
 WORKER_STARTED = re.compile(r"serve\.\w+_conf: worker (\d+) started")
 # A request that failed out of the app's reach: serve's own log line for a 500, gunicorn's for an
@@ -448,24 +450,33 @@ def _worker_usage(server: Server) -> tuple[float, int]:
 
 def scenario_soak(model_dir: Path, log_dir: Path, *, sample_csv: Path, soak_s: int, segments: int = 6,
                   rate: float | None = None, frontend: str = DEFAULT_FRONTEND) -> Row:
-    """wrk's open loop at ``rate`` (default 70 % of a 3 s closed-loop run) in ``segments``. Errors
-    are counted by kind (wrk's connect/read/write errors and timeouts, non-2xx answers, requests
-    lost with their connection): a timeout is wrk's, counted every 2 s for each connection whose
-    request has waited more than ``bench.load``'s 30 s, so a stalled client counts too."""
+    """wrk's open loop at ``rate`` in ``segments``; by default 70 % of the rate the benchmark
+    finds for this server (``bench.search.find_max_rates``: the highest open-loop rate with p99
+    under the SLO, as ``bench compare`` searches it), on as many connections as the benchmark
+    uses at that rate (``open_loop_connections``: a connection that must answer faster than it
+    can falls behind its schedule, and the p99 from the scheduled send grows without bound).
+    Errors are counted by kind (wrk's connect/read/write errors and timeouts, non-2xx answers,
+    requests lost with their connection): a timeout is wrk's, counted every 2 s for each
+    connection whose request has waited more than ``bench.load``'s 30 s, so a stalled client
+    counts too."""
     from collections import Counter
 
     from bench.load import run_load
     from bench.payloads import make_bodies, read_sample_rows
+    from bench.search import DEFAULT_CONNECTIONS, SearchedServer, find_max_rates, open_loop_connections
 
     bodies = make_bodies(read_sample_rows(sample_csv), 1)
     with serve(model_dir, log_dir, "soak", frontend=frontend) as server:
+        found = None
         if rate is None:
-            closed = run_load(server.url, bodies, connections=8, duration_s=3, warmup_s=1)
-            rate = 0.7 * closed.achieved_rate
+            found = find_max_rates([SearchedServer(server.url, bodies)], slo_ms=SLO_MS)[0].max_rate
+            rate = SOAK_SHARE * found
+        connections = open_loop_connections(rate, DEFAULT_CONNECTIONS)
         segment_s = max(1, soak_s // segments)
         rows, errors, by_kind = [], 0, Counter()
         for number in range(segments):
-            result = run_load(server.url, bodies, rate=rate, connections=4, duration_s=segment_s, warmup_s=0)
+            result = run_load(server.url, bodies, rate=rate, connections=connections, duration_s=segment_s,
+                              warmup_s=0)
             usage = _worker_usage(server)
             errors += result.errors
             kinds = {kind: n for kind, n in result.error_detail.items() if n}
@@ -480,14 +491,18 @@ def scenario_soak(model_dir: Path, log_dir: Path, *, sample_csv: Path, soak_s: i
     # growth from the end of the first segment (caches warm) to the end of the last
     rss_growth = rows[-1]["rss_mb"] / rows[0]["rss_mb"] - 1
     fd_growth = rows[-1]["fds"] / max(rows[0]["fds"], 1) - 1
-    counts = {"frontend": frontend, "duration_s": segment_s * segments, "rate": round(rate), "errors": errors,
+    counts = {"frontend": frontend, "duration_s": segment_s * segments, "rate": round(rate),
+              "benchmark_max_rate": round(found) if found is not None else None, "connections": connections,
+              "errors": errors,
               "errors_by_kind": dict(by_kind), "worker_deaths": deaths, "logged_internal_errors": internal,
               "server_exit_code": exit_code, "rss_growth": round(rss_growth, 4), "fd_growth": round(fd_growth, 4),
               "p99_ms_first_last_max": [rows[0]["p99_ms"], rows[-1]["p99_ms"], max(r["p99_ms"] for r in rows)],
               "segments": rows}
     passed = (errors == 0 and deaths == 0 and internal == 0 and exit_code is None and rss_growth < GROWTH_LIMIT
               and fd_growth < GROWTH_LIMIT)
-    return Row("soak", passed, counts, f"open loop at {rate:,.0f} req/s (70 % of a 3 s closed-loop run), "
+    source = (f"{SOAK_SHARE:.0%} of the {found:,.0f} req/s the benchmark found" if found is not None
+              else "the rate given")
+    return Row("soak", passed, counts, f"open loop at {rate:,.0f} req/s ({source}) on {connections} connections, "
                                        f"{segments} segments of {segment_s} s")
 
 
@@ -701,7 +716,8 @@ SCENARIOS = ("fuzz", "slow", "kill", "kill-again", "sigterm", "soak", "memory", 
 
 
 def run_reliability(model_dir: Path, sample_csv: Path, num_feature: int, out: Path, *, scenarios=SCENARIOS,
-                    fuzz_count: int = 100_000, seed: int = 1, soak_s: int = 1800, slow: int = 300,
+                    fuzz_count: int = 100_000, seed: int = 1, soak_s: int = 1800, soak_rate: float | None = None,
+                    slow: int = 300,
                     kills: int = 3, image: str = "xgb-neo-serve:latest", memory_limit: str = "1g",
                     frontend: str = DEFAULT_FRONTEND, progress: Callable[[str], None] = print) -> list[Row]:
     """Every scenario of ``scenarios`` against ``serve`` on ``frontend`` (memory-limit: the image,
@@ -725,7 +741,7 @@ def run_reliability(model_dir: Path, sample_csv: Path, num_feature: int, out: Pa
         elif name == "sigterm":
             row = scenario_sigterm(model_dir, logs, num_feature=num_feature, **on)
         elif name == "soak":
-            row = scenario_soak(model_dir, logs, sample_csv=sample_csv, soak_s=soak_s, **on)
+            row = scenario_soak(model_dir, logs, sample_csv=sample_csv, soak_s=soak_s, rate=soak_rate, **on)
         elif name == "memory":
             row = scenario_memory(model_dir, logs, num_feature=num_feature, **on)
         else:
@@ -774,10 +790,13 @@ def table(rows: list[Row]) -> str:
                     f"exit after {c['exit_s']} s (graceful timeout {c['graceful_timeout_s']} s)")
         elif row.scenario == "soak":
             kinds = ", ".join(f"{kind} {n}" for kind, n in c["errors_by_kind"].items())
-            text = (f"{c['duration_s']} s at {c['rate']:,} req/s: errors {c['errors']}"
+            found = c.get("benchmark_max_rate")
+            text = (f"{c['duration_s']} s at {c['rate']:,} req/s"
+                    f"{f' (70 % of {found:,})' if found else ''} on {c['connections']} connections: errors {c['errors']}"
                     f"{' (' + kinds + ')' if kinds else ''}, worker deaths {c['worker_deaths']}, RSS growth "
                     f"{c['rss_growth']:.1%}, fd growth {c['fd_growth']:.1%}, p99 first/last/max "
-                    f"{'/'.join(str(p) for p in c['p99_ms_first_last_max'])} ms")
+                    f"{'/'.join(str(p) for p in c['p99_ms_first_last_max'])} ms, service p99 max "
+                    f"{max(r['service_p99_ms'] for r in c['segments'])} ms")
         elif row.scenario == "memory-limit" and "skipped" in c:
             text = f"skipped: {c['skipped']}"
         elif row.scenario == "memory-limit":
@@ -805,6 +824,9 @@ def add_arguments(p) -> None:
     p.add_argument("--fuzz-count", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--soak-s", type=int, default=1800, help="soak duration (default 30 minutes)")
+    p.add_argument("--soak-rate", type=float,
+                   help="the soak's rate in req/s (default 70 %% of the highest rate with p99 under 20 ms that "
+                        "the benchmark's search finds for the server first)")
     p.add_argument("--slow", type=int, default=300, help="slow connections (default 300)")
     p.add_argument("--kills", type=int, default=3)
     p.add_argument("--image", default="xgb-neo-serve:latest",
@@ -830,7 +852,7 @@ def main_reliability(args, say: Callable[[str], None] = print) -> int:
             say(f"== {args.model}, {name}, on {frontend}: {targets[name]}")
             rows = run_reliability(targets[name], model.sample_csv, num_feature, out / frontend / name,
                                    scenarios=args.scenarios, fuzz_count=args.fuzz_count, seed=args.seed,
-                                   soak_s=args.soak_s, slow=args.slow, kills=args.kills, image=args.image,
+                                   soak_s=args.soak_s, soak_rate=args.soak_rate, slow=args.slow, kills=args.kills, image=args.image,
                                    memory_limit=args.memory_limit, frontend=frontend, progress=say)
             say(table(rows))
             all_rows += [{"target": name, "frontend": frontend, **r.to_dict()} for r in rows]
