@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench import fuzz, reliability
+from bench.search import DEFAULT_CONNECTIONS, open_loop_connections
 from serve.gunicorn_conf import DEFAULT_FRONTEND
 
 BOTH = pytest.mark.parametrize("frontend", ["granian", "gunicorn"])
@@ -112,6 +113,11 @@ def test_soak_60_seconds(model, tmp_path):
     row = reliability.scenario_soak(artifact.deployed, tmp_path, sample_csv=artifact.sample_csv, soak_s=60)
     assert row.passed, row.counts
     assert row.counts["duration_s"] == 60
+    # the rate is the benchmark's (70 % of the searched max), on the benchmark's connections for it
+    rate = row.counts["rate"]
+    assert abs(rate - reliability.SOAK_SHARE * row.counts["benchmark_max_rate"]) <= 1   # both rounded
+    assert row.counts["connections"] in {open_loop_connections(r, DEFAULT_CONNECTIONS) for r in (rate - 1, rate + 1)}
+    assert all(segment["achieved_rate"] > 0.9 * row.counts["rate"] for segment in row.counts["segments"])
 
 
 def test_six_mb_bodies_of_every_type(model, tmp_path):
