@@ -500,7 +500,7 @@ def scenario_soak(model_dir: Path, log_dir: Path, *, sample_csv: Path, soak_s: i
               "segments": rows}
     passed = (errors == 0 and deaths == 0 and internal == 0 and exit_code is None and rss_growth < GROWTH_LIMIT
               and fd_growth < GROWTH_LIMIT)
-    source = (f"{SOAK_SHARE:.0%} of the {found:,.0f} req/s the benchmark found" if found is not None
+    source = (f"{SOAK_SHARE * 100:g} % of the {found:,.0f} req/s the benchmark found" if found is not None
               else "the rate given")
     return Row("soak", passed, counts, f"open loop at {rate:,.0f} req/s ({source}) on {connections} connections, "
                                        f"{segments} segments of {segment_s} s")
@@ -717,8 +717,7 @@ SCENARIOS = ("fuzz", "slow", "kill", "kill-again", "sigterm", "soak", "memory", 
 
 def run_reliability(model_dir: Path, sample_csv: Path, num_feature: int, out: Path, *, scenarios=SCENARIOS,
                     fuzz_count: int = 100_000, seed: int = 1, soak_s: int = 1800, soak_rate: float | None = None,
-                    slow: int = 300,
-                    kills: int = 3, image: str = "xgb-neo-serve:latest", memory_limit: str = "1g",
+                    slow: int = 300, kills: int = 3, image: str = "xgb-neo-serve:latest", memory_limit: str = "1g",
                     frontend: str = DEFAULT_FRONTEND, progress: Callable[[str], None] = print) -> list[Row]:
     """Every scenario of ``scenarios`` against ``serve`` on ``frontend`` (memory-limit: the image,
     on the image's default front end)."""
@@ -792,7 +791,8 @@ def table(rows: list[Row]) -> str:
             kinds = ", ".join(f"{kind} {n}" for kind, n in c["errors_by_kind"].items())
             found = c.get("benchmark_max_rate")
             text = (f"{c['duration_s']} s at {c['rate']:,} req/s"
-                    f"{f' (70 % of {found:,})' if found else ''} on {c['connections']} connections: errors {c['errors']}"
+                    f"{f' ({SOAK_SHARE * 100:g} % of {found:,})' if found else ''} on {c['connections']} connections: "
+                    f"errors {c['errors']}"
                     f"{' (' + kinds + ')' if kinds else ''}, worker deaths {c['worker_deaths']}, RSS growth "
                     f"{c['rss_growth']:.1%}, fd growth {c['fd_growth']:.1%}, p99 first/last/max "
                     f"{'/'.join(str(p) for p in c['p99_ms_first_last_max'])} ms, service p99 max "
@@ -852,8 +852,8 @@ def main_reliability(args, say: Callable[[str], None] = print) -> int:
             say(f"== {args.model}, {name}, on {frontend}: {targets[name]}")
             rows = run_reliability(targets[name], model.sample_csv, num_feature, out / frontend / name,
                                    scenarios=args.scenarios, fuzz_count=args.fuzz_count, seed=args.seed,
-                                   soak_s=args.soak_s, soak_rate=args.soak_rate, slow=args.slow, kills=args.kills, image=args.image,
-                                   memory_limit=args.memory_limit, frontend=frontend, progress=say)
+                                   soak_s=args.soak_s, soak_rate=args.soak_rate, slow=args.slow, kills=args.kills,
+                                   image=args.image, memory_limit=args.memory_limit, frontend=frontend, progress=say)
             say(table(rows))
             all_rows += [{"target": name, "frontend": frontend, **r.to_dict()} for r in rows]
     (out / "reliability.json").write_text(json.dumps({"command": " ".join(sys.argv), "model": args.model,
