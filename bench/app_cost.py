@@ -7,12 +7,16 @@ can be accounted for: what is the app, what is parse / predict / encode. The
 front end's share is what ``python -m bench compare`` measures over HTTP (server
 CPU per request minus this).
 
+The default front end's app (``serve.rsgi.RSGIApp``, granian RSGI) is timed the same way, its
+coroutine driven by hand with the body already read.
+
 Run: ``python -m bench.app_cost MODEL_FOLDER [--sample sample.csv] [--profile]``
 (a compiled artifact, extracted; ``--profile`` adds cProfile's top functions).
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import time
@@ -49,6 +53,65 @@ def fake_environ(body: bytes, content_type: str, accept: str | None = None) -> C
     return make
 
 
+class _ReadBody:
+    """granian's future of the request body once its Rust threads have read it: awaiting it
+    returns the body at once (over HTTP the wait for it is a hop through granian's threads and
+    the event loop, which ``python -m bench compare`` measures: its rows (d) and (i))."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def __await__(self):
+        return self.body
+        yield   # a generator, never suspended
+
+
+class _Scope:
+    """The RSGI scope of a POST /invocations, as granian hands it over (headers: a mapping)."""
+    proto, path, method = "http", "/invocations", "POST"
+
+    def __init__(self, headers: dict):
+        self.headers = headers
+
+
+class _Proto:
+    """The RSGI protocol of one request: the body, and the answer it was given."""
+
+    def __init__(self, body: bytes):
+        self.body, self.answer = body, None
+
+    def __call__(self):
+        return _ReadBody(self.body)
+
+    def response_bytes(self, status, headers, body):
+        self.answer = (status, body)
+
+
+def rsgi_call(rsgi_app, body: bytes, content_type: str) -> Callable[[], _Proto]:
+    """One request through ``serve.rsgi.RSGIApp`` (the default front end's app) with the body in:
+    its coroutine driven by hand, as granian's event loop would run it."""
+    scope = _Scope({"content-type": content_type, "content-length": str(len(body))})
+
+    def call() -> _Proto:
+        proto = _Proto(body)
+        coroutine = rsgi_app.__rsgi__(scope, proto)
+        try:
+            coroutine.send(None)
+        except StopIteration:
+            pass
+        return proto
+
+    async def first() -> _Proto:
+        return call()
+
+    # a worker's first request starts the deadline sweeper on its running loop; the later ones only
+    # read the loop's clock, as here
+    asyncio.new_event_loop().run_until_complete(first())
+    return call
+
+
 def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS) -> list[tuple[str, float]]:
     """(step, microseconds per call) for the app and its steps on one row of ``sample``."""
     import numpy as np
@@ -56,6 +119,7 @@ def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS) -> 
     from serve import codecs
     from serve.app import create_app
     from serve.loading import load_model
+    from serve.rsgi import RSGIApp
     from serve.settings import Settings
 
     settings = Settings.from_env({})
@@ -72,11 +136,15 @@ def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS) -> 
         return None
 
     make_csv = fake_environ(line, "text/csv")
+    rsgi = rsgi_call(RSGIApp(app, 1), line, "text/csv")
     make_json = fake_environ(json_body, "application/json", "application/json")
     predictions = loaded.predictor.predict(row)
     outputs = app.select_outputs(predictions)
-    assert app(make_csv(), start_response)[0] == codecs.encode_csv(outputs, selected=False, batch=False)
+    expected = codecs.encode_csv(outputs, selected=False, batch=False)
+    assert app(make_csv(), start_response)[0] == expected
+    assert rsgi().answer == (200, expected)
     steps = [
+        ("RSGIApp (the default front end's), CSV row in, CSV score out (body read)", rsgi),
         ("ServeApp, CSV row in, CSV score out (whole WSGI call)", lambda: app(make_csv(), start_response)),
         ("ServeApp, JSON row in, JSON out (whole WSGI call)", lambda: app(make_json(), start_response)),
         ("  of which: a fresh environ + BytesIO (the front end's part)", make_csv),
