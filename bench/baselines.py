@@ -157,6 +157,19 @@ class _HelloApp:
 hello_app = _HelloApp()
 
 
+class _HelloUnreadApp(_HelloApp):
+    """:class:`_HelloApp` on RSGI without awaiting the body (granian drains it after the answer):
+    beside the RSGI hello world, what granian's body read costs per request (the future it hands
+    Python, resolved on its Rust threads and resumed on the event loop)."""
+
+    async def __rsgi__(self, scope, proto):
+        if scope.proto == "http":
+            proto.response_bytes(200, self._headers, b"0.5\n")
+
+
+hello_unread_app = _HelloUnreadApp()
+
+
 def flask_hello_app():
     """Hello world in Flask: what the framework adds to :func:`hello_app`."""
     import flask

@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="servers (a)-(f) side by side")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=DEFAULT_MODELS)
     p.add_argument("--rows", type=_at_least_one, default=1)
-    p.add_argument("--keys", nargs="+", default=list("abcdefgh"), choices=list("abcdefgh"))
+    p.add_argument("--keys", nargs="+", default=list("abcdefghi"), choices=list("abcdefghi"))
     p.add_argument("--config", type=_config_arg, help="CLASS:WORKERS[:THREADS] for (a), (b), (d)")
     p.add_argument("--logs", default="reports/logs", help="server logs folder")
     http_options(p)

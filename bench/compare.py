@@ -18,8 +18,8 @@ from typing import Callable
 from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling, run_load
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
-from bench.contenders import (Contender, granian_wsgi_plan, hello_command, other_frontend_plan, serve_command,
-                              stock_command)
+from bench.contenders import (Contender, granian_rsgi_plan, granian_wsgi_plan, hello_command, other_frontend_plan,
+                              serve_command, stock_command)
 from bench.search import DEFAULT_CONNECTIONS, SearchedServer, find_max_rates, open_loop_connections
 from bench.servers import RunningServer, free_port, running_server
 from serve.gunicorn_conf import WorkerPlan
@@ -52,7 +52,7 @@ class ServerResult:
 
 HEADROOM_SHARE = 0.8
 SERVE_KEYS = ("a", "e", "g")   # serve's own rows, on each front end (and granian's WSGI interface)
-HELLO_KEYS = ("d", "f", "h")
+HELLO_KEYS = ("d", "f", "h", "i")
 
 
 def _with_server_cpu(server: RunningServer) -> Callable[[Callable[[], LoadResult]], LoadResult]:
@@ -133,13 +133,13 @@ def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, dur
 
 
 def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1, slo_ms: float = 20.0,
-                keys: tuple[str, ...] = ("a", "b", "c", "d", "e", "f", "g", "h"), duration_s: int = 3, steps: int = 4,
+                keys: tuple[str, ...] = tuple("abcdefghi"), duration_s: int = 3, steps: int = 4,
                 connections: int = DEFAULT_CONNECTIONS, log_dir: Path = Path("."),
                 ceiling: Ceiling | None = None, progress: Callable[[str], None] = print) -> list[ServerResult]:
     """Servers ``keys`` on every model at ``rows`` rows per request; the servers of one model
     are searched together (the hello worlds, which need no model, with the first). (e) and
     (f) run on the other front end (``bench.contenders.other_frontend_plan``), (g) and (h) on
-    granian's WSGI interface (``bench.contenders.granian_wsgi_plan``)."""
+    granian's WSGI interface (``bench.contenders.granian_wsgi_plan``), (i) on its RSGI one."""
     other, wsgi = other_frontend_plan(plan), granian_wsgi_plan(plan)
     results = []
     for index, model in enumerate(models):
@@ -157,6 +157,8 @@ def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1
                 command = stock_command(model.stock_dir, port, cpus=os.cpu_count())
             elif key == "h":
                 command = hello_command(port, wsgi, app="bench.baselines:hello_wsgi_app", key=key)
+            elif key == "i":
+                command = hello_command(port, granian_rsgi_plan(plan), app="bench.baselines:hello_unread_app", key=key)
             else:
                 command = hello_command(port, plan if key == "d" else other, key=key)
             contenders.append(Contender(command, port, bodies, model.name if key not in HELLO_KEYS else "-", rows))

@@ -7,7 +7,9 @@
 * (d) the hello-world app under ``serve``'s front end and settings (WSGI on gunicorn, RSGI on granian, as ``serve``): Python's floor;
 * (e), (f): (a) and (d) on the other front end (``other_frontend_plan``);
 * (g), (h): (a) and (d) on granian's WSGI interface (``SERVE_GRANIAN_INTERFACE=wsgi``: no body
-      read deadline, less CPU per request; ``granian_wsgi_plan``).
+      read deadline, less CPU per request; ``granian_wsgi_plan``);
+* (i): the RSGI hello world that answers without awaiting the body (``granian_rsgi_plan``): what
+      granian's RSGI body read costs per request, (d) minus (i).
 
 (a), (b) and (d) run with the same WorkerPlan, handed over the way ``serve`` reads it
 (its environment and ``--workers``), (e) and (f) with the other front end's plan for as
@@ -34,6 +36,8 @@ SERVER_LABELS = {
     # serve's opt-in granian interface: what the body deadline of the default (RSGI) costs.
     "g": "(g) serve, router, granian WSGI",
     "h": "(h) hello-world WSGI, granian WSGI",
+    # (d) on granian's RSGI interface without reading the body: (d) minus (i) is granian's body read.
+    "i": "(i) hello-world RSGI, body unread",
 }
 
 
@@ -79,6 +83,16 @@ def granian_wsgi_plan(plan: WorkerPlan) -> WorkerPlan:
     from serve.gunicorn_conf import DEFAULT_GRANIAN_WSGI_THREADS, GRANIAN
 
     return WorkerPlan(GRANIAN, plan.workers, DEFAULT_GRANIAN_WSGI_THREADS, cpus=plan.cpus, interface="wsgi")
+
+
+def granian_rsgi_plan(plan: WorkerPlan) -> WorkerPlan:
+    """granian on its RSGI interface for as many workers as ``plan`` (``plan`` itself when it is
+    one): how (i) runs."""
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS, GRANIAN
+
+    if plan.frontend == GRANIAN and plan.interface == "rsgi":
+        return plan
+    return WorkerPlan(GRANIAN, plan.workers, DEFAULT_GRANIAN_THREADS, cpus=plan.cpus)
 
 
 def stock_plan(cpus: int | None = None) -> WorkerPlan:

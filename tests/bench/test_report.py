@@ -127,7 +127,8 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     http = [row("a", "rtb-small", "gevent w2", 300, 4000), row("e", "rtb-small", "granian w2 t4", 60, 14000, 4.0),
             row("d", "-", "gevent w2", 250, 6000), row("f", "-", "granian w2 t4", 40, 30000),
             row("a", "rtb-large", "gevent w2", 400, 3000), row("e", "rtb-large", "granian w2 t4", 100, 9000),
-            row("g", "rtb-small", "granian w2 t4 wsgi", 50, 16000, 6.0), row("h", "-", "granian w2 t4 wsgi", 20, 50000)]
+            row("g", "rtb-small", "granian w2 t4 wsgi", 50, 16000, 6.0), row("h", "-", "granian w2 t4 wsgi", 20, 50000),
+            row("i", "-", "granian w2 t4", 25, 45000)]
     figures = {f.name: f for f in frontend_figures(http)}
     cpu = figures["rtb-small, 1 row: server CPU per request, granian vs gunicorn + gevent"]
     assert cpu.measured == "5.00x less" and cpu.met
@@ -146,6 +147,9 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     assert not figures["rtb-small, 1 row: granian WSGI's p99 at 80 % of its max rate"].met
     wsgi_own = figures["rtb-small, 1 row: ServeApp's own CPU per request on granian WSGI (serve minus hello world)"]
     assert wsgi_own.measured == "30 us" and not wsgi_own.met
+    # granian RSGI's body read: the RSGI hello world (f) minus the one that leaves the body unread (i)
+    body_read = figures["rtb-small, 1 row: granian RSGI's body read (hello world minus the same, body unread)"]
+    assert body_read.measured == "15 us per request" and body_read.met is None
 
 
 def test_kernel_goals_put_the_one_row_path_beside_the_batch_path():
