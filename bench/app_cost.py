@@ -107,8 +107,12 @@ def rsgi_call(rsgi_app, body: bytes, content_type: str) -> Callable[[], _Proto]:
         return call()
 
     # a worker's first request starts the deadline sweeper on its running loop; the later ones only
-    # read the loop's clock, as here
-    asyncio.new_event_loop().run_until_complete(first())
+    # read the loop's clock, as here (a closed loop's clock still reads)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(first())
+    finally:
+        loop.close()
     return call
 
 

@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     http_options(p, duration=5)
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("compare", help="servers (a)-(f) side by side")
+    p = sub.add_parser("compare", help="servers (a)-(i) side by side")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=DEFAULT_MODELS)
     p.add_argument("--rows", type=_at_least_one, default=1)
     p.add_argument("--keys", nargs="+", default=list("abcdefghi"), choices=list("abcdefghi"))
