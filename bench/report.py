@@ -280,7 +280,7 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
                                     target="<= 25 us", measured=f"{own:.0f} us", met=own <= 25,
                                     detail=f"{serve.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"))
     figures += _granian_wsgi_figures(one_row, row("rtb-small", False), row("rtb-small", False, serve=False))
-    figures += _body_read_figure(one_row)
+    figures += _body_read_figure(one_row, row("rtb-small", True, serve=False))
     if len(cpu_ratio) == 2:
         drift = cpu_ratio["rtb-large"] / cpu_ratio["rtb-small"]
         figures.append(Figure(name="rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's",
@@ -318,14 +318,13 @@ def _granian_wsgi_figures(one_row: list[ServerResult], gunicorn: ServerResult | 
     return figures
 
 
-def _body_read_figure(one_row: list[ServerResult]) -> list[Figure]:
-    """What granian's RSGI body read costs per request: the RSGI hello world ((d) or (f), the one
-    on granian RSGI) minus the same without awaiting the body (i). Reported, no target: it is the
+def _body_read_figure(one_row: list[ServerResult], read: ServerResult | None) -> list[Figure]:
+    """What granian's RSGI body read costs per request: ``read``, the hello world on granian
+    ((d) or (f)), minus the same without awaiting the body (i). Reported, no target: it is the
     part of the default's floor that the body deadline's interface adds."""
     unread = next((r for r in one_row if r.key == "i"), None)
-    read = next((r for r in one_row if r.key in ("d", "f") and r.config.startswith("granian")
-                 and not r.config.endswith("wsgi")), None)
-    if not unread or not read or not unread.cpu_us_per_request or not read.cpu_us_per_request:
+    if (not unread or not read or read.config.endswith("wsgi") or not unread.cpu_us_per_request
+            or not read.cpu_us_per_request):
         return []
     cost = read.cpu_us_per_request - unread.cpu_us_per_request
     return [Figure(name="rtb-small, 1 row: granian RSGI's body read (hello world minus the same, body unread)",
