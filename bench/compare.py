@@ -45,6 +45,9 @@ class ServerResult:
     # p99 of one open-loop run at HEADROOM_SHARE of max_rate (serve's rows only): the latency
     # with the headroom an autoscaling target leaves.
     p99_at_headroom_ms: float | None = None
+    # context switches of the server's threads per request at max_rate: the hand-offs between
+    # threads (granian's Rust threads, its blocking thread, the event loop) that a request costs
+    switches_per_request: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,11 +58,12 @@ SERVE_KEYS = ("a", "e", "g")   # serve's own rows, on each front end (and grania
 HELLO_KEYS = ("d", "f", "h", "i")
 
 
-def _with_server_cpu(server: RunningServer) -> Callable[[Callable[[], LoadResult]], LoadResult]:
+def _with_server_costs(server: RunningServer) -> Callable[[Callable[[], LoadResult]], LoadResult]:
     def measure(run: Callable[[], LoadResult]) -> LoadResult:
-        before = server.cpu_seconds()
+        before, switches_before = server.cpu_seconds(), server.context_switches()
         result = run()
         result.labels["server_cpu_s"] = server.cpu_seconds() - before
+        result.labels["server_switches"] = server.context_switches() - switches_before
         return result
     return measure
 
@@ -87,7 +91,7 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             server = stack.enter_context(running_server(name, c.command.argv, c.port, env=c.command.env,
                                                         log_dir=log_dir))
             tag = f"{c.command.key} {c.command.plan.label()}"
-            searched.append(SearchedServer(server.url, c.bodies, _with_server_cpu(server),
+            searched.append(SearchedServer(server.url, c.bodies, _with_server_costs(server),
                                         lambda r, tag=tag: progress(f"    {tag:<16}" + describe_run(r).strip())))
         searches = find_max_rates(searched, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                                   steps=steps)
@@ -108,6 +112,7 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             if ceiling is not None:
                 flag_near_ceiling(result, ceiling)
         cpu_us = best.labels["server_cpu_s"] / best.requests * 1e6 if best is not None and best.requests else None
+        switches = best.labels["server_switches"] / best.requests if best is not None and best.requests else None
         progress(f"    -> {c.command.label} [{c.command.plan.label()}] {c.model}, {c.rows} row(s): "
                  f"max {search.max_rate:,.0f} req/s with p99 under {slo_ms:g} ms"
                  + (f" (p99 {best.latency_ms['p99']:.2f} ms, {cpu_us:.0f} CPU us/request)" if best else ""))
@@ -118,7 +123,7 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
             near_ceiling=bool(best and best.near_ceiling) or bool(search.closed.near_ceiling),
             loadavg=[load_before, load_after], search=search.to_dict(),
-            p99_at_headroom_ms=headroom.get(c.command.key)))
+            p99_at_headroom_ms=headroom.get(c.command.key), switches_per_request=switches))
     return results
 
 

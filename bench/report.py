@@ -67,13 +67,14 @@ def http_table(http: list[ServerResult], ceiling: CeilingSummary | None, slo_ms:
         out.append(f"Load generator ceiling on this machine (wrk vs a trivial endpoint): closed loop "
                    f"{ceiling.closed_rate:,.0f} req/s, open loop {ceiling.open_rate:,.0f} req/s")
     out.append(f"{'server':<37}{'model':<11}{'rows':>5}  {'config':<19}{'max req/s':>10}{'p50':>9}{'p99':>9}"
-               f"{'closed max':>11}{'CPU us/req':>11}  flags")
-    out.append(f"{'':<37}{'':<11}{'':>5}  {'':<19}{f'p99<{slo_ms:g}ms':>10}")
+               f"{'closed max':>11}{'CPU us/req':>11}{'switches':>9}  flags")
+    out.append(f"{'':<37}{'':<11}{'':>5}  {'':<19}{f'p99<{slo_ms:g}ms':>10}{'':>9}{'':>9}{'':>11}{'':>11}{'/req':>9}")
     for r in http:
         cpu = f"{r.cpu_us_per_request:.0f}" if r.cpu_us_per_request else "-"
+        switches = f"{r.switches_per_request:.1f}" if r.switches_per_request is not None else "-"
         flags = "NEAR GENERATOR CEILING" if r.near_ceiling else ""
         out.append(f"{r.label:<37}{r.model:<11}{r.rows:>5}  {r.config:<19}{r.max_rate:>10,.0f}"
-                   f"{_ms(r.p50_ms):>9}{_ms(r.p99_ms):>9}{r.closed_rate:>11,.0f}{cpu:>11}  {flags}")
+                   f"{_ms(r.p50_ms):>9}{_ms(r.p99_ms):>9}{r.closed_rate:>11,.0f}{cpu:>11}{switches:>9}  {flags}")
     return "\n".join(out)
 
 
@@ -327,10 +328,14 @@ def _body_read_figure(one_row: list[ServerResult], read: ServerResult | None) ->
             or not read.cpu_us_per_request):
         return []
     cost = read.cpu_us_per_request - unread.cpu_us_per_request
+    switches = ""
+    if read.switches_per_request is not None and unread.switches_per_request is not None:
+        switches = (f"; context switches per request {read.switches_per_request:.1f} vs "
+                    f"{unread.switches_per_request:.1f}")
     return [Figure(name="rtb-small, 1 row: granian RSGI's body read (hello world minus the same, body unread)",
                    target="(reported)", measured=f"{cost:.0f} us per request", met=None,
                    detail=f"{read.cpu_us_per_request:.0f} - {unread.cpu_us_per_request:.0f} us; "
-                          f"{read.max_rate:,.0f} vs {unread.max_rate:,.0f} req/s")]
+                          f"{read.max_rate:,.0f} vs {unread.max_rate:,.0f} req/s{switches}")]
 
 
 def figures_table(figures: list[Figure]) -> str:

@@ -1,4 +1,5 @@
-"""Start and stop the servers under test on free loopback ports, and account their CPU time.
+"""Start and stop the servers under test on free loopback ports, and account their CPU time
+and context switches.
 
 A server is any command that serves HTTP on 127.0.0.1:PORT and answers ``GET /ping``
 with 200 once ready: this project's ``serve``, a gunicorn app of ``bench.baselines``, or
@@ -83,9 +84,39 @@ class RunningServer:
             pass
         return total
 
+    def context_switches(self) -> int:
+        """Voluntary + involuntary context switches of every thread of the server process and its
+        live children (/proc/PID/task/TID/status; the process's own line counts its main thread
+        only). A front end that hands each request between threads pays per switch: this is how
+        the benchmark shows it."""
+        total = 0
+        try:
+            root = psutil.Process(self.proc.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        for process in processes:
+            try:
+                tids = os.listdir(f"/proc/{process.pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                total += _thread_switches(f"/proc/{process.pid}/task/{tid}/status")
+        return total
+
     def stop(self, timeout_s: float = 15) -> None:
         """SIGTERM (the front end stops its workers gracefully), SIGKILL after ``timeout_s``."""
         stop_process(self.proc, timeout_s, kill_children=True)
+
+
+def _thread_switches(status_path: str) -> int:
+    """The two context-switch counts in one thread's status file (0 once the thread has gone)."""
+    try:
+        with open(status_path) as status:
+            return sum(int(line.split()[1]) for line in status
+                       if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+    except OSError:
+        return 0
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float, *, kill_children: bool = False) -> None:

@@ -36,6 +36,33 @@ def test_serve_and_hello_world_run_under_the_same_gunicorn_plan(deployed_model, 
     assert (answer.status_code, answer.text) == (200, "0.5\n") and len(workers) == 1
 
 
+def test_context_switches_count_every_thread_of_every_worker(deployed_model, tmp_path):
+    """gunicorn's gthread worker answers in its pool threads: the count must include them, and
+    each request one after another on a keep-alive connection wakes the worker at least once."""
+    import http.client
+
+    import psutil
+
+    model = deployed_model("rtb-small")
+    line = read_sample_rows(model.sample_csv)[0]
+    port = free_port()
+    command = serve_command("a", model.deployed, port, WorkerPlan("gthread", 1, 2))
+    with running_server("a", command.argv, port, env=command.env, log_dir=tmp_path) as server:
+        processes = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
+
+        def main_threads_only():   # what each process's own status line counts
+            return sum(sum(p.num_ctx_switches()) for p in processes)
+
+        before, main_before = server.context_switches(), main_threads_only()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(50):
+            connection.request("POST", "/invocations", body=line, headers={"Content-Type": "text/csv"})
+            assert connection.getresponse().read()
+        connection.close()
+        switches, main_switches = server.context_switches() - before, main_threads_only() - main_before
+    assert switches >= 50 and switches > main_switches
+
+
 def test_compare_finds_a_held_rate_for_each_server(deployed_model, tmp_path):
     model = deployed_model("rtb-small")
     # a loose SLO: this checks the chain, not the speed (other jobs share this machine's 2 cores)
@@ -47,7 +74,7 @@ def test_compare_finds_a_held_rate_for_each_server(deployed_model, tmp_path):
         assert r.max_rate > 0, r.search["trials"]
         best = r.search["best"]
         assert best["sustained"] and best["errors"] == 0 and best["latency_ms"]["p99"] <= 500
-        assert best["offered_rate"] == r.max_rate and r.cpu_us_per_request > 0
+        assert best["offered_rate"] == r.max_rate and r.cpu_us_per_request > 0 and r.switches_per_request > 0
     # serve's own row (a) also ran at 80 % of its max rate; (b) did not.
     assert results[0].p99_at_headroom_ms is not None and results[1].p99_at_headroom_ms is None
 

@@ -67,6 +67,15 @@ def test_report_folder_has_json_text_and_plots(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["settings"]["slo_ms"] == 20.0
     text = render_text(report)
     assert "MISSED" in text and "MET" in text and "90,000" in text
+    # context switches per request: a column of the HTTP table, "-" for a result without them
+    # (a report.json written before they were measured)
+    header = next(line for line in text.splitlines() if line.startswith("server "))
+    assert header.split()[-2:] == ["switches", "flags"]
+    first = next(line for line in text.splitlines() if line.startswith("(a)"))
+    assert first.split()[-1] == "-"
+    report.http[0].switches_per_request = 6.74
+    first = next(line for line in render_text(report).splitlines() if line.startswith("(a)"))
+    assert first.split()[-1] == "6.7"
     assert (tmp_path / "kernel_latency.png").read_bytes()[:4] == b"\x89PNG"
     assert "load average during these runs: 1.0 to 1.5 on 2 vCPU(s)" in text
     assert "competed" not in text
@@ -119,16 +128,16 @@ def test_granian_configs_parse():
 def test_frontend_figures_compare_granian_with_gunicorn_rows():
     from bench.report import frontend_figures
 
-    def row(key, model, config, cpu, rate, p99=None):
+    def row(key, model, config, cpu, rate, p99=None, switches=None):
         return ServerResult(key=key, label=key, model=model, rows=1, config=config, max_rate=rate, p50_ms=None,
                             p99_ms=None, closed_rate=rate, closed_p99_ms=1.0, cpu_us_per_request=cpu,
-                            near_ceiling=False, p99_at_headroom_ms=p99)
+                            near_ceiling=False, p99_at_headroom_ms=p99, switches_per_request=switches)
 
     http = [row("a", "rtb-small", "gevent w2", 300, 4000), row("e", "rtb-small", "granian w2 t4", 60, 14000, 4.0),
-            row("d", "-", "gevent w2", 250, 6000), row("f", "-", "granian w2 t4", 40, 30000),
+            row("d", "-", "gevent w2", 250, 6000), row("f", "-", "granian w2 t4", 40, 30000, switches=6.74),
             row("a", "rtb-large", "gevent w2", 400, 3000), row("e", "rtb-large", "granian w2 t4", 100, 9000),
             row("g", "rtb-small", "granian w2 t4 wsgi", 50, 16000, 6.0), row("h", "-", "granian w2 t4 wsgi", 20, 50000),
-            row("i", "-", "granian w2 t4", 25, 45000)]
+            row("i", "-", "granian w2 t4", 25, 45000, switches=4.5)]
     figures = {f.name: f for f in frontend_figures(http)}
     cpu = figures["rtb-small, 1 row: server CPU per request, granian vs gunicorn + gevent"]
     assert cpu.measured == "5.00x less" and cpu.met
@@ -150,6 +159,7 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     # granian RSGI's body read: the RSGI hello world (f) minus the one that leaves the body unread (i)
     body_read = figures["rtb-small, 1 row: granian RSGI's body read (hello world minus the same, body unread)"]
     assert body_read.measured == "15 us per request" and body_read.met is None
+    assert body_read.detail.endswith("context switches per request 6.7 vs 4.5")
 
 
 def test_kernel_goals_put_the_one_row_path_beside_the_batch_path():
