@@ -87,8 +87,8 @@ class RunningServer:
     def context_switches(self) -> int:
         """Voluntary + involuntary context switches of every thread of the server process and its
         live children (/proc/PID/task/TID/status; the process's own line counts its main thread
-        only). A front end that hands each request between threads pays per switch: this is how
-        the benchmark shows it."""
+        only; a thread that ends takes its count with it). A front end that hands each request
+        between threads pays per switch: this is how the benchmark shows it."""
         total = 0
         try:
             root = psutil.Process(self.proc.pid)
