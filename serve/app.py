@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from http import HTTPStatus
 
 import numpy as np
@@ -47,9 +48,10 @@ _ONE_SCORE = {codecs.CSV: ("", ""), codecs.JSON: ('{"predictions":[{"score":', "
 # pool), off the event loop: the worker keeps answering /ping, whose SageMaker timeout is 2 s,
 # while a 6 MB request computes. Smaller bodies take microseconds: a thread hop would cost more.
 OFFLOAD_BYTES = 256 * 1024
-# At most this many large requests decode at once in one worker (its own pool, not gevent's
-# hub pool of 10): each 6 MB body expands to up to ~78 MB while decoding, and under the GIL
-# more threads add memory, not speed. The others wait with their body read (6 MB each).
+# At most this many large requests decode at once in one worker (under gevent its own pool, not
+# gevent's hub pool of 10; with threads, as granian's WSGI interface, a semaphore): each 6 MB body
+# expands to up to ~78 MB while decoding, and under the GIL more threads add memory, not speed.
+# The others wait with their body read (6 MB each), their threads blocked, not holding the GIL.
 LARGE_AT_ONCE = 2
 
 
@@ -115,6 +117,7 @@ class ServeApp:
             from gevent import Timeout
 
             self._deadline = Timeout
+        self._large_slots = threading.BoundedSemaphore(LARGE_AT_ONCE)   # threaded workers: see LARGE_AT_ONCE
         self.libsvm_index_base = settings.libsvm_index_base
         # Per response type, chosen once: the encoder (predictions -> body) and the Content-Type header.
         self.encoders = {accept: self._encoder(accept) for accept in codecs.ENCODERS}
@@ -151,8 +154,11 @@ class ServeApp:
         decode, accept = self.choose_codecs(environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"))
         body = self.read_body(environ)
         environ["serve.body_read"] = True
-        if self.offload_large and len(body) >= OFFLOAD_BYTES:
-            return self.large_pool().apply(self.infer, (body, decode, accept)), accept
+        if len(body) >= OFFLOAD_BYTES:
+            if self.offload_large:
+                return self.large_pool().apply(self.infer, (body, decode, accept)), accept
+            with self._large_slots:
+                return self.infer(body, decode, accept), accept
         return self.infer(body, decode, accept), accept
 
     def choose_codecs(self, content_type: str | None, accept_header: str | None):

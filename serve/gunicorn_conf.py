@@ -40,9 +40,14 @@ GEVENT_CONNECTIONS = 1000
 # run on the worker's event loop). Two, as gevent's LARGE_AT_ONCE: each 6 MB body expands to ~78 MB
 # while decoding, and under the GIL more threads add memory, not speed.
 DEFAULT_GRANIAN_THREADS = 2
-# granian with SERVE_GRANIAN_INTERFACE=wsgi: every request runs in one of these threads, so one is
-# free for /ping while others compute 6 MB requests (they hand the GIL on: serve.app.PIECE_BYTES).
-DEFAULT_GRANIAN_WSGI_THREADS = 4
+# granian with SERVE_GRANIAN_INTERFACE=wsgi: every request, /ping included, runs in one of these
+# threads, and holds it while it computes or waits: /ping finds one free while fewer requests than
+# this are in the worker. Four were too few: with four 5 MB requests at a time (the ping test of
+# tests/serve/test_server_bare.py) /ping sometimes waited 1.4 and 2.1 s, past SageMaker's 2 s,
+# all of one worker's threads busy (connections, not load, are spread over the workers); with 8
+# it answered within 0.1 s in every run. Only serve.app.LARGE_AT_ONCE of them decode at once
+# (memory); the rest wait without the GIL. At one row, 8 threads cost the same CPU as 4.
+DEFAULT_GRANIAN_WSGI_THREADS = 8
 # granian: open connections per worker (its "backpressure" holds a permit per connection,
 # keep-alive ones included), as many as a gevent worker takes.
 GRANIAN_CONNECTIONS = GEVENT_CONNECTIONS

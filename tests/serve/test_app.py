@@ -88,3 +88,45 @@ def test_large_responses_encoded_in_blocks_equal_one_encode(loaded, accept, batc
     scores[[5, BLOCK_ROWS, 2 * BLOCK_ROWS + 1]] = np.nan
     expected = codecs.ENCODERS[accept](app.select_outputs(scores), selected=False, batch=batch)
     assert app._encode_in_blocks(scores, accept) == expected
+
+
+def test_threaded_workers_decode_at_most_large_at_once_large_requests(loaded):
+    """Six threads each POST a large body to one app (granian's WSGI threads, gthread): at most
+    LARGE_AT_ONCE predict at a time (each 6 MB body expands to ~78 MB while decoding), and every
+    one gets its predictions."""
+    import threading
+    import time
+
+    from serve.app import LARGE_AT_ONCE, OFFLOAD_BYTES
+
+    app = create_app(loaded, Settings())
+    real_predict, running, most = app.predictor.predict, [0], [0]
+    lock = threading.Lock()
+
+    def counting_predict(rows):   # the real prediction, with a count of those in progress around it
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)   # long enough for the other threads to arrive
+            return real_predict(rows)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    app.predictor.predict = counting_predict
+    row = b"1,2,3,4,5,6,7\n"
+    body = row * (OFFLOAD_BYTES // len(row) + 1)
+    answers = [None] * 6
+
+    def post(i):
+        answers[i] = call(app, body)
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert most[0] == LARGE_AT_ONCE
+    # one score per row (the stock container's CSV: one line, comma-separated)
+    assert all(a["status"].startswith("200") and len(a["body"].split(b",")) == body.count(b"\n") for a in answers)
