@@ -172,6 +172,14 @@ class MultiModelApp:
                     raise RequestError(404, f"model {name!r} is not loaded") from None
                 log.error("model %s loaded in another worker cannot be loaded in this one: %s", name, exc)
                 raise RequestError(500, f"model {name!r} cannot be loaded in this worker: {exc}") from None
+            now = self.registry.get(name)
+            if now is None or now.stage_id != entry.stage_id:
+                # unloaded while this worker read its copy: the copy may have gone half-way through
+                # (seen: model.so gone, model.ubj still there, so a silent stock predictor). The
+                # registry forgets the entry before it deletes the copy, so a load that still finds
+                # the entry afterwards read the whole copy.
+                close_predictor(app.predictor)
+                raise RequestError(404, f"model {name!r} is not loaded")
             model = _WorkerModel(name, entry.stage_id, app, users=1)
             with self._lock:
                 self._models[name] = model
