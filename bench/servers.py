@@ -69,19 +69,23 @@ class RunningServer:
         self.proc = proc
         self.log = log
 
+    def _processes(self) -> list[psutil.Process]:
+        """The server process and its live children ([] once it has gone)."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def cpu_seconds(self) -> float:
         """User + system CPU seconds of the server process and its live children."""
         total = 0.0
-        try:
-            root = psutil.Process(self.proc.pid)
-            for process in [root, *root.children(recursive=True)]:
-                try:
-                    times = process.cpu_times()
-                    total += times.user + times.system
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            pass
+        for process in self._processes():
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
         return total
 
     def context_switches(self) -> int:
@@ -90,12 +94,7 @@ class RunningServer:
         only; a thread that ends takes its count with it). A front end that hands each request
         between threads pays per switch: this is how the benchmark shows it."""
         total = 0
-        try:
-            root = psutil.Process(self.proc.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
-        for process in processes:
+        for process in self._processes():
             try:
                 tids = os.listdir(f"/proc/{process.pid}/task")
             except OSError:

@@ -167,17 +167,13 @@ class MultiModelApp:
             try:
                 app = self._run(self._build, self.registry.staged_path(entry))
             except (ModelLoadError, OSError) as exc:
-                now = self.registry.get(name)
-                if now is None or now.stage_id != entry.stage_id:   # unloaded meanwhile: its copy went away
+                if self._unloaded_since(entry):   # its copy went away
                     raise RequestError(404, f"model {name!r} is not loaded") from None
                 log.error("model %s loaded in another worker cannot be loaded in this one: %s", name, exc)
                 raise RequestError(500, f"model {name!r} cannot be loaded in this worker: {exc}") from None
-            now = self.registry.get(name)
-            if now is None or now.stage_id != entry.stage_id:
-                # unloaded while this worker read its copy: the copy may have gone half-way through
-                # (seen: model.so gone, model.ubj still there, so a silent stock predictor). The
-                # registry forgets the entry before it deletes the copy, so a load that still finds
-                # the entry afterwards read the whole copy.
+            if self._unloaded_since(entry):
+                # the copy may have gone half-way through the load (seen: model.so gone, model.ubj
+                # still there, so a silent stock predictor)
                 close_predictor(app.predictor)
                 raise RequestError(404, f"model {name!r} is not loaded")
             model = _WorkerModel(name, entry.stage_id, app, users=1)
@@ -186,6 +182,13 @@ class MultiModelApp:
             log.info("model %s loaded in this worker in %.0f ms for target model %s: %s", name,
                      1000 * (time.perf_counter() - started), target, app.loaded.describe())
             return model
+
+    def _unloaded_since(self, entry) -> bool:
+        """Whether ``entry`` was unloaded (or replaced) since it was read. The registry forgets an
+        entry before it deletes its staged copy, so a load that still finds the entry afterwards
+        read the whole copy."""
+        now = self.registry.get(entry.name)
+        return now is None or now.stage_id != entry.stage_id
 
     # --- load, list, describe, unload --------------------------------------------------------
 
