@@ -63,6 +63,17 @@ def loaded_by(server, name) -> set[int]:
     return {int(pid) for pid in pattern.findall(server.log())}
 
 
+def log_shows(server, text: str, within_s: float = 5.0) -> bool:
+    """Whether the server's log holds ``text`` within ``within_s``: a line written after the answer
+    may come a moment after the client has it."""
+    deadline = time.monotonic() + within_s
+    while text not in server.log():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def mapping_pids(pids, needle: str) -> set[int]:
     return {pid for pid in pids if needle in Path(f"/proc/{pid}/maps").read_text()}
 
@@ -85,7 +96,8 @@ def test_load_invoke_in_every_worker_then_unload_frees_all(small, root, tmp_path
             if loaded_by(server, "alpha") == set(pids):
                 break
         assert loaded_by(server, "alpha") == set(pids), server.log()[-3000:]
-        assert 'target_model="alpha.tar.gz"' in server.log()     # the contract's header, logged
+        # the contract's header, logged (gunicorn writes an access line after sending the answer)
+        assert log_shows(server, 'target_model="alpha.tar.gz"')
         assert "for target model alpha.tar.gz" in server.log()
 
         # /invocations' codecs, Accept, outputs and errors
