@@ -44,6 +44,7 @@ class LoadedModel:
     num_feature: int
     source: str              # what was loaded, for logs
     notes: list[str] = field(default_factory=list)   # why this predictor, for the start log
+    fallback: str | None = None   # why the compiled library is not used, when it is not
 
     def describe(self) -> str:
         return (f"predictor {self.predictor.name} for {self.source} "
@@ -51,15 +52,30 @@ class LoadedModel:
                 + "".join(f"; {note}" for note in self.notes))
 
 
-def load_model(model_dir: Path, choice: str = "auto") -> LoadedModel:
+def load_model(model_dir: Path, choice: str = "auto", *, announce: bool = True) -> LoadedModel:
     """Load the model in ``model_dir`` with the predictor ``choice`` (auto | compiled | stock).
 
     auto: the compiled library when it passes every check (routed with stock XGBoost by
     batch size when the manifest records a crossover), else stock with a loud warning.
     compiled: the compiled library for every batch size, or ModelLoadError.
     stock: XGBoost (Treelite's GTIL where XGBoost cannot read the model).
+    ``announce=False``: the loud warning is left to the caller (:func:`announce_fallback`), for
+    one that may still drop the load (a multi-model worker whose model was unloaded meanwhile).
     """
-    model_dir = Path(model_dir)
+    loaded = _load(Path(model_dir), choice)
+    if announce:
+        announce_fallback(loaded)
+    return loaded
+
+
+def announce_fallback(loaded: LoadedModel) -> None:
+    """The loud warning for a model served by stock XGBoost although it came compiled."""
+    if loaded.fallback:
+        log.warning("!!! COMPILED LIBRARY NOT USED: %s. Serving with stock XGBoost, several times slower "
+                    "per request; rebuild the artifact with model-compile for this runtime. !!!", loaded.fallback)
+
+
+def _load(model_dir: Path, choice: str) -> LoadedModel:
     if not model_dir.is_dir():
         raise ModelLoadError(f"model folder {model_dir} does not exist (set SM_MODEL_DIR for a local run)")
     try:
@@ -68,9 +84,8 @@ def load_model(model_dir: Path, choice: str = "auto") -> LoadedModel:
         if choice == "compiled":
             raise ModelLoadError(f"SERVE_PREDICTOR=compiled but the artifact's manifest is unusable: {exc}") from exc
         reason = f"the artifact's manifest is unusable ({exc})"
-        _loud_warning(reason)
         loaded = _load_bare(model_dir)
-        loaded.notes = [f"compiled library not used: {reason}"]
+        loaded.notes, loaded.fallback = [f"compiled library not used: {reason}"], reason
         return loaded
     if manifest is None:
         if choice == "compiled":
@@ -86,9 +101,9 @@ def _load_artifact(model_dir: Path, manifest: Manifest, choice: str) -> LoadedMo
     info = manifest.model
     source = f"compiled artifact {model_dir} ({info.num_tree} trees)"
 
-    def stock_model(notes: list[str]) -> LoadedModel:
+    def stock_model(notes: list[str], fallback: str | None = None) -> LoadedModel:
         predictor, objective, num_class, _ = _stock_predictor(model_dir / info.file)
-        return LoadedModel(predictor, objective, num_class, predictor.num_feature, source, notes)
+        return LoadedModel(predictor, objective, num_class, predictor.num_feature, source, notes, fallback)
 
     if choice == "stock":
         return stock_model(["stock predictor chosen by SERVE_PREDICTOR=stock"])
@@ -98,8 +113,7 @@ def _load_artifact(model_dir: Path, manifest: Manifest, choice: str) -> LoadedMo
     except ModelLoadError as exc:
         if choice == "compiled":
             raise ModelLoadError(f"SERVE_PREDICTOR=compiled but the compiled library cannot be used: {exc}") from exc
-        _loud_warning(str(exc))
-        return stock_model([f"compiled library not used: {exc}"])
+        return stock_model([f"compiled library not used: {exc}"], str(exc))
 
     if choice == "compiled":
         return LoadedModel(compiled, info.objective, info.num_class, info.num_feature, source,
@@ -111,8 +125,7 @@ def _load_artifact(model_dir: Path, manifest: Manifest, choice: str) -> LoadedMo
     stock = stock_model([]).predictor
     mismatch = _disagreement(compiled, stock, manifest.verification)
     if mismatch:
-        _loud_warning(mismatch)
-        return stock_model([f"compiled library not used: {mismatch}"])
+        return stock_model([f"compiled library not used: {mismatch}"], mismatch)
     return LoadedModel(RouterPredictor(compiled, stock, crossover), info.objective, info.num_class,
                        info.num_feature, source,
                        [f"stock XGBoost measured faster from {crossover} rows per request at compile time"])
@@ -254,7 +267,3 @@ def self_test(predictor: Predictor) -> None:
         raise ModelLoadError(f"self-test prediction with {predictor.name} gave shape {out.shape} "
                              f"with non-finite values for {rows.shape[0]} rows")
 
-
-def _loud_warning(reason: str) -> None:
-    log.warning("!!! COMPILED LIBRARY NOT USED: %s. Serving with stock XGBoost, several times slower "
-                "per request; rebuild the artifact with model-compile for this runtime. !!!", reason)

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs
 
 from serve.app import _STATUS_LINES, JSON_TYPE, ServeApp, _error_body
 from serve.codecs import RequestError
-from serve.loading import ModelLoadError, load_model
+from serve.loading import ModelLoadError, announce_fallback, load_model
 from serve.memory import ModelMemory, anonymous_bytes, mapped_file_bytes, on_tmpfs
 from serve.predictors import close_predictor
 from serve.registry import Registry, check_name
@@ -165,7 +165,7 @@ class MultiModelApp:
                 raise RequestError(404, f"model {name!r} is not loaded; load it with POST /models")
             started = time.perf_counter()
             try:
-                app = self._run(self._build, self.registry.staged_path(entry))
+                app = self._run(self._build, self.registry.staged_path(entry), False)
             except (ModelLoadError, OSError) as exc:
                 if self._unloaded_since(entry):   # its copy went away
                     raise RequestError(404, f"model {name!r} is not loaded") from None
@@ -176,6 +176,7 @@ class MultiModelApp:
                 # still there, so a silent stock predictor)
                 close_predictor(app.predictor)
                 raise RequestError(404, f"model {name!r} is not loaded")
+            announce_fallback(app.loaded)   # only for a load that is kept: a dropped one misleads
             model = _WorkerModel(name, entry.stage_id, app, users=1)
             with self._lock:
                 self._models[name] = model
@@ -319,9 +320,10 @@ class MultiModelApp:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _build(self, folder: Path) -> ServeApp:
-        """Load the model in ``folder`` as a single model is loaded, and its invoker."""
-        loaded = load_model(folder, self.settings.predictor)
+    def _build(self, folder: Path, announce: bool = True) -> ServeApp:
+        """Load the model in ``folder`` as a single model is loaded, and its invoker
+        (``announce``: as serve.loading.load_model's)."""
+        loaded = load_model(folder, self.settings.predictor, announce=announce)
         try:
             return ServeApp(loaded, self.settings, self.flask_app, offload_large=self.offload)
         except ValueError as exc:   # OutputError: SAGEMAKER_INFERENCE_OUTPUT does not fit this model

@@ -9,7 +9,7 @@ import pytest
 import xgboost as xgb
 
 from model_core.artifact import LIBRARY_NAME, MANIFEST_NAME, MODEL_NAME, sha256_file
-from serve.loading import ModelLoadError, load_model
+from serve.loading import ModelLoadError, announce_fallback, load_model
 from serve.predictors import GtilPredictor, StockPredictor
 from tests.serve.conftest import REPO_ROOT, sample_rows
 
@@ -45,7 +45,14 @@ def assert_stock_fallback(folder, caplog, reason: str, library_unusable: bool = 
     assert loaded.predictor.name == "stock"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "COMPILED LIBRARY NOT USED" in warnings[0] and reason in warnings[0]
-    assert any(reason in note for note in loaded.notes)
+    assert any(reason in note for note in loaded.notes) and reason in loaded.fallback
+    # announce=False (a multi-model worker that may still drop the load): the warning waits for the caller
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="serve.loading"):
+        quiet = load_model(folder, announce=False)
+        assert quiet.fallback == loaded.fallback and not caplog.records
+        announce_fallback(quiet)
+    assert [r.getMessage() for r in caplog.records] == warnings
     booster = xgb.Booster(model_file=str(folder / MODEL_NAME))
     rows = np.random.default_rng(0).normal(size=(20, 7)).astype(np.float32)
     assert np.array_equal(loaded.predictor.predict(rows), booster.inplace_predict(rows))
@@ -59,6 +66,7 @@ def test_a_compiled_artifact_is_served_compiled(artifact_copy, sample_model_dir)
     loaded = load_model(folder)
     assert (loaded.objective, loaded.num_class, loaded.num_feature) == ("binary:logistic", 1, 7)
     assert loaded.predictor.name == "router(compiled below 64 rows, stock from 64)"
+    assert loaded.fallback is None
     set_crossover(folder, None)
     assert load_model(folder).predictor.name == "compiled"
     rows, _ = sample_rows(sample_model_dir, "rtb-small")
