@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from http import HTTPStatus
 
 import numpy as np
@@ -118,6 +119,7 @@ class ServeApp:
 
             self._deadline = Timeout
         self._large_slots = threading.BoundedSemaphore(LARGE_AT_ONCE)   # threaded workers: see LARGE_AT_ONCE
+        self.body_deadline = None   # granian's WSGI interface: serve.body_deadline.BodyDeadline
         self.libsvm_index_base = settings.libsvm_index_base
         # Per response type, chosen once: the encoder (predictions -> body) and the Content-Type header.
         self.encoders = {accept: self._encoder(accept) for accept in codecs.ENCODERS}
@@ -225,7 +227,7 @@ class ServeApp:
         """The request body, refused with 413 over the payload limit (before reading it when
         the length is declared), 400 when empty or cut short, and 408 when it does not arrive
         within the request timeout (gunicorn's workers would wait for it forever). Under granian
-        the deadline is serve.rsgi's."""
+        the deadline is serve.rsgi's (RSGI) or serve.body_deadline's (WSGI)."""
         sock = environ.get("gunicorn.socket")
         if sock is None:
             return self._read_body(environ)
@@ -244,10 +246,21 @@ class ServeApp:
 
     def _read_body(self, environ) -> bytes:
         length = self.declared_length(environ.get("CONTENT_LENGTH"))
-        if length is not None:
-            return self.checked_body(environ["wsgi.input"].read(length), length)
         # chunked transfer: read at most one byte past the limit
-        return self.checked_body(environ["wsgi.input"].read(self.max_payload_bytes + 1), None)
+        size = self.max_payload_bytes + 1 if length is None else length
+        reads = self.body_deadline.reads if self.body_deadline is not None else None
+        if reads is None:
+            return self.checked_body(environ["wsgi.input"].read(size), length)
+        # granian's WSGI interface: the watchdog ends a read past the deadline (serve.body_deadline)
+        thread, started = threading.get_ident(), time.monotonic()
+        reads[thread] = started
+        try:
+            body = environ["wsgi.input"].read(size)
+        finally:
+            del reads[thread]
+        if (length is None or len(body) < length) and time.monotonic() - started >= self.body_timeout_s:
+            raise RequestError(408, f"the request body did not arrive within {self.body_timeout_s:g} s")
+        return self.checked_body(body, length)
 
     def declared_length(self, declared: str | None) -> int | None:
         """The Content-Length header as a number (None when absent), refused with 413 over the

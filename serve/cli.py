@@ -124,6 +124,10 @@ def run(settings) -> int:
         from serve.rsgi import RSGIApp
 
         app = RSGIApp(app, plan.threads)
+    elif plan.frontend == GRANIAN:   # WSGI: a watchdog ends body reads past the deadline
+        from serve.body_deadline import BodyDeadline
+
+        app.body_deadline = BodyDeadline(settings.timeout)
     log.info("serving %s. %s, on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
     return run_frontend(lambda: app, settings, plan, loaded.describe())
 

@@ -1,17 +1,21 @@
 """granian's configuration: serve's app behind a native (Rust, hyper + tokio) HTTP server.
 
 granian parses HTTP, keeps connections and buffers bodies in Rust, and calls the app
-from Python per request: serve's through its RSGI interface (``serve.rsgi``, on one uvloop
-event loop per worker), a plain WSGI app (the benchmark's baselines) through its WSGI one.
-That is why it costs a fraction of gunicorn + gevent's CPU per request
-(``python -m bench compare`` compares them).
+from Python per request: by default through its WSGI interface (serve's ``ServeApp`` run in
+one of the worker's threads), or through its RSGI one (``SERVE_GRANIAN_INTERFACE=rsgi``:
+``serve.rsgi``, on one uvloop event loop per worker). That is why it costs a fraction of
+gunicorn + gevent's CPU per request (``python -m bench compare`` compares them); the WSGI
+interface costs about half of what the RSGI one does, which needs two more hand-offs between
+granian's threads and the event loop per request.
 
 What each SageMaker requirement maps to here (and what granian does not do):
 
-* workers: one process per usable vCPU (``plan_workers``), each with one event loop
-  thread (small requests, /ping), ``plan.threads`` threads for large requests (default 2:
-  the loop answers /ping while they compute, and they hand the GIL on between pieces:
-  ``serve.app.PIECE_BYTES``) and ``plan.runtime_threads`` Rust I/O threads;
+* workers: one process per usable vCPU (``plan_workers``). On WSGI each has ``plan.threads``
+  Python threads (default 8, started as requests need them): each request, /ping included, runs
+  in one. On RSGI each has one event loop thread (small requests, /ping) and ``plan.threads``
+  threads for large requests (default 2: the loop answers /ping while they compute). Large
+  bodies hand the GIL on between pieces (``serve.app.PIECE_BYTES``). Both have
+  ``plan.runtime_threads`` Rust I/O threads and
   ``plan.connections()`` open connections each (granian's "backpressure": a permit per
   connection, keep-alive ones included).
 * the app and the model are built in the master, before the workers are forked
@@ -33,9 +37,11 @@ What each SageMaker requirement maps to here (and what granian does not do):
   time a slow client gets to send its headers: ``SERVE_KEEPALIVE`` (75 s, longer than
   the 60 s SageMaker's front end keeps an idle connection; checked: a connection idle
   past the timeout is closed), or ``HEADER_READ_TIMEOUT_S`` with keep-alive off. The body
-  must arrive within ``SAGEMAKER_MODEL_SERVER_TIMEOUT``, else 408 and the connection closed
-  (``serve.rsgi``: granian itself has no body timeout). There is no per-request timeout
-  once the body is in (gunicorn's kill of a silent worker has no equivalent).
+  must arrive within ``SAGEMAKER_MODEL_SERVER_TIMEOUT``, else 408 and the connection closed;
+  granian itself has no body timeout: on WSGI ``serve.body_deadline``'s watchdog ends a late
+  read by shutting the connection's reading side (a slow client holds its thread until then),
+  on RSGI ``serve.rsgi`` cancels the wait (a slow client holds only its connection). There is
+  no per-request timeout once the body is in (gunicorn's kill of a silent worker has no equivalent).
 * keep-alive: on unless ``SERVE_KEEPALIVE=0``.
 * 413 before the body is read: granian hands the app the headers first and reads
   the body only when the app asks for it; ``serve.app.ServeApp.declared_length``
@@ -60,8 +66,8 @@ LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
 def granian_options(settings: Settings, plan: WorkerPlan, rsgi: bool = True) -> dict:
     """Keyword arguments of ``granian.server.Server`` for the plan (names as in its API), for an
-    RSGI app (``serve.rsgi``: one event loop thread per worker) or a plain WSGI one (the benchmark's
-    baselines: ``plan.threads`` Python threads per worker)."""
+    RSGI app (``serve.rsgi``: one event loop thread per worker) or a WSGI one (``plan.threads``
+    Python threads per worker)."""
     from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
     from granian.http import HTTP1Settings
 
@@ -103,7 +109,8 @@ def _stderr_logging() -> dict:
 
 
 class GranianServer:
-    """granian serving the app that ``load`` returns (RSGI when it has ``__rsgi__``, else WSGI),
+    """granian serving the app that ``load`` returns (RSGI when the plan's interface is and the app
+    has ``__rsgi__``, else WSGI),
     called once in the master before the workers fork. ``worker_started_note`` goes into the line each worker logs at start."""
 
     def __init__(self, load: Callable[[], Callable], settings: Settings, plan: WorkerPlan,
@@ -122,9 +129,12 @@ class GranianServer:
 
         def in_worker(_target: str):
             log.info("worker %d started (%s): %s", os.getpid(), plan.describe(), note)
+            deadline = getattr(app, "body_deadline", None)
+            if deadline is not None:   # serve's app on granian's WSGI interface (serve.body_deadline)
+                deadline.start()
             return app
 
-        options = granian_options(self.settings, plan, rsgi=hasattr(app, "__rsgi__"))
+        options = granian_options(self.settings, plan, rsgi=plan.interface == "rsgi" and hasattr(app, "__rsgi__"))
         last_restart = float("-inf")
         while True:
             server = Server("serve", **options)

@@ -36,18 +36,24 @@ DEFAULT_FRONTEND = "granian"
 DEFAULT_WORKER_CLASS = "gevent"
 DEFAULT_GTHREAD_THREADS = 4
 GEVENT_CONNECTIONS = 1000
-# granian: threads per worker that decode and predict large requests (serve.rsgi; small ones and /ping
-# run on the worker's event loop). Two, as gevent's LARGE_AT_ONCE: each 6 MB body expands to ~78 MB
-# while decoding, and under the GIL more threads add memory, not speed.
-DEFAULT_GRANIAN_THREADS = 2
-# granian with SERVE_GRANIAN_INTERFACE=wsgi: every request, /ping included, runs in one of these
-# threads, and holds it while it computes or waits: /ping finds one free while fewer requests than
-# this are in the worker. Four were too few: with four 5 MB requests at a time (the ping test of
-# tests/serve/test_server_bare.py) /ping sometimes waited 1.4 and 2.1 s, past SageMaker's 2 s,
-# all of one worker's threads busy (connections, not load, are spread over the workers); with 8
-# it answered within 0.1 s in every run. Only serve.app.LARGE_AT_ONCE of them decode at once
-# (memory); the rest wait without the GIL. At one row, 8 threads cost the same CPU as 4.
+# granian's interface to serve's app: WSGI (each request in one of the worker's threads; the body
+# deadline is serve.body_deadline's) or RSGI (serve.rsgi: an event loop per worker, the body awaited
+# on it). WSGI costs granian about half the CPU per request, and the benchmark measures it ahead
+# (docs/benchmark.md); RSGI holds no thread for a slow client (SERVE_GRANIAN_INTERFACE=rsgi).
+DEFAULT_GRANIAN_INTERFACE = "wsgi"
+# granian on WSGI: every request, /ping included, runs in one of these threads, and holds it while
+# it computes or waits for its body (a slow client until the body deadline): /ping finds one free
+# while fewer requests than this are in the worker. Four were too few: with four 5 MB requests at a
+# time (the ping test of tests/serve/test_server_bare.py) /ping sometimes waited 1.4 and 2.1 s, past
+# SageMaker's 2 s, all of one worker's threads busy (connections, not load, are spread over the
+# workers); with 8 it answered within 0.1 s in every run. Only serve.app.LARGE_AT_ONCE of them
+# decode at once (memory); the rest wait without the GIL. At one row, 8 threads cost the same CPU
+# as 4. granian starts them as requests need them.
 DEFAULT_GRANIAN_WSGI_THREADS = 8
+# granian on RSGI: threads per worker that decode and predict large requests (serve.rsgi; small ones
+# and /ping run on the worker's event loop). Two, as gevent's LARGE_AT_ONCE: each 6 MB body expands
+# to ~78 MB while decoding, and under the GIL more threads add memory, not speed.
+DEFAULT_GRANIAN_RSGI_THREADS = 2
 # granian: open connections per worker (its "backpressure" holds a permit per connection,
 # keep-alive ones included), as many as a gevent worker takes.
 GRANIAN_CONNECTIONS = GEVENT_CONNECTIONS
@@ -61,8 +67,8 @@ class WorkerPlan:
     and granian); for granian also ``runtime_threads`` Rust I/O threads and at most
     ``backpressure`` open connections per worker. ``cpus`` is the usable vCPU count it was
     planned for (None for a plan given as such, as the benchmark's sweep gives them). A granian
-    worker runs serve's app on one event loop (``serve.rsgi``); its ``threads`` decode and predict
-    large requests (a plain WSGI app, as the benchmark's baselines, runs in ``threads`` Python threads)."""
+    worker on ``interface`` wsgi runs every request in one of its ``threads``; on rsgi it runs serve's
+    app on one event loop (``serve.rsgi``), and its ``threads`` decode and predict large requests."""
 
     worker_class: str = DEFAULT_WORKER_CLASS     # sync | gthread | gevent (serve.settings.WORKER_CLASSES) | granian
     workers: int = 1
@@ -70,7 +76,7 @@ class WorkerPlan:
     cpus: float | None = None
     runtime_threads: int = 1
     backpressure: int | None = None              # None: GRANIAN_CONNECTIONS
-    interface: str = "rsgi"                      # granian: rsgi (serve.rsgi) | wsgi (no body deadline)
+    interface: str = DEFAULT_GRANIAN_INTERFACE   # granian: wsgi (serve.body_deadline) | rsgi (serve.rsgi)
 
     @property
     def frontend(self) -> str:
@@ -86,16 +92,16 @@ class WorkerPlan:
             text += f" r{self.runtime_threads}"
         if self.backpressure is not None:
             text += f" bp{self.backpressure}"
-        if self.frontend == GRANIAN and self.interface != "rsgi":
+        if self.frontend == GRANIAN and self.interface != DEFAULT_GRANIAN_INTERFACE:
             text += f" {self.interface}"
         return text
 
     def describe(self) -> str:
         if self.frontend == GRANIAN and self.interface == "wsgi":
-            text = (f"granian (WSGI, no body read deadline), {self.workers} worker(s) x {self.threads} threads, "
+            text = (f"granian (WSGI), {self.workers} worker(s) x {self.threads} threads, "
                     f"{self.runtime_threads} runtime thread(s), {self.connections()} connections")
         elif self.frontend == GRANIAN:
-            text = (f"granian, {self.workers} worker(s), each an event loop and {self.threads} thread(s) for "
+            text = (f"granian (RSGI), {self.workers} worker(s), each an event loop and {self.threads} thread(s) for "
                     f"large requests, {self.runtime_threads} runtime thread(s), {self.connections()} connections")
         else:
             threads = f" x {self.threads} threads" if self.worker_class == "gthread" else ""
@@ -114,11 +120,16 @@ class WorkerPlan:
                    "SERVE_RUNTIME_THREADS": str(self.runtime_threads)}
             if self.backpressure is not None:
                 env["SERVE_BACKPRESSURE"] = str(self.backpressure)
-            if self.interface != "rsgi":
+            if self.interface != DEFAULT_GRANIAN_INTERFACE:
                 env["SERVE_GRANIAN_INTERFACE"] = self.interface
             return env
         return {"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": self.worker_class,
                 "SERVE_THREADS": str(self.threads)}
+
+
+def granian_threads(interface: str) -> int:
+    """The default Python threads per granian worker on ``interface`` (wsgi or rsgi)."""
+    return DEFAULT_GRANIAN_WSGI_THREADS if interface == "wsgi" else DEFAULT_GRANIAN_RSGI_THREADS
 
 
 def plan_workers(settings: Settings, cpus: float) -> WorkerPlan:
@@ -127,8 +138,7 @@ def plan_workers(settings: Settings, cpus: float) -> WorkerPlan:
     workers = settings.workers or usable_cpu_count(cpus)
     frontend = settings.frontend or ("gunicorn" if settings.worker_class else DEFAULT_FRONTEND)
     if frontend == GRANIAN:
-        wsgi = settings.granian_interface == "wsgi"
-        threads = settings.threads or (DEFAULT_GRANIAN_WSGI_THREADS if wsgi else DEFAULT_GRANIAN_THREADS)
+        threads = settings.threads or granian_threads(settings.granian_interface)
         return WorkerPlan(GRANIAN, workers, threads, cpus=cpus, runtime_threads=settings.runtime_threads or 1,
                           backpressure=settings.backpressure, interface=settings.granian_interface)
     worker_class = settings.worker_class or DEFAULT_WORKER_CLASS

@@ -1,10 +1,12 @@
-"""granian's RSGI interface in front of :class:`serve.app.ServeApp`: the same decode, predict and
-encode, with a deadline on the request body.
+"""granian's RSGI interface in front of :class:`serve.app.ServeApp` (``SERVE_GRANIAN_INTERFACE=rsgi``):
+the same decode, predict and encode, with a deadline on the request body.
 
-Why RSGI and not granian's WSGI interface: under WSGI, ``wsgi.input.read()`` blocks one of the
-worker's few Python threads inside granian until the whole body has come, with no timeout, so a
-handful of clients that send headers and then stall their body starve the server. Here the body
-is awaited on the worker's event loop (granian reads it in Rust); past ``body_timeout_s``
+Why one would take RSGI over granian's WSGI interface (the default, about half the CPU per
+request): under WSGI, ``wsgi.input.read()`` holds one of the worker's Python threads until the
+body has come or ``serve.body_deadline`` ends the read, so as many clients as the worker has
+threads, stalling their bodies, make the others wait until the deadline. Here the body is
+awaited on the worker's event loop (granian reads it in Rust), and a slow client holds nothing
+but its connection; past ``body_timeout_s``
 (``SAGEMAKER_MODEL_SERVER_TIMEOUT``) the wait is cancelled, which drops granian's read of the
 body, and the request is answered 408 with ``Connection: close``: granian closes the connection.
 

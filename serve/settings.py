@@ -19,7 +19,7 @@ from sagemaker_inference import parameters as sm
 
 PREDICTOR_CHOICES = ("auto", "compiled", "stock")
 FRONTENDS = ("granian", "gunicorn")         # the HTTP servers serve runs on (serve.frontends)
-GRANIAN_INTERFACES = ("rsgi", "wsgi")       # how granian calls serve's app (serve.rsgi, or plain WSGI)
+GRANIAN_INTERFACES = ("wsgi", "rsgi")       # how granian calls serve's app (plain WSGI, or serve.rsgi)
 WORKER_CLASSES = ("sync", "gthread", "gevent")   # gunicorn's
 
 RESPONSE_TYPES = ("text/csv", "application/json", "application/jsonlines")
@@ -49,7 +49,7 @@ class Settings:
     threads: int | None = None                   # SERVE_THREADS, Python threads per gthread or granian worker
     runtime_threads: int | None = None           # SERVE_RUNTIME_THREADS (granian): Rust I/O threads per worker
     backpressure: int | None = None              # SERVE_BACKPRESSURE (granian): open connections per worker
-    granian_interface: str = "rsgi"              # SERVE_GRANIAN_INTERFACE: rsgi (body deadline) | wsgi (cheaper, none)
+    granian_interface: str = "wsgi"              # SERVE_GRANIAN_INTERFACE: wsgi | rsgi (no thread held by a slow client)
     keepalive: int = 75                          # SERVE_KEEPALIVE, seconds an idle connection stays open
     graceful_timeout: int = 20                   # SERVE_GRACEFUL_TIMEOUT, seconds to finish requests on SIGTERM
     access_log: bool = False                     # SERVE_ACCESS_LOG: one log line per request when true

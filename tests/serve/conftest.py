@@ -25,9 +25,9 @@ import requests
 from tests.conftest import REPO_ROOT
 
 FRONTENDS = ("granian", "gunicorn")   # tests that hold for both run on both (SERVE_FRONTEND)
-# The bare server's contract tests also run on granian's WSGI interface (SERVE_GRANIAN_INTERFACE=wsgi).
+# The bare server's contract tests also run on granian's RSGI interface (SERVE_GRANIAN_INTERFACE=rsgi).
 FRONTEND_MODES = {"granian": {"SERVE_FRONTEND": "granian"},
-                  "granian-wsgi": {"SERVE_FRONTEND": "granian", "SERVE_GRANIAN_INTERFACE": "wsgi"},
+                  "granian-rsgi": {"SERVE_FRONTEND": "granian", "SERVE_GRANIAN_INTERFACE": "rsgi"},
                   "gunicorn": {"SERVE_FRONTEND": "gunicorn"}}
 START_TIMEOUT_S = 90     # model loading and gunicorn start, on a busy 2-core machine
 STOP_TIMEOUT_S = 30      # SageMaker's SIGKILL comes 30 s after SIGTERM

@@ -80,10 +80,10 @@ def test_fractional_quotas_round_down(cpus, whole):
 def test_worker_plan_follows_the_cpus_and_the_overrides(tmp_path):
     root, proc = cgroup_v2(tmp_path, "/", {".": "300000 100000"})
     cpus = available_cpus(affinity=8, cgroup_root=root, proc_self_cgroup=proc)
-    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_WSGI_THREADS
 
     plan = plan_workers(Settings(), cpus)
-    assert (plan.workers, plan.worker_class, plan.threads) == (3, "granian", DEFAULT_GRANIAN_THREADS)
+    assert (plan.workers, plan.worker_class, plan.threads) == (3, "granian", DEFAULT_GRANIAN_WSGI_THREADS)
     plan = plan_workers(Settings(frontend="gunicorn"), cpus)
     assert (plan.workers, plan.worker_class, plan.threads) == (3, "gevent", 1)
     plan = plan_workers(Settings(workers=5, worker_class="gthread", threads=2), cpus)
@@ -92,11 +92,12 @@ def test_worker_plan_follows_the_cpus_and_the_overrides(tmp_path):
 
 
 def test_granian_plan_and_its_environment():
-    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS, GRANIAN_CONNECTIONS
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_WSGI_THREADS, GRANIAN_CONNECTIONS
 
     plan = plan_workers(Settings(frontend="granian"), 3.0)
-    assert (plan.frontend, plan.workers, plan.threads, plan.runtime_threads) == ("granian", 3, DEFAULT_GRANIAN_THREADS, 1)
-    assert plan.connections() == GRANIAN_CONNECTIONS and plan.label() == f"granian w3 t{DEFAULT_GRANIAN_THREADS}"
+    assert (plan.frontend, plan.workers, plan.threads, plan.runtime_threads) == (
+        "granian", 3, DEFAULT_GRANIAN_WSGI_THREADS, 1)
+    assert plan.connections() == GRANIAN_CONNECTIONS and plan.label() == f"granian w3 t{DEFAULT_GRANIAN_WSGI_THREADS}"
     tuned = plan_workers(Settings(frontend="granian", threads=1, runtime_threads=2, backpressure=50), 2.0)
     assert tuned.label() == "granian w2 t1 r2 bp50"
     # A plan handed over as environment variables (as the benchmark does) is planned back as it was.

@@ -4,6 +4,7 @@ predictions; keep-alive, 413 before the body is sent, /ping while workers comput
 import http.client
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -212,7 +213,7 @@ def test_recordio_protobuf_written_by_the_sdk(server):
 def test_the_front_end_asked_for_serves(server, request):
     mode = request.node.callspec.params["server"]
     frontend = FRONTEND_MODES[mode]["SERVE_FRONTEND"]
-    named = "granian (WSGI, no body read deadline), " if mode == "granian-wsgi" else f"{frontend}, "
+    named = {"granian": "granian (WSGI), ", "granian-rsgi": "granian (RSGI), "}.get(mode, f"{frontend}, ")
     assert named in server.log()   # the plan's description names its front end (and interface)
     assert requests.get(server.url + "/ping", timeout=2).headers.get("Server", "").lower().startswith(frontend)
 
@@ -269,69 +270,89 @@ def test_idle_keep_alive_connections_close_after_serve_keepalive(bare_model_dir,
             assert 1.5 < time.perf_counter() - started < 8
 
 
-def _stalled_request(host: str, port: int, sent_body: bytes, chunked: bool = False) -> socket.socket:
-    """A connection that sent the headers of a 1,000-byte CSV request (or a chunked one) and
-    then ``sent_body`` (as one chunk)."""
-    sock = socket.create_connection((host, port), timeout=15)
-    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 1000"
+ROW = b"2,0,0.0,7.0,3.0,20.0,2"
+
+
+def _post(body_length: int, sent: bytes, chunked: bool = False) -> bytes:
+    """A CSV request's head for a body of ``body_length`` bytes (or chunked) and what is sent of its body."""
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % body_length
     if chunked:
-        sent_body = b"%x\r\n%s\r\n" % (len(sent_body), sent_body)
-    sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n" + framing
-                 + b"\r\n\r\n" + sent_body)
-    return sock
+        sent = b"%x\r\n%s\r\n" % (len(sent), sent)
+    return b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n" + framing + b"\r\n\r\n" + sent
 
 
-def _answer_or_close(sock: socket.socket, trickle: bool) -> tuple[bytes, float]:
-    """What the server sends until it closes the connection (a trickling client keeps sending a
-    byte every 0.2 s meanwhile), and when it closed, in seconds from now."""
+# The ways a client can leave a body unfinished: (name, first write, a later write after an answer, trickles).
+SLOW_SHAPES = {
+    "stalled": (_post(1000, b"1,2,3"), None, False),
+    "chunked": (_post(0, b"1,2,3", chunked=True), None, False),
+    "trickled": (_post(1000, b"1"), None, True),
+    # a whole request, and the start of the next one in the same write (pipelined)
+    "pipelined": (_post(len(ROW), ROW) + _post(1000, b"1,2"), None, False),
+    # a whole request, its answer, then the start of the next one on the same keep-alive connection
+    "after an answer": (_post(len(ROW), ROW), _post(1000, b"1,2"), False),
+}
+
+
+def _slow_client(host: str, port: int, shape: str) -> tuple[bytes, float]:
+    """What the server sends on a connection of this shape until it closes it (a trickling client
+    keeps sending a byte every 0.2 s meanwhile), and when it closed, in seconds from the start."""
+    first, later, trickle = SLOW_SHAPES[shape]
     started, answer = time.perf_counter(), b""
-    sock.settimeout(0.2 if trickle else 15)
-    while time.perf_counter() - started < 15:
-        try:
-            chunk = sock.recv(4096)
-        except socket.timeout:
+    with socket.create_connection((host, port), timeout=15) as sock:
+        sock.sendall(first)
+        if later:
+            answer = sock.recv(4096)
+            sock.sendall(later)
+        sock.settimeout(0.2 if trickle else 15)
+        while time.perf_counter() - started < 15:
             try:
-                sock.sendall(b"1")
-            except OSError:   # the server closed its side
+                chunk = sock.recv(4096)
+            except socket.timeout:
+                try:
+                    sock.sendall(b"1")
+                except OSError:   # the server closed its side
+                    break
+                continue
+            except OSError:
                 break
-            continue
-        except OSError:
-            break
-        if not chunk:
-            break
-        answer += chunk
+            if not chunk:
+                break
+            answer += chunk
     return answer, time.perf_counter() - started
 
 
-@pytest.mark.parametrize("frontend", FRONTENDS)
-def test_a_stalled_or_trickled_body_is_cut_off_at_the_timeout_while_others_are_served(
-        bare_model_dir, tmp_path, reference, frontend):
-    """More clients than the worker has threads send headers and then stall their body (one
-    of them chunked), or trickle it a byte at a time: each gets a JSON 408 (or its connection closed) at
-    SAGEMAKER_MODEL_SERVER_TIMEOUT, and meanwhile normal requests are answered at once."""
+@pytest.mark.parametrize("mode", list(FRONTEND_MODES))
+def test_a_slow_body_is_cut_off_at_the_timeout_while_others_are_served(bare_model_dir, tmp_path, reference, mode):
+    """Clients that send headers and then stall their body (one of them chunked), trickle it a
+    byte at a time, or stall a request that came pipelined or after an answer on a keep-alive
+    connection: each gets a JSON 408 (or its connection closed) at SAGEMAKER_MODEL_SERVER_TIMEOUT,
+    and meanwhile normal requests are answered at once. On gunicorn and on granian's RSGI
+    interface a slow client holds only its connection: more of them than the worker has threads.
+    On granian's WSGI interface (the default) each holds one of the worker's threads until it is
+    cut off: as many as leave two free."""
     _, lines, expected = reference
     timeout_s = 3
-    with running_server(bare_model_dir("rtb-small"), tmp_path / "server.log", SERVE_FRONTEND=frontend,
-                        SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGEMAKER_MODEL_SERVER_TIMEOUT=str(timeout_s)) as server:
+    with running_server(bare_model_dir("rtb-small"), tmp_path / "server.log", SAGEMAKER_MODEL_SERVER_WORKERS="1",
+                        SAGEMAKER_MODEL_SERVER_TIMEOUT=str(timeout_s), **FRONTEND_MODES[mode]) as server:
         host, port = server.url.removeprefix("http://").split(":")
-        clients = [(_stalled_request(host, int(port), b"1,2,3"), False) for _ in range(8)]
-        clients += [(_stalled_request(host, int(port), b"1,2,3", chunked=True), False)]
-        clients += [(_stalled_request(host, int(port), b"1"), True) for _ in range(2)]
+        threads = int(re.search(r"x (\d+) threads", server.log()).group(1)) if mode == "granian" else 8
+        shapes = list(SLOW_SHAPES) + ["stalled"] * (threads - 2 - len(SLOW_SHAPES) if mode == "granian" else 6)
         started = time.perf_counter()
-        with ThreadPoolExecutor(len(clients)) as pool:   # every client waits (and trickles) from the start
-            outcomes = [pool.submit(_answer_or_close, sock, trickle) for sock, trickle in clients]
-            for i in range(10):   # the stalled clients hold nothing a normal request needs
+        with ThreadPoolExecutor(len(shapes)) as pool:   # every client waits (and trickles) from the start
+            outcomes = [pool.submit(_slow_client, host, int(port), shape) for shape in shapes]
+            time.sleep(0.5)
+            for i in range(10):   # the slow clients hold nothing a normal request needs
                 response = requests.post(server.url + "/invocations", data=lines[i],
                                          headers={"Content-Type": "text/csv"}, timeout=2)
                 assert response.status_code == 200 and np.float32(response.text) == expected[i]
             assert time.perf_counter() - started < timeout_s - 1
-            for (sock, trickle), outcome in zip(clients, outcomes):
+            for shape, outcome in zip(shapes, outcomes):
                 answer, closed_after = outcome.result()
-                sock.close()
-                assert timeout_s - 0.5 < closed_after < timeout_s + 5, (trickle, closed_after)   # at the timeout
-                if answer:
-                    assert answer.startswith(b"HTTP/1.1 408"), answer
-                    message = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+                assert timeout_s - 0.5 < closed_after < timeout_s + 5, (shape, closed_after)   # at the timeout
+                last = answer.rpartition(b"HTTP/1.1 ")[2]   # the answer to the unfinished request
+                if answer.count(b"HTTP/1.1 ") > (shape in ("pipelined", "after an answer")):
+                    assert last.startswith(b"408"), (shape, answer)
+                    message = json.loads(last.split(b"\r\n\r\n", 1)[1])["error"]
                     assert message.startswith("the request body did not arrive"), message
         response = requests.post(server.url + "/invocations", data=lines[0], headers={"Content-Type": "text/csv"},
                                  timeout=2)

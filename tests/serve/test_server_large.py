@@ -46,7 +46,7 @@ def test_bare_large_model_from_a_tarball_on_one_cpu(sample_model_dir, bare_model
     with running_server(tmp_path / "unused", tmp_path / "server.log", args=("serve", "--model", str(tarball),
                         "--frontend", frontend), cpus=one_cpu) as server:
         assert len(settled_worker_pids(server)) == 1
-        expected = "granian, 1 worker(s), each an event loop and 2 thread(s)" if frontend == "granian" else "1 gevent worker(s)"
+        expected = "granian (WSGI), 1 worker(s) x 8 threads" if frontend == "granian" else "1 gevent worker(s)"
         assert expected in server.log() and "for 1 usable vCPU(s)" in server.log()
         check_answers(server, lines, rows, load_model(bare_model_dir("rtb-large")).predictor)
         extracted = Path(re.search(r"bare model (\S+)/xgboost-model", server.log()).group(1))

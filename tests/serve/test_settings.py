@@ -78,20 +78,20 @@ def test_front_end_variables():
     assert (settings.frontend, settings.threads, settings.runtime_threads, settings.backpressure) == (
         "granian", 2, 3, 64)
     assert Settings.from_env({"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": "sync"}).worker_class == "sync"
-    assert Settings.from_env({}).granian_interface == "rsgi"
-    assert Settings.from_env({"SERVE_GRANIAN_INTERFACE": "WSGI"}).granian_interface == "wsgi"
+    assert Settings.from_env({}).granian_interface == "wsgi"
+    assert Settings.from_env({"SERVE_GRANIAN_INTERFACE": "RSGI"}).granian_interface == "rsgi"
 
 
 def test_granian_interface_picks_the_plan_threads_and_travels_in_the_plan_environment():
-    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS, DEFAULT_GRANIAN_WSGI_THREADS, plan_workers
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_RSGI_THREADS, DEFAULT_GRANIAN_WSGI_THREADS, plan_workers
 
-    rsgi = plan_workers(Settings.from_env({}), 2)
-    wsgi = plan_workers(Settings.from_env({"SERVE_GRANIAN_INTERFACE": "wsgi"}), 2)
-    assert (rsgi.interface, rsgi.threads, wsgi.interface, wsgi.threads) == (
-        "rsgi", DEFAULT_GRANIAN_THREADS, "wsgi", DEFAULT_GRANIAN_WSGI_THREADS)
-    assert "SERVE_GRANIAN_INTERFACE" not in rsgi.environment() and wsgi.label().endswith(" wsgi")
+    wsgi = plan_workers(Settings.from_env({}), 2)
+    rsgi = plan_workers(Settings.from_env({"SERVE_GRANIAN_INTERFACE": "rsgi"}), 2)
+    assert (wsgi.interface, wsgi.threads, rsgi.interface, rsgi.threads) == (
+        "wsgi", DEFAULT_GRANIAN_WSGI_THREADS, "rsgi", DEFAULT_GRANIAN_RSGI_THREADS)
+    assert "SERVE_GRANIAN_INTERFACE" not in wsgi.environment() and rsgi.label().endswith(" rsgi")
     # the benchmark hands a plan over by its environment: the same plan comes back
-    assert plan_workers(Settings.from_env(wsgi.environment()), 2) == wsgi
+    assert plan_workers(Settings.from_env(rsgi.environment()), 2) == rsgi
 
 
 @pytest.mark.parametrize("env, name", [
