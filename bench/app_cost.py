@@ -7,8 +7,10 @@ can be accounted for: what is the app, what is parse / predict / encode. The
 front end's share is what ``python -m bench compare`` measures over HTTP (server
 CPU per request minus this).
 
-The default front end's app (``serve.rsgi.RSGIApp``, granian RSGI) is timed the same way, its
-coroutine driven by hand with the body already read.
+On granian's WSGI interface (the default) the app also records each body read for the body
+deadline's watchdog (``serve.body_deadline``): timed with that record too. granian's RSGI
+interface's app (``serve.rsgi.RSGIApp``, opt-in) is timed the same way, its coroutine driven
+by hand with the body already read.
 
 Run: ``python -m bench.app_cost MODEL_FOLDER [--sample sample.csv] [--profile]``
 (a compiled artifact, extracted; ``--profile`` adds cProfile's top functions).
@@ -122,6 +124,7 @@ def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS) -> 
 
     from serve import codecs
     from serve.app import create_app
+    from serve.body_deadline import BodyDeadline
     from serve.loading import load_model
     from serve.rsgi import RSGIApp
     from serve.settings import Settings
@@ -129,6 +132,8 @@ def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS) -> 
     settings = Settings.from_env({})
     loaded = load_model(model_dir)
     app = create_app(loaded, settings)
+    on_granian = create_app(loaded, settings)
+    on_granian.body_deadline = BodyDeadline(settings.timeout)   # its watchdog is not started: no worker here
     if sample is not None:
         line = sample.read_text().splitlines()[0].encode()
     else:
@@ -145,10 +150,12 @@ def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS) -> 
     predictions = loaded.predictor.predict(row)
     outputs = app.select_outputs(predictions)
     expected = codecs.encode_csv(outputs, selected=False, batch=False)
-    assert app(make_csv(), start_response)[0] == expected
+    assert app(make_csv(), start_response)[0] == expected == on_granian(make_csv(), start_response)[0]
     assert rsgi().answer == (200, expected)
     steps = [
-        ("RSGIApp (the default front end's), CSV row in, CSV score out (body read)", rsgi),
+        ("ServeApp on granian WSGI (the default: body read recorded for its deadline), CSV row in, CSV score out",
+         lambda: on_granian(make_csv(), start_response)),
+        ("RSGIApp (granian RSGI, opt-in), CSV row in, CSV score out (body read)", rsgi),
         ("ServeApp, CSV row in, CSV score out (whole WSGI call)", lambda: app(make_csv(), start_response)),
         ("ServeApp, JSON row in, JSON out (whole WSGI call)", lambda: app(make_json(), start_response)),
         ("  of which: a fresh environ + BytesIO (the front end's part)", make_csv),

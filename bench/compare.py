@@ -18,7 +18,7 @@ from typing import Callable
 from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling, run_load
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
-from bench.contenders import (Contender, granian_rsgi_plan, granian_wsgi_plan, hello_command, other_frontend_plan,
+from bench.contenders import (Contender, granian_plan, hello_command, other_frontend_plan, other_interface,
                               serve_command, stock_command)
 from bench.search import DEFAULT_CONNECTIONS, SearchedServer, find_max_rates, open_loop_connections
 from bench.servers import RunningServer, free_port, running_server
@@ -54,7 +54,7 @@ class ServerResult:
 
 
 HEADROOM_SHARE = 0.8
-SERVE_KEYS = ("a", "e", "g")   # serve's own rows, on each front end (and granian's WSGI interface)
+SERVE_KEYS = ("a", "e", "g")   # serve's own rows, on each front end (and granian's other interface)
 HELLO_KEYS = ("d", "f", "h", "i")
 
 
@@ -144,8 +144,8 @@ def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1
     """Servers ``keys`` on every model at ``rows`` rows per request; the servers of one model
     are searched together (the hello worlds, which need no model, with the first). (e) and
     (f) run on the other front end (``bench.contenders.other_frontend_plan``), (g) and (h) on
-    granian's WSGI interface (``bench.contenders.granian_wsgi_plan``), (i) on its RSGI one."""
-    other, wsgi = other_frontend_plan(plan), granian_wsgi_plan(plan)
+    granian's other interface (``bench.contenders.other_interface``), (i) on its RSGI one."""
+    other, other_granian = other_frontend_plan(plan), granian_plan(plan, other_interface(plan))
     results = []
     for index, model in enumerate(models):
         bodies = make_bodies(read_sample_rows(model.sample_csv), rows)
@@ -157,13 +157,13 @@ def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1
             if key in ("a", "b"):
                 command = serve_command(key, model.deployed, port, plan)
             elif key in ("e", "g"):
-                command = serve_command(key, model.deployed, port, other if key == "e" else wsgi)
+                command = serve_command(key, model.deployed, port, other if key == "e" else other_granian)
             elif key == "c":
                 command = stock_command(model.stock_dir, port, cpus=os.cpu_count())
             elif key == "h":
-                command = hello_command(port, wsgi, app="bench.baselines:hello_wsgi_app", key=key)
+                command = hello_command(port, other_granian, key=key)
             elif key == "i":
-                command = hello_command(port, granian_rsgi_plan(plan), app="bench.baselines:hello_unread_app", key=key)
+                command = hello_command(port, granian_plan(plan, "rsgi"), app="bench.baselines:hello_unread_app", key=key)
             else:
                 command = hello_command(port, plan if key == "d" else other, key=key)
             contenders.append(Contender(command, port, bodies, model.name if key not in HELLO_KEYS else "-", rows))

@@ -4,12 +4,12 @@
 * (b) ``serve`` forced to stock XGBoost (``--predictor stock``);
 * (c) the stock-container equivalent (``bench.baselines.stock_app``) under the stock
       container's own gunicorn settings (gevent, one worker per CPU);
-* (d) the hello-world app under ``serve``'s front end and settings (WSGI on gunicorn, RSGI on granian, as ``serve``): Python's floor;
+* (d) the hello-world app under ``serve``'s front end and settings (WSGI on gunicorn, WSGI or RSGI on granian, as ``serve``): Python's floor;
 * (e), (f): (a) and (d) on the other front end (``other_frontend_plan``);
-* (g), (h): (a) and (d) on granian's WSGI interface (``SERVE_GRANIAN_INTERFACE=wsgi``: no body
-      read deadline, less CPU per request; ``granian_wsgi_plan``);
-* (i): the RSGI hello world that answers without awaiting the body (``granian_rsgi_plan``): what
-      granian's RSGI body read costs per request, (d) minus (i).
+* (g), (h): (a) and (d) on granian's other interface (``other_interface``: RSGI when serve's
+      default is granian's WSGI; ``granian_plan``);
+* (i): the RSGI hello world that answers without awaiting the body: what granian's RSGI body
+      read costs per request, the RSGI hello world ((d) or (h)) minus (i).
 
 (a), (b) and (d) run with the same WorkerPlan, handed over the way ``serve`` reads it
 (its environment and ``--workers``), (e) and (f) with the other front end's plan for as
@@ -33,10 +33,10 @@ SERVER_LABELS = {
     # the other way round): the front ends side by side, each with its hello-world floor.
     "e": "(e) serve, router, other front end",
     "f": "(f) hello-world, other front end",
-    # serve's opt-in granian interface: what the body deadline of the default (RSGI) costs.
-    "g": "(g) serve, router, granian WSGI",
-    "h": "(h) hello-world WSGI, granian WSGI",
-    # (d) on granian's RSGI interface without reading the body: (d) minus (i) is granian's body read.
+    # serve on granian's other interface (RSGI when the default is WSGI): the two side by side.
+    "g": "(g) serve, router, granian other interface",
+    "h": "(h) hello-world, granian other interface",
+    # the hello world on granian's RSGI interface without reading the body: what the body read costs.
     "i": "(i) hello-world RSGI, body unread",
 }
 
@@ -71,28 +71,28 @@ def serve_default_plan() -> WorkerPlan:
 
 def other_frontend_plan(plan: WorkerPlan) -> WorkerPlan:
     """The other front end's default plan for as many workers as ``plan``: how (e) and (f) run."""
-    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS, DEFAULT_WORKER_CLASS, GRANIAN
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_INTERFACE, DEFAULT_WORKER_CLASS, GRANIAN, granian_threads
 
     if plan.frontend == GRANIAN:
         return WorkerPlan(DEFAULT_WORKER_CLASS, plan.workers, 1, cpus=plan.cpus)
-    return WorkerPlan(GRANIAN, plan.workers, DEFAULT_GRANIAN_THREADS, cpus=plan.cpus)
+    return WorkerPlan(GRANIAN, plan.workers, granian_threads(DEFAULT_GRANIAN_INTERFACE), cpus=plan.cpus)
 
 
-def granian_wsgi_plan(plan: WorkerPlan) -> WorkerPlan:
-    """granian on its WSGI interface for as many workers as ``plan``: how (g) and (h) run."""
-    from serve.gunicorn_conf import DEFAULT_GRANIAN_WSGI_THREADS, GRANIAN
+def granian_plan(plan: WorkerPlan, interface: str) -> WorkerPlan:
+    """granian on ``interface`` (wsgi or rsgi) for as many workers as ``plan`` (``plan`` itself when
+    it is one): how (g), (h) and (i) run."""
+    from serve.gunicorn_conf import GRANIAN, granian_threads
 
-    return WorkerPlan(GRANIAN, plan.workers, DEFAULT_GRANIAN_WSGI_THREADS, cpus=plan.cpus, interface="wsgi")
-
-
-def granian_rsgi_plan(plan: WorkerPlan) -> WorkerPlan:
-    """granian on its RSGI interface for as many workers as ``plan`` (``plan`` itself when it is
-    one): how (i) runs."""
-    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS, GRANIAN
-
-    if plan.frontend == GRANIAN and plan.interface == "rsgi":
+    if plan.frontend == GRANIAN and plan.interface == interface:
         return plan
-    return WorkerPlan(GRANIAN, plan.workers, DEFAULT_GRANIAN_THREADS, cpus=plan.cpus)
+    return WorkerPlan(GRANIAN, plan.workers, granian_threads(interface), cpus=plan.cpus, interface=interface)
+
+
+def other_interface(plan: WorkerPlan) -> str:
+    """granian's interface that ``plan`` does not use (rsgi for a WSGI or gunicorn plan): (g) and (h)'s."""
+    from serve.gunicorn_conf import GRANIAN
+
+    return "wsgi" if plan.frontend == GRANIAN and plan.interface == "rsgi" else "rsgi"
 
 
 def stock_plan(cpus: int | None = None) -> WorkerPlan:

@@ -120,11 +120,18 @@ def count_worker_starts(log_text: str) -> int:
     return len(WORKER_STARTED.findall(log_text))
 
 
+# The front ends the suite can run on: serve's two, and granian on its RSGI interface (opt-in).
+GRANIAN_RSGI = f"{GRANIAN}-rsgi"
+RELIABILITY_FRONTENDS = (*FRONTENDS, GRANIAN_RSGI)
+
+
 def frontend_env(frontend: str) -> dict[str, str]:
     """The variables that make ``serve`` run on ``frontend`` (gunicorn: with gevent workers, as
-    the stock container)."""
+    the stock container; granian-rsgi: granian's RSGI interface)."""
     if frontend == GRANIAN:
         return {"SERVE_FRONTEND": GRANIAN}
+    if frontend == GRANIAN_RSGI:
+        return {"SERVE_FRONTEND": GRANIAN, "SERVE_GRANIAN_INTERFACE": "rsgi"}
     return {"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": "gevent"}
 
 
@@ -817,9 +824,10 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default="rtb-small", help="sample model (default rtb-small)")
     p.add_argument("--predictor", default="both", choices=["both", "compiled", "stock"],
                    help="serve the compiled artifact, the stock model, or both (default)")
-    p.add_argument("--frontend", default=DEFAULT_FRONTEND, choices=[*FRONTENDS, "both"],
+    p.add_argument("--frontend", default=DEFAULT_FRONTEND, choices=[*RELIABILITY_FRONTENDS, "both"],
                    help=f"serve's front end to run the scenarios on (default serve's own, {DEFAULT_FRONTEND}; "
-                        "gunicorn: with gevent workers; both: one after the other)")
+                        "gunicorn: with gevent workers; granian-rsgi: granian's RSGI interface; both: granian "
+                        "and gunicorn one after the other)")
     p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     p.add_argument("--fuzz-count", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=1)

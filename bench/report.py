@@ -280,8 +280,8 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
                                          f"{'granian' if granian else 'gunicorn + gevent'} (serve minus hello world)",
                                     target="<= 25 us", measured=f"{own:.0f} us", met=own <= 25,
                                     detail=f"{serve.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"))
-    figures += _granian_wsgi_figures(one_row, row("rtb-small", False), row("rtb-small", False, serve=False))
-    figures += _body_read_figure(one_row, row("rtb-small", True, serve=False))
+    figures += _other_interface_figures(one_row, row("rtb-small", False))
+    figures += _body_read_figure(one_row)
     if len(cpu_ratio) == 2:
         drift = cpu_ratio["rtb-large"] / cpu_ratio["rtb-small"]
         figures.append(Figure(name="rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's",
@@ -290,42 +290,50 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
     return figures
 
 
-def _granian_wsgi_figures(one_row: list[ServerResult], gunicorn: ServerResult | None,
-                          gunicorn_hello: ServerResult | None) -> list[Figure]:
-    """The same goals for serve's opt-in granian WSGI interface, rows (g) and (h) (no body read
-    deadline): what the default's deadline costs, side by side."""
-    wsgi = next((r for r in one_row if r.key == "g" and r.model == "rtb-small"), None)
+def granian_interface(config: str) -> str | None:
+    """The granian interface a row's config names ("granian w2 t8" is the default, WSGI;
+    "granian w2 t2 rsgi"); None for gunicorn's rows."""
+    if not config.startswith("granian"):
+        return None
+    return "rsgi" if config.endswith(" rsgi") else "wsgi"
+
+
+def _other_interface_figures(one_row: list[ServerResult], gunicorn: ServerResult | None) -> list[Figure]:
+    """The same goals for serve on granian's other interface, rows (g) and (h) (RSGI, when the
+    default is granian's WSGI), side by side with the default's."""
+    serve = next((r for r in one_row if r.key == "g" and r.model == "rtb-small"), None)
     hello = next((r for r in one_row if r.key == "h"), None)
-    if not wsgi or not gunicorn or not wsgi.cpu_us_per_request or not gunicorn.cpu_us_per_request:
+    if not serve or not gunicorn or not serve.cpu_us_per_request or not gunicorn.cpu_us_per_request:
         return []
-    ratio = gunicorn.cpu_us_per_request / wsgi.cpu_us_per_request
-    figures = [Figure(name="rtb-small, 1 row: server CPU per request, granian WSGI (opt-in) vs gunicorn + gevent",
+    name = f"granian {(granian_interface(serve.config) or '').upper()}"
+    ratio = gunicorn.cpu_us_per_request / serve.cpu_us_per_request
+    figures = [Figure(name=f"rtb-small, 1 row: server CPU per request, {name} (opt-in) vs gunicorn + gevent",
                       target="<= 1/4 (>= 4x less)", measured=f"{ratio:.2f}x less", met=ratio >= 4,
-                      detail=f"{wsgi.cpu_us_per_request:.0f} vs {gunicorn.cpu_us_per_request:.0f} us")]
+                      detail=f"{serve.cpu_us_per_request:.0f} vs {gunicorn.cpu_us_per_request:.0f} us")]
     if gunicorn.max_rate:
-        rate = wsgi.max_rate / gunicorn.max_rate
-        figures.append(Figure(name="rtb-small, 1 row: max open-loop rate with p99 under the SLO, granian WSGI "
+        rate = serve.max_rate / gunicorn.max_rate
+        figures.append(Figure(name=f"rtb-small, 1 row: max open-loop rate with p99 under the SLO, {name} "
                                    "(opt-in) vs gunicorn", target=">= 3x", measured=f"{rate:.2f}x", met=rate >= 3,
-                              detail=f"{wsgi.max_rate:,.0f} vs {gunicorn.max_rate:,.0f} req/s"))
-    if wsgi.p99_at_headroom_ms is not None:
-        figures.append(Figure(name="rtb-small, 1 row: granian WSGI's p99 at 80 % of its max rate",
-                              target="<= 5 ms", measured=f"{wsgi.p99_at_headroom_ms:.2f} ms",
-                              met=wsgi.p99_at_headroom_ms <= 5, detail=f"at {0.8 * wsgi.max_rate:,.0f} req/s"))
+                              detail=f"{serve.max_rate:,.0f} vs {gunicorn.max_rate:,.0f} req/s"))
+    if serve.p99_at_headroom_ms is not None:
+        figures.append(Figure(name=f"rtb-small, 1 row: {name}'s p99 at 80 % of its max rate",
+                              target="<= 5 ms", measured=f"{serve.p99_at_headroom_ms:.2f} ms",
+                              met=serve.p99_at_headroom_ms <= 5, detail=f"at {0.8 * serve.max_rate:,.0f} req/s"))
     if hello and hello.cpu_us_per_request:
-        own = wsgi.cpu_us_per_request - hello.cpu_us_per_request
-        figures.append(Figure(name="rtb-small, 1 row: ServeApp's own CPU per request on granian WSGI "
+        own = serve.cpu_us_per_request - hello.cpu_us_per_request
+        figures.append(Figure(name=f"rtb-small, 1 row: ServeApp's own CPU per request on {name} "
                                    "(serve minus hello world)", target="<= 25 us", measured=f"{own:.0f} us",
-                              met=own <= 25, detail=f"{wsgi.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"))
+                              met=own <= 25, detail=f"{serve.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"))
     return figures
 
 
-def _body_read_figure(one_row: list[ServerResult], read: ServerResult | None) -> list[Figure]:
-    """What granian's RSGI body read costs per request: ``read``, the hello world on granian
-    ((d) or (f)), minus the same without awaiting the body (i). Reported, no target: it is the
-    part of the default's floor that the body deadline's interface adds."""
+def _body_read_figure(one_row: list[ServerResult]) -> list[Figure]:
+    """What granian's RSGI body read costs per request: the hello world on granian's RSGI interface
+    ((d), (f) or (h)) minus the same without awaiting the body (i). Reported, no target: it is
+    what the RSGI interface's way of reading a body adds to its floor."""
     unread = next((r for r in one_row if r.key == "i"), None)
-    if (not unread or not read or read.config.endswith("wsgi") or not unread.cpu_us_per_request
-            or not read.cpu_us_per_request):
+    read = next((r for r in one_row if r.key in ("d", "f", "h") and granian_interface(r.config) == "rsgi"), None)
+    if not unread or not read or not unread.cpu_us_per_request or not read.cpu_us_per_request:
         return []
     cost = read.cpu_us_per_request - unread.cpu_us_per_request
     switches = ""

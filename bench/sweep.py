@@ -31,33 +31,38 @@ TIE_SHARE = 0.05
 
 def default_grid(cpus: int | None = None) -> list[WorkerPlan]:
     """The full grid for a machine of ``cpus`` vCPUs: each gunicorn class at 1x and 2x workers
-    per vCPU, gthread with 2 and 4 threads; granian with 1, 2 and 4 Python threads, 2 runtime
-    threads, a low backpressure and 2x workers."""
+    per vCPU, gthread with 2 and 4 threads; granian (WSGI) with 2, 4, 8 and 16 Python threads,
+    2 runtime threads, a low backpressure and 2x workers, and granian's RSGI interface."""
     c = cpus or os.cpu_count() or 1
     return [WorkerPlan("sync", c, 1), WorkerPlan("sync", 2 * c, 1),
             WorkerPlan("gthread", c, 2), WorkerPlan("gthread", c, 4), WorkerPlan("gthread", 2 * c, 2),
             WorkerPlan("gevent", c, 1), WorkerPlan("gevent", 2 * c, 1),
-            WorkerPlan(GRANIAN, c, 1), WorkerPlan(GRANIAN, c, 2), WorkerPlan(GRANIAN, c, 4),
-            WorkerPlan(GRANIAN, c, 4, runtime_threads=2), WorkerPlan(GRANIAN, c, 4, backpressure=64),
-            WorkerPlan(GRANIAN, 2 * c, 2)]
+            WorkerPlan(GRANIAN, c, 2), WorkerPlan(GRANIAN, c, 4), WorkerPlan(GRANIAN, c, 8),
+            WorkerPlan(GRANIAN, c, 16), WorkerPlan(GRANIAN, c, 8, runtime_threads=2),
+            WorkerPlan(GRANIAN, c, 8, backpressure=64), WorkerPlan(GRANIAN, 2 * c, 8),
+            WorkerPlan(GRANIAN, c, 2, interface="rsgi")]
 
 
 def quick_grid(cpus: int | None = None) -> list[WorkerPlan]:
-    """One configuration per gunicorn worker class and granian with 1 and 4 Python threads,
+    """One configuration per gunicorn worker class and granian (WSGI) with 2 and 8 Python threads,
     one worker per vCPU (the demo's sweep)."""
     c = cpus or os.cpu_count() or 1
     return [WorkerPlan("sync", c, 1), WorkerPlan("gthread", c, 4), WorkerPlan("gevent", c, 1),
-            WorkerPlan(GRANIAN, c, 1), WorkerPlan(GRANIAN, c, 4)]
+            WorkerPlan(GRANIAN, c, 2), WorkerPlan(GRANIAN, c, 8)]
 
 
 def parse_config(text: str) -> WorkerPlan:
     """A WorkerPlan from ``CLASS:WORKERS[:THREADS]``, e.g. ``gthread:2:4``, or
-    ``granian:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]]``; ValueError otherwise."""
+    ``granian:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]]`` (granian's default interface;
+    ``granian-rsgi:...`` for its RSGI one); ValueError otherwise."""
     parts = text.split(":")
+    interface = None
+    if parts[0] == f"{GRANIAN}-rsgi":
+        parts[0], interface = GRANIAN, "rsgi"
     most = 5 if parts[0] == GRANIAN else 3
     if not 2 <= len(parts) <= most or parts[0] not in (*WORKER_CLASSES, GRANIAN):
         raise ValueError(f"{text!r}: expected CLASS:WORKERS[:THREADS] with CLASS sync, gthread or gevent, "
-                         "or granian:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]]")
+                         "or granian[-rsgi]:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]]")
     try:
         numbers = [int(part) for part in parts[1:]]
     except ValueError:
@@ -66,11 +71,12 @@ def parse_config(text: str) -> WorkerPlan:
         raise ValueError(f"{text!r}: WORKERS, THREADS, ... must be at least 1")
     workers, threads = numbers[0], numbers[1] if len(numbers) > 1 else 1
     if parts[0] == GRANIAN:
-        from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS
+        from serve.gunicorn_conf import DEFAULT_GRANIAN_INTERFACE, granian_threads
 
-        return WorkerPlan(GRANIAN, workers, numbers[1] if len(numbers) > 1 else DEFAULT_GRANIAN_THREADS,
+        interface = interface or DEFAULT_GRANIAN_INTERFACE
+        return WorkerPlan(GRANIAN, workers, numbers[1] if len(numbers) > 1 else granian_threads(interface),
                           runtime_threads=numbers[2] if len(numbers) > 2 else 1,
-                          backpressure=numbers[3] if len(numbers) > 3 else None)
+                          backpressure=numbers[3] if len(numbers) > 3 else None, interface=interface)
     return WorkerPlan(parts[0], workers, threads)
 
 

@@ -1,4 +1,5 @@
-"""bench.app_cost: ServeApp and the default front end's RSGIApp timed in process, on a real compiled model."""
+"""bench.app_cost: ServeApp (bare, and as on granian's WSGI interface) and granian RSGI's RSGIApp timed in
+process, on a real compiled model."""
 from __future__ import annotations
 
 from bench.app_cost import measure, rsgi_call
@@ -9,7 +10,9 @@ def test_app_cost_times_the_rsgi_and_wsgi_paths_on_the_same_answer(deployed_mode
     model = deployed_model("rtb-small")
     steps = dict(measure(model.deployed, model.sample_csv, loops=50))
     # measure() itself checks that both paths answer what the codec writes for the model's score
-    for name in ("RSGIApp (the default front end's), CSV row in, CSV score out (body read)",
+    for name in ("RSGIApp (granian RSGI, opt-in), CSV row in, CSV score out (body read)",
+                 "ServeApp on granian WSGI (the default: body read recorded for its deadline), CSV row in, "
+                 "CSV score out",
                  "ServeApp, CSV row in, CSV score out (whole WSGI call)", "  decode_csv, one row"):
         assert steps[name] > 0
 

@@ -87,9 +87,9 @@ def test_the_unread_body_hello_world_runs_on_granian_rsgi_and_keeps_its_connecti
     import http.client
     import socket
 
-    from bench.contenders import granian_rsgi_plan
+    from bench.contenders import granian_plan
 
-    plan = granian_rsgi_plan(WorkerPlan("gevent", 1))
+    plan = granian_plan(WorkerPlan("gevent", 1), "rsgi")
     assert (plan.frontend, plan.interface, plan.workers) == ("granian", "rsgi", 1)
     line = read_sample_rows(deployed_model("rtb-small").sample_csv)[0].encode()
     request = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"

@@ -67,7 +67,7 @@ def test_replay_sends_saved_cases_again(model, tmp_path):
     assert case == bad and answer.status == 400 and "refused with 400" in wrong
 
 
-@BOTH
+@pytest.mark.parametrize("frontend", ["granian", "granian-rsgi", "gunicorn"])
 def test_slow_and_idle_clients_are_closed_by_the_timeouts(model, tmp_path, frontend):
     artifact, num_feature = model
     row = reliability.scenario_slow(artifact.deployed, tmp_path, num_feature=num_feature, slow=30, keepalive_s=3,

@@ -116,11 +116,13 @@ def test_parse_config_refuses(text):
 
 
 def test_granian_configs_parse():
-    from serve.gunicorn_conf import DEFAULT_GRANIAN_THREADS
+    from serve.gunicorn_conf import DEFAULT_GRANIAN_RSGI_THREADS, DEFAULT_GRANIAN_WSGI_THREADS
 
-    assert parse_config("granian:2") == WorkerPlan("granian", 2, DEFAULT_GRANIAN_THREADS)
+    assert parse_config("granian:2") == WorkerPlan("granian", 2, DEFAULT_GRANIAN_WSGI_THREADS, interface="wsgi")
     assert parse_config("granian:2:1:2:64") == WorkerPlan("granian", 2, 1, runtime_threads=2, backpressure=64)
-    for bad in ("granian:2:1:2:64:9", "gevent:2:1:2", "granian:0", "granian:2:x"):
+    assert parse_config("granian-rsgi:2") == WorkerPlan("granian", 2, DEFAULT_GRANIAN_RSGI_THREADS, interface="rsgi")
+    assert parse_config("granian-rsgi:2").label() == f"granian w2 t{DEFAULT_GRANIAN_RSGI_THREADS} rsgi"
+    for bad in ("granian:2:1:2:64:9", "gevent:2:1:2", "granian:0", "granian:2:x", "gevent-rsgi:2"):
         with pytest.raises(ValueError):
             parse_config(bad)
 
@@ -136,8 +138,9 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     http = [row("a", "rtb-small", "gevent w2", 300, 4000), row("e", "rtb-small", "granian w2 t4", 60, 14000, 4.0),
             row("d", "-", "gevent w2", 250, 6000), row("f", "-", "granian w2 t4", 40, 30000, switches=6.74),
             row("a", "rtb-large", "gevent w2", 400, 3000), row("e", "rtb-large", "granian w2 t4", 100, 9000),
-            row("g", "rtb-small", "granian w2 t4 wsgi", 50, 16000, 6.0), row("h", "-", "granian w2 t4 wsgi", 20, 50000),
-            row("i", "-", "granian w2 t4", 25, 45000, switches=4.5)]
+            row("g", "rtb-small", "granian w2 t2 rsgi", 50, 16000, 6.0),
+            row("h", "-", "granian w2 t2 rsgi", 20, 50000, switches=6.74), row("i", "-", "granian w2 t2 rsgi", 5, 55000,
+                                                                             switches=4.5)]
     figures = {f.name: f for f in frontend_figures(http)}
     cpu = figures["rtb-small, 1 row: server CPU per request, granian vs gunicorn + gevent"]
     assert cpu.measured == "5.00x less" and cpu.met
@@ -148,15 +151,15 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     assert not figures["rtb-small, 1 row: ServeApp's own CPU per request on gunicorn + gevent (serve minus hello world)"].met
     drift = figures["rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's"]
     assert drift.measured == "0.80" and drift.met
-    # the opt-in WSGI interface, (g) and (h), against the same gunicorn rows
-    assert figures["rtb-small, 1 row: server CPU per request, granian WSGI (opt-in) vs gunicorn + gevent"].measured \
+    # the opt-in RSGI interface, (g) and (h), against the same gunicorn rows
+    assert figures["rtb-small, 1 row: server CPU per request, granian RSGI (opt-in) vs gunicorn + gevent"].measured \
         == "6.00x less"
-    assert figures["rtb-small, 1 row: max open-loop rate with p99 under the SLO, granian WSGI (opt-in) vs gunicorn"] \
+    assert figures["rtb-small, 1 row: max open-loop rate with p99 under the SLO, granian RSGI (opt-in) vs gunicorn"] \
         .measured == "4.00x"
-    assert not figures["rtb-small, 1 row: granian WSGI's p99 at 80 % of its max rate"].met
-    wsgi_own = figures["rtb-small, 1 row: ServeApp's own CPU per request on granian WSGI (serve minus hello world)"]
-    assert wsgi_own.measured == "30 us" and not wsgi_own.met
-    # granian RSGI's body read: the RSGI hello world (f) minus the one that leaves the body unread (i)
+    assert not figures["rtb-small, 1 row: granian RSGI's p99 at 80 % of its max rate"].met
+    rsgi_own = figures["rtb-small, 1 row: ServeApp's own CPU per request on granian RSGI (serve minus hello world)"]
+    assert rsgi_own.measured == "30 us" and not rsgi_own.met
+    # granian RSGI's body read: the RSGI hello world (h) minus the one that leaves the body unread (i)
     body_read = figures["rtb-small, 1 row: granian RSGI's body read (hello world minus the same, body unread)"]
     assert body_read.measured == "15 us per request" and body_read.met is None
     assert body_read.detail.endswith("context switches per request 6.7 vs 4.5")
