@@ -34,8 +34,8 @@ SERVER_LABELS = {
     "e": "(e) serve, router, other front end",
     "f": "(f) hello-world, other front end",
     # serve on granian's other interface (RSGI when the default is WSGI): the two side by side.
-    "g": "(g) serve, router, granian other interface",
-    "h": "(h) hello-world, granian other interface",
+    "g": "(g) serve, router, other interface",
+    "h": "(h) hello-world, other interface",
     # the hello world on granian's RSGI interface without reading the body: what the body read costs.
     "i": "(i) hello-world RSGI, body unread",
 }
