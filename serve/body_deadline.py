@@ -87,8 +87,8 @@ class BodyDeadline:
                 info = sock.tcp_info() if sock else None
                 if info is None or info[_STATE] != _TCP_ESTABLISHED:
                     continue
-                last_sent, last_recv = struct.unpack_from("=I", info, _LAST_SENT)[0], \
-                    struct.unpack_from("=I", info, _LAST_RECV)[0]
+                last_sent = struct.unpack_from("=I", info, _LAST_SENT)[0]   # ms ago
+                last_recv = struct.unpack_from("=I", info, _LAST_RECV)[0]
                 segs_in, segs_out = struct.unpack_from("=II", info, _SEGS_IN)
                 if last_recv < last_sent or (segs_out == 0 and segs_in > 0):
                     # request bytes came after the last answer (or there was none yet): in progress

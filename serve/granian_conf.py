@@ -109,9 +109,8 @@ def _stderr_logging() -> dict:
 
 
 class GranianServer:
-    """granian serving the app that ``load`` returns (RSGI when the plan's interface is and the app
-    has ``__rsgi__``, else WSGI),
-    called once in the master before the workers fork. ``worker_started_note`` goes into the line each worker logs at start."""
+    """granian serving the app that ``load`` returns on the plan's interface (RSGI only for an app
+    with ``__rsgi__``), called once in the master before the workers fork. ``worker_started_note`` goes into the line each worker logs at start."""
 
     def __init__(self, load: Callable[[], Callable], settings: Settings, plan: WorkerPlan,
                  worker_started_note: str = ""):

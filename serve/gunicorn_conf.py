@@ -40,7 +40,7 @@ GEVENT_CONNECTIONS = 1000
 # deadline is serve.body_deadline's) or RSGI (serve.rsgi: an event loop per worker, the body awaited
 # on it). WSGI costs granian about half the CPU per request, and the benchmark measures it ahead
 # (docs/benchmark.md); RSGI holds no thread for a slow client (SERVE_GRANIAN_INTERFACE=rsgi).
-DEFAULT_GRANIAN_INTERFACE = "wsgi"
+DEFAULT_GRANIAN_INTERFACE = Settings.granian_interface
 # granian on WSGI: every request, /ping included, runs in one of these threads, and holds it while
 # it computes or waits for its body (a slow client until the body deadline): /ping finds one free
 # while fewer requests than this are in the worker. Four were too few: with four 5 MB requests at a
