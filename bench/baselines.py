@@ -16,8 +16,9 @@
     are UBJSON, which the stock container also ends up loading with ``load_model``).
 
 (d) ``hello_app``: a hello-world app that reads the body and answers a constant: the
-    floor of Python serving under the same front end and configuration (WSGI on gunicorn,
-    RSGI on granian, as ``serve``; ``hello_wsgi_app`` is the WSGI one alone).
+    floor of Python serving under the same front end and configuration (WSGI on gunicorn and
+    on granian by default, RSGI on granian's RSGI interface, as ``serve``; ``hello_wsgi_app`` is
+    the WSGI one alone).
     :func:`flask_hello_app` is the same in Flask, to show what the framework costs.
 
 The model folder comes from ``BENCH_MODEL_DIR`` (a folder holding ``xgboost-model``, as
@@ -139,9 +140,9 @@ def hello_wsgi_app(environ, start_response):
 
 
 class _HelloApp:
-    """:func:`hello_wsgi_app` for gunicorn, and the same for granian's RSGI interface, which
-    ``serve`` runs its app on (``serve.rsgi``): await the body, answer ``0.5``. Each front end's
-    floor is thus measured on the interface ``serve`` uses there."""
+    """:func:`hello_wsgi_app` for gunicorn and granian's WSGI interface, and the same for granian's
+    RSGI interface when the plan names it (``serve.rsgi``): await the body, answer ``0.5``. Each
+    front end's floor is thus measured on the interface ``serve`` uses there."""
 
     _headers = [("content-type", "text/csv")]
 
