@@ -15,16 +15,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# System tools (Debian packages): the `wrk` load generator the benchmark drives (bench/load.py);
+# System tools (Debian packages): the `wrk` load generator the benchmark drives (bench/load.py)
+# and util-linux's `taskset`, which starts the servers under test on their own vCPUs (bench/cpu_split.py);
 # on x86-64, the arm64 cross compiler and its C library, and qemu user-mode emulation, with
 # which `model-compile --target linux-aarch64` builds and verifies Graviton libraries; on an
 # arm64 machine (Graviton), g++ and cmake, which build TL2cgen from its sdist (no arm64 wheel).
 ifeq ($(shell uname -m),aarch64)
-TOOL_PACKAGES := wrk gcc g++ cmake
-TOOL_COMMANDS := wrk g++ cmake
+TOOL_PACKAGES := wrk util-linux gcc g++ cmake
+TOOL_COMMANDS := wrk taskset g++ cmake
 else
-TOOL_PACKAGES := wrk gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
-TOOL_COMMANDS := wrk aarch64-linux-gnu-gcc qemu-aarch64-static
+TOOL_PACKAGES := wrk util-linux gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+TOOL_COMMANDS := wrk taskset aarch64-linux-gnu-gcc qemu-aarch64-static
 endif
 tools:
 	@missing=; for tool in $(TOOL_COMMANDS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \

@@ -44,6 +44,7 @@ class ChainOptions:
     safety: float = DEFAULT_SAFETY
     prices: Path | None = None                 # None: bench/sagemaker_prices.toml
     graviton_rps_per_vcpu: float | None = None  # measured on Graviton; None: labelled not measured
+    shared_cpus: bool = False                  # servers and wrk on the same vCPUs (bench.cpu_split)
 
 
 def run_chain(options: ChainOptions, *, command: str = "", logs: Path = Path("logs"),
@@ -52,6 +53,7 @@ def run_chain(options: ChainOptions, *, command: str = "", logs: Path = Path("lo
     from bench.capacity import PRICES_FILE, load_prices, plan_from_results
     from bench.compare import run_ceiling, run_compare
     from bench.contenders import serve_default_plan
+    from bench.cpu_split import split_cpus
     from bench.kernel import run_kernel
     from bench.models import prepare_model
     from bench.payloads import make_bodies, read_sample_rows
@@ -64,10 +66,12 @@ def run_chain(options: ChainOptions, *, command: str = "", logs: Path = Path("lo
     duration = options.duration_s or profile["duration_s"]
     steps = options.steps or profile["steps"]
     started = time.monotonic()
+    split = split_cpus(shared=options.shared_cpus)
     report = Report(created_at=dt.datetime.now().isoformat(timespec="seconds"), command=command,
                     machine=MachineInfo.of_this_machine(),
                     settings=RunSettings(slo_ms=options.slo_ms, duration_s=duration, steps=steps,
-                                         connections=options.connections, profile=profile_name))
+                                         connections=options.connections, profile=profile_name,
+                                         server_cpus=list(split.server), load_cpus=list(split.load)))
 
     def step(text: str) -> None:
         progress(f"[{time.monotonic() - started:6.0f} s] {text}")
@@ -77,24 +81,30 @@ def run_chain(options: ChainOptions, *, command: str = "", logs: Path = Path("lo
     if not options.skip_kernel:
         step("in-process timings (median ms per call at 1, 10, 100, 1,000, 10,000 rows)")
         report.kernel = [t for m in models for t in run_kernel(m, min_time_s=profile["min_time_s"], progress=progress)]
-    plan = options.plan or serve_default_plan()
-    step(f"over HTTP, 1 row per request, p99 SLO {options.slo_ms:g} ms; serve's configuration: {plan.label()}")
+    server_vcpus = len(split.server)
+    plan = options.plan or serve_default_plan(server_vcpus)
+    split.pin_load_generator()
+    step(f"over HTTP, 1 row per request, p99 SLO {options.slo_ms:g} ms; {split.describe()}; "
+         f"serve's configuration: {plan.label()}")
     bodies = make_bodies(read_sample_rows(models[0].sample_csv), 1)
-    ceiling = run_ceiling(bodies, connections=options.connections, duration_s=duration, progress=progress)
+    ceiling = run_ceiling(bodies, connections=options.connections, duration_s=duration, split=split,
+                          progress=progress)
     report.ceiling = CeilingSummary.of(ceiling)
     report.http = run_compare(models, plan=plan, rows=1, slo_ms=options.slo_ms, duration_s=duration, steps=steps,
-                              connections=options.connections, log_dir=logs, ceiling=ceiling, progress=progress)
+                              connections=options.connections, log_dir=logs, ceiling=ceiling, split=split,
+                              progress=progress)
     if not options.skip_sweep:
         sweep_model = next((m for m in models if m.name == options.sweep_model), models[-1])
-        grid = list(options.sweep_plans or (quick_grid() if options.quick else default_grid()))
+        grid = list(options.sweep_plans or (quick_grid(server_vcpus) if options.quick else default_grid(server_vcpus)))
         step(f"tuning sweep on {sweep_model.name}: {', '.join(c.label() for c in grid)} x rows "
              f"{list(options.sweep_rows)}")
         results = run_sweep(sweep_model, grid, rows_list=options.sweep_rows, slo_ms=options.slo_ms,
                             duration_s=duration, steps=steps, connections=options.connections, ceiling=ceiling,
-                            log_dir=logs, progress=progress)
-        report.sweep = SweepReport(model=sweep_model.name, results=results, recommendation=recommend(results, grid))
+                            log_dir=logs, split=split, progress=progress)
+        report.sweep = SweepReport(model=sweep_model.name, results=results,
+                                   recommendation=recommend(results, grid, server_vcpus))
     report.capacity, report.capacity_text = plan_from_results(
-        report.http, report.sweep, report.machine.cpus or 1, load_prices(options.prices or PRICES_FILE),
+        report.http, report.sweep, server_vcpus, load_prices(options.prices or PRICES_FILE),
         target_rps=options.target_rps, safety=options.safety, machine_platform=report.machine.platform,
         graviton_rps_per_vcpu=options.graviton_rps_per_vcpu)
     report.figures = compute_figures(report.kernel or [], report.http)

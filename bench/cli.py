@@ -62,7 +62,7 @@ def cmd_all(args) -> int:
         sweep_rows=tuple(args.sweep_rows), sweep_plans=tuple(args.configs) if args.configs else None,
         skip_kernel=args.skip_kernel, skip_sweep=args.skip_sweep, slo_ms=args.slo_ms, connections=args.connections,
         duration_s=args.duration, steps=args.steps, target_rps=args.target_rps, safety=args.safety,
-        prices=args.prices, graviton_rps_per_vcpu=args.graviton_rps_per_vcpu)
+        prices=args.prices, graviton_rps_per_vcpu=args.graviton_rps_per_vcpu, shared_cpus=args.shared_cpus)
     out = Path(args.out or f"reports/{dt.datetime.now():%Y%m%d-%H%M%S}")
     report = run_chain(options, command=" ".join(sys.argv), logs=out / "logs", progress=_say)
     written = write_report(report, out)
@@ -128,11 +128,13 @@ def cmd_compare(args) -> int:
     from bench.results import CeilingSummary
 
     models = [prepare_model(name, variants=("quantized",), progress=_say) for name in args.models]
+    split = _pinned_split(args)
     ceiling = run_ceiling(make_bodies(read_sample_rows(models[0].sample_csv), args.rows),
-                          connections=args.connections, progress=_say)
-    results = run_compare(models, plan=args.config or serve_default_plan(), rows=args.rows,
+                          connections=args.connections, split=split, progress=_say)
+    results = run_compare(models, plan=args.config or serve_default_plan(len(split.server)), rows=args.rows,
                           slo_ms=args.slo_ms, keys=tuple(args.keys), duration_s=args.duration, steps=args.steps,
-                          connections=args.connections, log_dir=Path(args.logs), ceiling=ceiling, progress=_say)
+                          connections=args.connections, log_dir=Path(args.logs), ceiling=ceiling, split=split,
+                          progress=_say)
     _say(http_table(results, CeilingSummary.of(ceiling), args.slo_ms))
     from bench.report import figures_table, frontend_figures
 
@@ -146,11 +148,24 @@ def cmd_sweep(args) -> int:
     from bench.sweep import SweepReport, default_grid, quick_grid, recommend, run_sweep
 
     model = prepare_model(args.model, variants=("quantized",), progress=_say)
-    grid = args.configs or (quick_grid() if args.quick else default_grid())
+    split = _pinned_split(args)
+    vcpus = len(split.server)
+    grid = args.configs or (quick_grid(vcpus) if args.quick else default_grid(vcpus))
     results = run_sweep(model, grid, rows_list=args.rows, slo_ms=args.slo_ms, duration_s=args.duration,
-                        steps=args.steps, connections=args.connections, log_dir=Path(args.logs), progress=_say)
-    _say(sweep_table(SweepReport(model=model.name, results=results, recommendation=recommend(results, grid))))
+                        steps=args.steps, connections=args.connections, log_dir=Path(args.logs), split=split,
+                        progress=_say)
+    _say(sweep_table(SweepReport(model=model.name, results=results, recommendation=recommend(results, grid, vcpus))))
     return 0
+
+
+def _pinned_split(args):
+    """The vCPU split for ``--shared-cpus`` (bench.cpu_split), this process moved to the load side."""
+    from bench.cpu_split import split_cpus
+
+    split = split_cpus(shared=args.shared_cpus)
+    split.pin_load_generator()
+    _say(f"  {split.describe()}")
+    return split
 
 
 def cmd_capacity(args) -> int:
@@ -161,7 +176,8 @@ def cmd_capacity(args) -> int:
         from bench.results import Report
 
         report = Report.from_dict(json.loads(Path(args.report).read_text()))
-        _, texts = plan_from_results(report.http or [], report.sweep, report.machine.cpus or 1, prices,
+        vcpus = report.settings.server_vcpus(report.machine.cpus) if report.settings else report.machine.cpus or 1
+        _, texts = plan_from_results(report.http or [], report.sweep, vcpus, prices,
                                      target_rps=args.target_rps, safety=args.safety,
                                      machine_platform=report.machine.platform,
                                      graviton_rps_per_vcpu=args.graviton_rps_per_vcpu)
@@ -206,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--duration", type=_at_least_one, default=duration, help="seconds per load run")
         p.add_argument("--steps", type=_at_least_one, default=steps, help="bisection steps of the rate search")
 
+    def split_option(p):
+        p.add_argument("--shared-cpus", action="store_true",
+                       help="run servers and wrk on the same vCPUs (default: apart, bench.cpu_split)")
+
     def capacity_options(p):
         p.add_argument("--target-rps", type=float, default=DEFAULT_TARGET_RPS, help="load to plan for (req/s)")
         p.add_argument("--safety", type=float, default=DEFAULT_SAFETY, help="autoscaling safety factor (0-1]")
@@ -226,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-sweep", action="store_true")
     p.add_argument("--out", type=Path, help="report folder (default reports/<date-time>)")
     http_options(p, duration=0, steps=0)
+    split_option(p)
     capacity_options(p)
     p.set_defaults(func=cmd_all)
 
@@ -259,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=_config_arg, help="CLASS:WORKERS[:THREADS] for (a), (b), (d)")
     p.add_argument("--logs", default="reports/logs", help="server logs folder")
     http_options(p)
+    split_option(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sweep", help="gunicorn tuning sweep of server (a)")
@@ -268,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="one configuration per worker class")
     p.add_argument("--logs", default="reports/logs", help="server logs folder")
     http_options(p)
+    split_option(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("capacity", help="instances, monthly cost and autoscaling target for a load")

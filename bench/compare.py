@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bench.cpu_split import CpuSplit
 from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling, run_load
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
@@ -78,9 +79,9 @@ def describe_run(result: LoadResult) -> str:
 
 def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ceiling | None, log_dir: Path,
                       duration_s: int = 3, steps: int = 4, connections: int = DEFAULT_CONNECTIONS,
-                      progress: Callable[[str], None] = print) -> list[ServerResult]:
-    """Start every contender, search their max rates under ``slo_ms`` taking turns (see
-    ``bench.search``), stop them; one ServerResult each, in order."""
+                      split: CpuSplit | None = None, progress: Callable[[str], None] = print) -> list[ServerResult]:
+    """Start every contender (on ``split``'s server vCPUs when given), search their max rates under
+    ``slo_ms`` taking turns (see ``bench.search``), stop them; one ServerResult each, in order."""
     for c in contenders:
         progress(f"  {c.command.label} [{c.command.plan.label()}] on {c.model}, {c.rows} row(s) per request")
     load_before = os.getloadavg()[0]
@@ -89,7 +90,7 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
         for c in contenders:
             name = f"{c.command.key}-{c.model}-{c.rows}-{c.command.plan.label()}"
             server = stack.enter_context(running_server(name, c.command.argv, c.port, env=c.command.env,
-                                                        log_dir=log_dir))
+                                                        log_dir=log_dir, split=split))
             tag = f"{c.command.key} {c.command.plan.label()}"
             searched.append(SearchedServer(server.url, c.bodies, _with_server_costs(server),
                                         lambda r, tag=tag: progress(f"    {tag:<16}" + describe_run(r).strip())))
@@ -128,10 +129,10 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
 
 
 def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, duration_s: int = 3,
-                progress: Callable[[str], None] = print) -> Ceiling:
+                split: CpuSplit | None = None, progress: Callable[[str], None] = print) -> Ceiling:
     """The generator's ceiling against the trivial endpoint, with a progress line."""
     ceiling = measure_ceiling(bodies, connections=connections, open_connections=connections,
-                              duration_s=duration_s)
+                              duration_s=duration_s, split=split)
     progress(f"  load generator ceiling (wrk vs trivial endpoint, {connections} connections): "
              f"closed loop {ceiling.closed_rate:,.0f} req/s, open loop {ceiling.open_rate:,.0f} req/s")
     return ceiling
@@ -140,9 +141,10 @@ def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, dur
 def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1, slo_ms: float = 20.0,
                 keys: tuple[str, ...] = tuple("abcdefghi"), duration_s: int = 3, steps: int = 4,
                 connections: int = DEFAULT_CONNECTIONS, log_dir: Path = Path("."),
-                ceiling: Ceiling | None = None, progress: Callable[[str], None] = print) -> list[ServerResult]:
-    """Servers ``keys`` on every model at ``rows`` rows per request; the servers of one model
-    are searched together (the hello worlds, which need no model, with the first). (e) and
+                ceiling: Ceiling | None = None, split: CpuSplit | None = None,
+                progress: Callable[[str], None] = print) -> list[ServerResult]:
+    """Servers ``keys`` on every model at ``rows`` rows per request (on ``split``'s server vCPUs
+    when given: (c) then has a worker per server vCPU); the servers of one model are searched together (the hello worlds, which need no model, with the first). (e) and
     (f) run on the other front end (``bench.contenders.other_frontend_plan``), (g) and (h) on
     granian's other interface (``bench.contenders.other_interface``), (i) on its RSGI one."""
     other, other_granian = other_frontend_plan(plan), granian_plan(plan, other_interface(plan))
@@ -159,7 +161,7 @@ def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1
             elif key in ("e", "g"):
                 command = serve_command(key, model.deployed, port, other if key == "e" else other_granian)
             elif key == "c":
-                command = stock_command(model.stock_dir, port, cpus=os.cpu_count())
+                command = stock_command(model.stock_dir, port, cpus=len(split.server) if split else os.cpu_count())
             elif key == "h":
                 command = hello_command(port, other_granian, key=key)
             elif key == "i":
@@ -168,5 +170,6 @@ def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1
                 command = hello_command(port, plan if key == "d" else other, key=key)
             contenders.append(Contender(command, port, bodies, model.name if key not in HELLO_KEYS else "-", rows))
         results += benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
-                                     duration_s=duration_s, steps=steps, connections=connections, progress=progress)
+                                     duration_s=duration_s, steps=steps, connections=connections, split=split,
+                                     progress=progress)
     return results

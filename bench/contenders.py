@@ -60,13 +60,14 @@ class Contender:
     rows: int
 
 
-def serve_default_plan() -> WorkerPlan:
-    """The worker plan ``serve`` picks by default on this machine."""
+def serve_default_plan(cpus: int | None = None) -> WorkerPlan:
+    """The worker plan ``serve`` picks by default on ``cpus`` vCPUs (default: this process's),
+    within this machine's cgroup quota."""
     from serve.cpus import available_cpus
     from serve.gunicorn_conf import plan_workers
     from serve.settings import Settings
 
-    return plan_workers(Settings.from_env({}), available_cpus())
+    return plan_workers(Settings.from_env({}), available_cpus(affinity=cpus))
 
 
 def other_frontend_plan(plan: WorkerPlan) -> WorkerPlan:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cpu_split import CpuSplit
 from bench.payloads import write_bodies
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_bench.lua")
@@ -232,8 +233,9 @@ def run_load(url: str, bodies: list[bytes], *, rate: float | None = None, connec
 
 
 @contextmanager
-def trivial_server(delay_ms: float = 0.0, serial: bool = False, status: int = 200):
-    """Run bench.trivial_server on a free loopback port; yields its base URL."""
+def trivial_server(delay_ms: float = 0.0, serial: bool = False, status: int = 200, split: CpuSplit | None = None):
+    """Run bench.trivial_server on a free loopback port (on ``split``'s server vCPUs when given);
+    yields its base URL."""
     from bench.servers import free_port, stop_process, wait_ready
 
     port = free_port()
@@ -242,7 +244,7 @@ def trivial_server(delay_ms: float = 0.0, serial: bool = False, status: int = 20
         argv.append("--serial")
     if status != 200:
         argv += ["--status", str(status)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(split.server_argv(argv) if split else argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, timeout_s=20, any_status=True)
@@ -261,14 +263,15 @@ class Ceiling:
 
 
 def measure_ceiling(bodies: list[bytes], *, connections: int, open_connections: int,
-                    duration_s: int = 3) -> Ceiling:
+                    duration_s: int = 3, split: CpuSplit | None = None) -> Ceiling:
     """Load the trivial endpoint as hard as the generator can, closed and open loop.
 
     The open-loop figure uses the open-loop machinery (one thread per connection, the
     response hook) at a rate no server here reaches, so it is that mode's own limit.
-    Both are lower bounds of wrk's ceiling: the trivial server shares the CPUs.
+    Both are lower bounds of wrk's ceiling: the trivial server takes CPU too (the servers'
+    vCPUs, with ``split``).
     """
-    with trivial_server() as url:
+    with trivial_server(split=split) as url:
         closed = run_load(url, bodies, connections=connections, duration_s=duration_s, warmup_s=1)
         opened = run_load(url, bodies, rate=1_000_000, connections=open_connections,
                           duration_s=duration_s, warmup_s=0)

@@ -356,9 +356,9 @@ def figures_table(figures: list[Figure]) -> str:
 
 def render_text(report: Report) -> str:
     """The whole report as terminal text."""
-    machine = report.machine
+    machine, split = report.machine, report.settings.split_text()
     parts = [f"Benchmark {report.created_at} on {machine.cpus if machine.cpus is not None else '?'} vCPU(s), "
-             f"{machine.cpu_model}; SLO p99 <= {report.settings.slo_ms:g} ms",
+             f"{machine.cpu_model}; SLO p99 <= {report.settings.slo_ms:g} ms" + (f"; {split}" if split else ""),
              f"command: {report.command}", ""]
     if report.kernel:
         parts.append(kernel_table(report.kernel))

@@ -60,6 +60,21 @@ class RunSettings:
     steps: int | None = None
     connections: int | None = None
     profile: str | None = None          # quick | full
+    # bench.cpu_split: the vCPUs the servers ran on and those wrk ran on (the same when shared;
+    # None in reports of runs from before the split)
+    server_cpus: list[int] | None = None
+    load_cpus: list[int] | None = None
+
+    def server_vcpus(self, machine_cpus: int | None) -> int:
+        """How many vCPUs the servers had: the split's, else the machine's."""
+        return len(self.server_cpus) if self.server_cpus else machine_cpus or 1
+
+    def split_text(self) -> str:
+        if not self.server_cpus or not self.load_cpus:
+            return ""
+        from bench.cpu_split import CpuSplit
+
+        return CpuSplit(tuple(self.server_cpus), tuple(self.load_cpus)).describe()
 
 
 @dataclass

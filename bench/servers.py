@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+from bench.cpu_split import CpuSplit
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -136,14 +138,15 @@ def stop_process(proc: subprocess.Popen, timeout_s: float, *, kill_children: boo
 
 @contextmanager
 def running_server(name: str, argv: list[str], port: int, *, env: dict[str, str] | None = None,
-                   log_dir: Path | None = None, ready_timeout_s: float = 120):
-    """Start ``argv`` (which must serve on 127.0.0.1:``port``), wait for /ping, yield a RunningServer."""
+                   log_dir: Path | None = None, ready_timeout_s: float = 120, split: CpuSplit | None = None):
+    """Start ``argv`` (which must serve on 127.0.0.1:``port``; on ``split``'s server vCPUs when
+    given), wait for /ping, yield a RunningServer."""
     log_dir = Path(log_dir or Path.cwd())
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"server-{name.replace(' ', '_').replace('/', '_')}.log"
     full_env = {**os.environ, **(env or {})}
     with open(log, "w") as log_file:
-        proc = subprocess.Popen(argv, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(split.server_argv(argv) if split else argv, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
     server = RunningServer(name, f"http://127.0.0.1:{port}", proc, log)
     try:
         wait_ready(server.url, proc, timeout_s=ready_timeout_s, log=log)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.compare import ServerResult, benchmark_servers
+from bench.cpu_split import CpuSplit
 from bench.contenders import Contender, serve_command
 from bench.load import Ceiling
 from bench.models import ModelUnderTest
@@ -82,9 +83,10 @@ def parse_config(text: str) -> WorkerPlan:
 
 def run_sweep(model: ModelUnderTest, configs: list[WorkerPlan], *, rows_list=(1, 100), slo_ms: float = 20.0,
               duration_s: int = 3, steps: int = 4, connections: int = DEFAULT_CONNECTIONS,
-              ceiling: Ceiling | None = None, log_dir: Path = Path("."),
+              ceiling: Ceiling | None = None, log_dir: Path = Path("."), split: CpuSplit | None = None,
               progress: Callable[[str], None] = print) -> list[ServerResult]:
-    """Server (a) on ``model`` under every configuration, at every rows-per-request count."""
+    """Server (a) on ``model`` under every configuration, at every rows-per-request count (on
+    ``split``'s server vCPUs when given)."""
     results = []
     sample = read_sample_rows(model.sample_csv)
     for rows in rows_list:
@@ -95,7 +97,8 @@ def run_sweep(model: ModelUnderTest, configs: list[WorkerPlan], *, rows_list=(1,
             contenders.append(Contender(serve_command("a", model.deployed, port, plan), port, bodies,
                                         model.name, rows))
         results += benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
-                                     duration_s=duration_s, steps=steps, connections=connections, progress=progress)
+                                     duration_s=duration_s, steps=steps, connections=connections, split=split,
+                                     progress=progress)
     return results
 
 
