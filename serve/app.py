@@ -258,8 +258,13 @@ class ServeApp:
             body = environ["wsgi.input"].read(size)
         finally:
             del reads[thread]
-        if (length is None or len(body) < length) and time.monotonic() - started >= self.body_timeout_s:
-            raise RequestError(408, f"the request body did not arrive within {self.body_timeout_s:g} s")
+        if length is None or len(body) < length:   # cut short: by the deadline, or shed (serve.body_deadline)
+            waited = time.monotonic() - started
+            if waited >= self.body_timeout_s:
+                raise RequestError(408, f"the request body did not arrive within {self.body_timeout_s:g} s")
+            if waited >= self.body_deadline.stall_s and self.body_deadline.last_shed >= started:
+                raise RequestError(408, f"the request body stalled for {self.body_deadline.stall_s:g} s while "
+                                        "every thread of this worker was waiting for a body")
         return self.checked_body(body, length)
 
     def declared_length(self, declared: str | None) -> int | None:

@@ -24,6 +24,17 @@ stays granian's, the answer can still be written) when:
     (closed as the keep-alive timeout would close it; SageMaker's front end keeps an idle
     connection for 60 s at most).
 
+(c) and, when the worker is out of threads (``threads``: a body read pending in all of them but
+    one at most), whatever the timeout: the requests in progress that have received nothing for
+    ``stall_s`` (1 s), the most silent first, no more of them than reads are pending. Each read
+    holds its thread until its connection ends, so a handful of stalled clients on one worker
+    (its 8 threads) would otherwise leave every other request to that worker, /ping included,
+    waiting for the whole ``timeout_s``. A body that is still coming (a large one on a slow link)
+    is not silent that long, and SageMaker's front end sends whole bodies. The limit and the order
+    spare a whole request waiting for a thread: it came after the stalled ones that hold the
+    threads (granian hands requests to threads in order), so it has been silent for less; cut
+    while it waits, it would be lost unanswered (tests/serve/test_server_bare.py).
+
 A connection is never touched while no body read is pending, and the scans cost nothing then.
 The kernel's times have the resolution of its clock tick (1-10 ms); a kernel older than 4.6 has
 no ``tcpi_data_segs_out``, and the watchdog then stays off with a warning.
@@ -40,6 +51,7 @@ import time
 log = logging.getLogger(__name__)
 
 SWEEP_S = 0.5
+STALL_S = 1.0   # (c): silence that sheds a request while the worker is out of threads
 _TCP_ESTABLISHED = 1
 # struct tcp_info (linux/tcp.h): tcpi_state, tcpi_last_data_sent, tcpi_last_data_recv (ms ago),
 # tcpi_data_segs_in and tcpi_data_segs_out (data segments received and sent, Linux 4.6+)
@@ -50,9 +62,11 @@ _INFO_BYTES = 160
 class BodyDeadline:
     """Body reads in progress in one worker, and the watchdog that ends those past ``timeout_s``."""
 
-    def __init__(self, timeout_s: float):
+    def __init__(self, timeout_s: float, threads: int | None = None, stall_s: float = STALL_S):
         self.timeout_s = float(timeout_s)
+        self.threads, self.stall_s = threads, float(stall_s)   # (c); threads None: never out of threads
         self.reads: dict[int, float] = {}     # thread ident -> time.monotonic() the read began
+        self.last_shed = float("-inf")        # time.monotonic() of the last sweep that cut by (c)
         self._seen: dict[int, tuple[float, int]] = {}   # socket inode -> (first seen in progress, segs out then)
         self._thread: threading.Thread | None = None
 
@@ -78,10 +92,12 @@ class BodyDeadline:
 
     def sweep(self, now: float) -> int:
         """One look at this process's TCP connections; returns how many it cut off."""
+        pending = len(self.reads)
         oldest = min(self.reads.values(), default=now)
         overdue = now - oldest > self.timeout_s + 2 * SWEEP_S
-        frozen_ms = self.timeout_s * 1000
-        cut, live = 0, set()
+        crowded = self.threads is not None and pending >= max(1, self.threads - 1)
+        frozen_ms, stalled_ms = self.timeout_s * 1000, self.stall_s * 1000
+        cut, live, silent = 0, set(), []   # silent: (ms since data came, fd, inode) for (c)
         for fd, inode in _socket_fds():
             with _Socket(fd, inode) as sock:
                 info = sock.tcp_info() if sock else None
@@ -99,8 +115,16 @@ class BodyDeadline:
                     elif now - first[0] >= self.timeout_s:
                         cut += sock.cut()
                         continue
+                    if crowded and last_recv >= stalled_ms:
+                        silent.append((last_recv, fd, inode))
+                        continue
                 if overdue and min(last_sent, last_recv) >= frozen_ms:
                     cut += sock.cut()
+        if silent:
+            self.last_shed = now   # before the cut: the app's read returns after it
+            for _, fd, inode in sorted(silent, reverse=True)[:pending]:
+                with _Socket(fd, inode) as sock:
+                    cut += sock.cut() if sock else 0
         for inode in [inode for inode in self._seen if inode not in live]:
             del self._seen[inode]
         return cut

@@ -127,7 +127,7 @@ def run(settings) -> int:
     elif plan.frontend == GRANIAN:   # WSGI: a watchdog ends body reads past the deadline
         from serve.body_deadline import BodyDeadline
 
-        app.body_deadline = BodyDeadline(settings.timeout)
+        app.body_deadline = BodyDeadline(settings.timeout, threads=plan.threads)
     log.info("serving %s. %s, on %s:%d", loaded.describe(), plan.describe(), settings.host, settings.port)
     return run_frontend(lambda: app, settings, plan, loaded.describe())
 

@@ -100,3 +100,46 @@ def test_a_reused_descriptor_is_never_the_one_cut(connection):
         assert sock is None
     with _Socket(server.fileno(), inode) as sock:
         assert sock is not None and sock.tcp_info() is not None
+
+
+def _connected_pair(listener: socket.socket) -> tuple[socket.socket, socket.socket]:
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    return client, server
+
+
+def test_out_of_threads_the_most_silent_requests_are_shed_before_the_timeout():
+    """(c): with a read pending in every thread but one, requests silent for stall_s are cut long
+    before the timeout, the most silent first and no more of them than reads are pending (the
+    newer one stands for a whole request waiting for a thread: cut, it would be lost)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        older, newer = _connected_pair(listener), _connected_pair(listener)
+        try:
+            older[0].sendall(REQUEST_START)
+            time.sleep(0.3)
+            newer[0].sendall(REQUEST_START)
+            time.sleep(0.25)   # silent: the older 0.55 s, the newer 0.25 s
+            deadline = BodyDeadline(timeout_s=60.0, threads=2, stall_s=0.2)
+            now = time.monotonic()
+            deadline.reads[1] = now - 0.5   # one read pending: all but one of 2 threads
+            assert deadline.sweep(now) == 1 and deadline.last_shed == now
+            assert _read_side_shut(older[1]) and not _read_side_shut(newer[1])
+        finally:
+            for sock in (*older, *newer):
+                sock.close()
+
+
+def test_with_threads_to_spare_or_data_still_coming_nothing_is_shed(connection):
+    client, server = connection
+    client.sendall(REQUEST_START)
+    time.sleep(0.3)
+    spare = BodyDeadline(timeout_s=60.0, threads=8, stall_s=0.2)   # one read pending of 8 threads
+    spare.reads[1] = time.monotonic()
+    assert spare.sweep(time.monotonic()) == 0 and spare.last_shed == float("-inf")
+    crowded = BodyDeadline(timeout_s=60.0, threads=1, stall_s=0.2)
+    crowded.reads[1] = started = time.monotonic()
+    while time.monotonic() - started < 1.0:   # a body still coming, a byte every 0.1 s
+        client.sendall(b"1")
+        time.sleep(0.1)
+        assert crowded.sweep(time.monotonic()) == 0
+    assert not _read_side_shut(server)

@@ -359,6 +359,31 @@ def test_a_slow_body_is_cut_off_at_the_timeout_while_others_are_served(bare_mode
         assert response.status_code == 200 and np.float32(response.text) == expected[0]
 
 
+def test_stalled_bodies_in_every_thread_are_shed_long_before_the_timeout(bare_model_dir, tmp_path, reference):
+    """granian's WSGI interface: stalled bodies in all of a worker's threads would leave every other
+    request to it, /ping included, waiting for SAGEMAKER_MODEL_SERVER_TIMEOUT (30 s here). The
+    watchdog sheds them after serve.body_deadline.STALL_S of silence instead: each gets a JSON 408,
+    and a whole request that came meanwhile, waiting for a thread, is answered, not cut with them."""
+    _, lines, expected = reference
+    with running_server(bare_model_dir("rtb-small"), tmp_path / "server.log", SAGEMAKER_MODEL_SERVER_WORKERS="1",
+                        SAGEMAKER_MODEL_SERVER_TIMEOUT="30", SERVE_THREADS="2", **FRONTEND_MODES["granian"]) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = [pool.submit(_slow_client, host, int(port), "stalled") for _ in range(2)]
+            time.sleep(0.3)   # both threads now wait for a body
+            started = time.perf_counter()
+            response = requests.post(server.url + "/invocations", data=lines[0],
+                                     headers={"Content-Type": "text/csv"}, timeout=10)
+            assert response.status_code == 200 and np.float32(response.text) == expected[0]
+            assert time.perf_counter() - started < 5
+            for outcome in outcomes:
+                answer, closed_after = outcome.result()
+                assert closed_after < 5, answer
+                assert answer.startswith(b"HTTP/1.1 408"), answer
+                message = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+                assert message.startswith("the request body stalled for 1 s"), message
+
+
 def test_a_refusal_that_leaves_the_body_unread_keeps_the_next_request_on_the_connection(server, reference):
     """A 415, 406 or 404 answered without reading the request's body: either the connection
     stays usable or the answer says ``Connection: close`` (http.client then reconnects); a
