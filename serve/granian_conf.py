@@ -39,7 +39,8 @@ What each SageMaker requirement maps to here (and what granian does not do):
   past the timeout is closed), or ``HEADER_READ_TIMEOUT_S`` with keep-alive off. The body
   must arrive within ``SAGEMAKER_MODEL_SERVER_TIMEOUT``, else 408 and the connection closed;
   granian itself has no body timeout: on WSGI ``serve.body_deadline``'s watchdog ends a late
-  read by shutting the connection's reading side (a slow client holds its thread until then),
+  read by shutting the connection's reading side (a slow client holds its thread until then, or
+  until 1 s of silence once all but one of its worker's threads wait for bodies),
   on RSGI ``serve.rsgi`` cancels the wait (a slow client holds only its connection). There is
   no per-request timeout once the body is in (gunicorn's kill of a silent worker has no equivalent).
 * keep-alive: on unless ``SERVE_KEEPALIVE=0``.
