@@ -26,14 +26,15 @@ stays granian's, the answer can still be written) when:
 
 (c) and, when the worker is out of threads (``threads``: a body read pending in all of them but
     one at most), whatever the timeout: the requests in progress that have received nothing for
-    ``stall_s`` (1 s), the most silent first, no more of them than reads are pending. Each read
+    ``stall_s`` (1 s), the most silent first, no more of them than reads are pending (looking
+    every ``CROWDED_SWEEP_S`` meanwhile, as freed threads take the next ones). Each read
     holds its thread until its connection ends, so a handful of stalled clients on one worker
     (its 8 threads) would otherwise leave every other request to that worker, /ping included,
     waiting for the whole ``timeout_s``. A body that is still coming (a large one on a slow link)
     is not silent that long, and SageMaker's front end sends whole bodies. The limit and the order
     spare a whole request waiting for a thread: it came after the stalled ones that hold the
-    threads (granian hands requests to threads in order), so it has been silent for less; cut
-    while it waits, it would be lost unanswered (tests/serve/test_server_bare.py).
+    threads, so it has been silent for less; cut while it waits, it would be lost unanswered
+    (tests/serve/test_server_bare.py).
 
 A connection is never touched while no body read is pending, and the scans cost nothing then.
 The kernel's times have the resolution of its clock tick (1-10 ms); a kernel older than 4.6 has
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 
 SWEEP_S = 0.5
 STALL_S = 1.0   # (c): silence that sheds a request while the worker is out of threads
+# while out of threads: each sweep sheds at most one request per pending read, and the stalled
+# requests queued behind those take the freed threads at once: sweep at the pace they come
+CROWDED_SWEEP_S = 0.1
 _TCP_ESTABLISHED = 1
 # struct tcp_info (linux/tcp.h): tcpi_state, tcpi_last_data_sent, tcpi_last_data_recv (ms ago),
 # tcpi_data_segs_in and tcpi_data_segs_out (data segments received and sent, Linux 4.6+)
@@ -68,6 +72,9 @@ class BodyDeadline:
         self.reads: dict[int, float] = {}     # thread ident -> time.monotonic() the read began
         self.last_shed = float("-inf")        # time.monotonic() of the last sweep that cut by (c)
         self._seen: dict[int, tuple[float, int]] = {}   # socket inode -> (first seen in progress, segs out then)
+        # inodes (c) cut: one cut while its request waited for a thread stays in progress and silent
+        # until a thread reads it, and must not take the place of one that holds a thread
+        self._shed: set[int] = set()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -76,9 +83,13 @@ class BodyDeadline:
             self._thread = threading.Thread(target=self._watch, name="serve-body-deadline", daemon=True)
             self._thread.start()
 
+    def crowded(self) -> bool:
+        """Whether a body read is pending in all of the worker's threads but one at most."""
+        return self.threads is not None and len(self.reads) >= max(1, self.threads - 1)
+
     def _watch(self) -> None:
         while True:
-            time.sleep(SWEEP_S)
+            time.sleep(CROWDED_SWEEP_S if self.crowded() else SWEEP_S)
             if not self.reads:
                 self._seen.clear()
                 continue
@@ -95,10 +106,11 @@ class BodyDeadline:
         pending = len(self.reads)
         oldest = min(self.reads.values(), default=now)
         overdue = now - oldest > self.timeout_s + 2 * SWEEP_S
-        crowded = self.threads is not None and pending >= max(1, self.threads - 1)
+        crowded = self.crowded()
         frozen_ms, stalled_ms = self.timeout_s * 1000, self.stall_s * 1000
-        cut, live, silent = 0, set(), []   # silent: (ms since data came, fd, inode) for (c)
+        cut, live, present, silent = 0, set(), set(), []   # silent: (ms since data came, fd, inode) for (c)
         for fd, inode in _socket_fds():
+            present.add(inode)
             with _Socket(fd, inode) as sock:
                 info = sock.tcp_info() if sock else None
                 if info is None or info[_STATE] != _TCP_ESTABLISHED:
@@ -116,15 +128,21 @@ class BodyDeadline:
                         cut += sock.cut()
                         continue
                     if crowded and last_recv >= stalled_ms:
-                        silent.append((last_recv, fd, inode))
+                        if inode not in self._shed:
+                            silent.append((last_recv, fd, inode))
                         continue
                 if overdue and min(last_sent, last_recv) >= frozen_ms:
                     cut += sock.cut()
         if silent:
             self.last_shed = now   # before the cut: the app's read returns after it
-            for _, fd, inode in sorted(silent, reverse=True)[:pending]:
+            # the most silent first; between equals (the kernel's times tick in ms), the older
+            # connection (the lower fd, as the kernel hands out the lowest free one)
+            for _, fd, inode in sorted(silent, key=lambda c: (-c[0], c[1]))[:pending]:
                 with _Socket(fd, inode) as sock:
-                    cut += sock.cut() if sock else 0
+                    if sock and sock.cut():
+                        cut += 1
+                        self._shed.add(inode)
+        self._shed &= present
         for inode in [inode for inode in self._seen if inode not in live]:
             del self._seen[inode]
         return cut

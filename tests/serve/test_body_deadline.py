@@ -111,7 +111,7 @@ def _connected_pair(listener: socket.socket) -> tuple[socket.socket, socket.sock
 def test_out_of_threads_the_most_silent_requests_are_shed_before_the_timeout():
     """(c): with a read pending in every thread but one, requests silent for stall_s are cut long
     before the timeout, the most silent first and no more of them than reads are pending (the
-    newer one stands for a whole request waiting for a thread: cut, it would be lost)."""
+    newer one stands for a whole request waiting for a thread: cut, it would be lost), each once."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         older, newer = _connected_pair(listener), _connected_pair(listener)
         try:
@@ -124,6 +124,9 @@ def test_out_of_threads_the_most_silent_requests_are_shed_before_the_timeout():
             deadline.reads[1] = now - 0.5   # one read pending: all but one of 2 threads
             assert deadline.sweep(now) == 1 and deadline.last_shed == now
             assert _read_side_shut(older[1]) and not _read_side_shut(newer[1])
+            # the older one, cut, stays established and silent (as one cut while its request waited
+            # for a thread): the next sweep takes the next one, not the older one again
+            assert deadline.sweep(time.monotonic()) == 1 and _read_side_shut(newer[1])
         finally:
             for sock in (*older, *newer):
                 sock.close()
