@@ -139,9 +139,9 @@ def test_with_threads_to_spare_or_data_still_coming_nothing_is_shed(connection):
     spare = BodyDeadline(timeout_s=60.0, threads=8, stall_s=0.2)   # one read pending of 8 threads
     spare.reads[1] = time.monotonic()
     assert spare.sweep(time.monotonic()) == 0 and spare.last_shed == float("-inf")
-    crowded = BodyDeadline(timeout_s=60.0, threads=1, stall_s=0.2)
+    crowded = BodyDeadline(timeout_s=60.0, threads=1, stall_s=0.5)
     crowded.reads[1] = started = time.monotonic()
-    while time.monotonic() - started < 1.0:   # a body still coming, a byte every 0.1 s
+    while time.monotonic() - started < 1.5:   # a body still coming, a byte every 0.1 s
         client.sendall(b"1")
         time.sleep(0.1)
         assert crowded.sweep(time.monotonic()) == 0
