@@ -33,6 +33,20 @@ def test_csv_one_row_fast_path():
     assert np.array_equal(out, ROWS[:1])
 
 
+def test_csv_one_row_reads_each_field_as_float_then_float32():
+    """The one-row parser gives the bits of ``np.float32(float(field))`` for numbers in every
+    notation, from subnormal to overflow, with empty and blank fields as missing values."""
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal(3000) * 10.0 ** rng.integers(-45, 45, 3000)
+    fields = [notation % v for v, notation in zip(values.tolist(), ["%r", "%.9g", "%.17g", "%e", " %.3f "] * 600)]
+    fields[::50] = [""] * len(fields[::50])
+    fields[25::50] = [" \t"] * len(fields[25::50])
+    expected = np.array([np.float32(float(f)) if f.strip() else np.nan for f in fields], dtype=np.float32)
+    out = decode("text/csv", ",".join(fields).encode(), len(fields))
+    assert out.shape == (1, len(fields))
+    assert np.array_equal(out[0].view(np.uint32), expected.view(np.uint32))
+
+
 @pytest.mark.parametrize("body", [b"1,,0.25,,3.5,-0.001,1000000", b"1,nan,0.25,NaN,3.5,-1e-3,1e6\n",
                                   b"1, ,0.25,,3.5,-0.001,1e6\r\n", b"1,,0.25, nan ,3.5,-0.001,1e6"])
 def test_csv_missing_values_in_one_row(body):
