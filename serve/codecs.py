@@ -19,6 +19,7 @@ import warnings
 from typing import Callable, Union
 
 import numpy as np
+import orjson
 from fastnumbers import try_array
 from werkzeug.http import parse_options_header
 
@@ -178,6 +179,18 @@ def _careful_csv(text: bytes) -> np.ndarray:
 
 _TOO_DEEP = "the JSON body is nested too deeply; rows are lists of numbers"
 
+
+def _json_loads(text: bytes):
+    """orjson (Rust) first, about 4x faster on a row of numbers; what it refuses goes to the
+    standard library's parser, which reads what orjson does not (NaN and Infinity as Python's
+    json.dumps writes them, byte-order marks, UTF-16, lone surrogates, numbers past float64)
+    and whose errors the callers turn into 400s."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def decode_json(body: bytes, num_feature: int = 0) -> np.ndarray:
     """JSON as the SageMaker SDK's serializers send it: a list of rows, one flat row,
     ``{"instances": [row, ...]}`` (a row may be ``{"features": [...]}``) or
@@ -185,7 +198,7 @@ def decode_json(body: bytes, num_feature: int = 0) -> np.ndarray:
     if not body.strip():
         raise RequestError(400, "the request body is empty")
     try:
-        document = json.loads(body)
+        document = _json_loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
     except RecursionError:   # json's parser recurses once per bracket: "[[[[..." runs out of stack
@@ -201,7 +214,7 @@ def decode_jsonlines(body: bytes, num_feature: int = 0) -> np.ndarray:
     # One json.loads for the whole body: a JSON line holds no raw newline, so the lines
     # joined by commas inside brackets form one JSON array.
     try:
-        document = json.loads(b"[" + text.replace(b"\n", b",") + b"]")
+        document = _json_loads(b"[" + text.replace(b"\n", b",") + b"]")
     except (ValueError, UnicodeDecodeError):
         document = _jsonlines_one_by_one(text)   # to name the bad line
     except RecursionError:

@@ -126,6 +126,25 @@ def test_json_one_row():
         assert np.array_equal(decode("application/json", json.dumps(document).encode()), ROWS[:1])
 
 
+def test_json_numbers_read_as_the_standard_library_reads_them():
+    """Numbers in every notation give the bits of json.loads then float32, and what the fast
+    parser refuses is still read: NaN and Infinity as json.dumps writes them, a UTF-8 byte-order
+    mark, UTF-16, integers past float64's range (400), a lone surrogate in a key."""
+    rng = np.random.default_rng(11)
+    values = (rng.standard_normal(2000) * 10.0 ** rng.integers(-45, 45, 2000)).tolist()
+    body = ("[" + ", ".join(notation % v for v, notation in zip(values, ["%r", "%.9g", "%.17g", "%e"] * 500))
+            + ", 12345678901234567890123, -7]").encode()
+    expected = np.array(json.loads(body), dtype=np.float32)
+    assert np.array_equal(decode("application/json", body, 2002)[0].view(np.uint32), expected.view(np.uint32))
+    for text in (json.dumps([1.5, float("nan"), float("inf"), -float("inf")]).encode(),   # NaN, Infinity
+                 b"\xef\xbb\xbf[1.5, NaN, Infinity, -Infinity]",
+                 "[1.5, NaN, Infinity, -Infinity]".encode("utf-16"),
+                 b'{"features": [1.5, NaN, Infinity, -Infinity], "\\ud800": 0}'):
+        assert np.array_equal(decode("application/json", text, 4),
+                              np.array([[1.5, np.nan, np.inf, -np.inf]], dtype=np.float32), equal_nan=True), text
+    refused(400, "application/json", b"[1" + b"0" * 400 + b"]", "too large for a number", 1)
+
+
 @pytest.mark.parametrize("body, match", [
     (b"[1, 2,", "not valid JSON"),
     (b'{"rows": [[1]]}', '"instances" or "features"'),
