@@ -46,6 +46,10 @@ class ServerResult:
     # p99 of one open-loop run at HEADROOM_SHARE of max_rate (serve's rows only): the latency
     # with the headroom an autoscaling target leaves.
     p99_at_headroom_ms: float | None = None
+    # the server's CPU seconds per second of that run (1.0: one vCPU busy all the time): whether
+    # HEADROOM_SHARE of the rate left it any idle CPU (a server whose cost per request grows as
+    # the rate falls has none)
+    vcpus_busy_at_headroom: float | None = None
     # context switches of the server's threads per request at max_rate: the hand-offs between
     # threads (granian's Rust threads, its blocking thread, the event loop) that a request costs
     switches_per_request: float | None = None
@@ -100,11 +104,14 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
         for c, srv, search in zip(contenders, searched, searches):
             if c.command.key in SERVE_KEYS and search.max_rate > 0:
                 rate = HEADROOM_SHARE * search.max_rate
-                run = run_load(srv.url, c.bodies, rate=rate, connections=open_loop_connections(rate, connections),
-                               duration_s=duration_s)
-                headroom[c.command.key] = run.latency_ms["p99"]
+                used = open_loop_connections(rate, connections)
+                run_load(srv.url, c.bodies, connections=used, duration_s=1, warmup_s=0)   # warm-up, not counted
+                run = srv.measure(lambda: run_load(srv.url, c.bodies, rate=rate, connections=used,
+                                                   duration_s=duration_s, warmup_s=0))
+                busy = run.labels["server_cpu_s"] / run.duration_s if run.duration_s else None
+                headroom[c.command.key] = run.latency_ms["p99"], busy
                 progress(f"    {c.command.key} {c.command.plan.label():<14} at {HEADROOM_SHARE:.0%} of its max: "
-                         + describe_run(run).strip())
+                         + describe_run(run).strip() + (f"  server {busy:.2f} vCPU busy" if busy is not None else ""))
     load_after = os.getloadavg()[0]
     results = []
     for c, search in zip(contenders, searches):
@@ -124,7 +131,8 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
             near_ceiling=bool(best and best.near_ceiling) or bool(search.closed.near_ceiling),
             loadavg=[load_before, load_after], search=search.to_dict(),
-            p99_at_headroom_ms=headroom.get(c.command.key), switches_per_request=switches))
+            p99_at_headroom_ms=headroom.get(c.command.key, (None, None))[0],
+            vcpus_busy_at_headroom=headroom.get(c.command.key, (None, None))[1], switches_per_request=switches))
     return results
 
 
