@@ -280,8 +280,11 @@ def _raise_bad_json_value(rows: list) -> None:
                                         "is too large for a number")
             if value is None or isinstance(value, (int, float)):
                 continue
-            raise RequestError(400, f"row {row_number}, column {column}: {_shown(json.dumps(value))} "
-                                    "is not a number")
+            try:
+                shown = _shown(json.dumps(value))
+            except RecursionError:   # orjson reads 1,024 levels of brackets, more than json.dumps writes
+                raise RequestError(400, _TOO_DEEP) from None
+            raise RequestError(400, f"row {row_number}, column {column}: {shown} is not a number")
     raise RequestError(400, "the JSON rows are not a matrix of numbers")
 
 

@@ -361,6 +361,9 @@ def test_json_nested_too_deeply_is_400(content_type):
     # json.loads raises RecursionError (not ValueError) past about 1,000 brackets.
     refused(400, content_type, b"[" * 100_000, "nested too deeply")
     refused(400, content_type, b"[" * 5_000 + b"1" + b"]" * 5_000, "nested too deeply")
+    # orjson reads up to 1,024 levels: deeper than numpy's 64 dimensions and than json.dumps writes
+    for depth in (100, 990, 1_024):
+        refused(400, content_type, b"[" * depth + b"1" + b"]" * depth, "nested too deeply|is not a number")
 
 
 def test_json_integer_beyond_any_float_is_400():
