@@ -275,11 +275,7 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
         for granian in (True, False):
             serve, hello = row(model, granian), row(model, granian, serve=False)
             if model == "rtb-small" and serve and hello and serve.cpu_us_per_request and hello.cpu_us_per_request:
-                own = serve.cpu_us_per_request - hello.cpu_us_per_request
-                figures.append(Figure(name=f"rtb-small, 1 row: ServeApp's own CPU per request on "
-                                         f"{'granian' if granian else 'gunicorn + gevent'} (serve minus hello world)",
-                                    target="<= 25 us", measured=f"{own:.0f} us", met=own <= 25,
-                                    detail=f"{serve.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"))
+                figures.append(own_cost_figure('granian' if granian else 'gunicorn + gevent', serve, hello))
     figures += _other_interface_figures(one_row, row("rtb-small", False))
     figures += _body_read_figure(one_row)
     if len(cpu_ratio) == 2:
@@ -327,11 +323,22 @@ def _other_interface_figures(one_row: list[ServerResult], gunicorn: ServerResult
                               target="<= 5 ms", measured=f"{serve.p99_at_headroom_ms:.2f} ms",
                               met=serve.p99_at_headroom_ms <= 5, detail=headroom_detail(serve)))
     if hello and hello.cpu_us_per_request:
-        own = serve.cpu_us_per_request - hello.cpu_us_per_request
-        figures.append(Figure(name=f"rtb-small, 1 row: ServeApp's own CPU per request on {name} "
-                                   "(serve minus hello world)", target="<= 25 us", measured=f"{own:.0f} us",
-                              met=own <= 25, detail=f"{serve.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"))
+        figures.append(own_cost_figure(name, serve, hello))
     return figures
+
+
+def own_cost_figure(frontend: str, serve: ServerResult, hello: ServerResult) -> Figure:
+    """ServeApp's own CPU per request on a front end: serve's row minus its hello world's. Each is
+    taken at its own max rate, and a server that keeps its vCPU busy at any rate (granian) costs
+    1 / rate there: a hello world whose search landed at a lower rate than serve's makes the
+    difference negative, which measures the two searches, not the app, and is not counted as met."""
+    own = serve.cpu_us_per_request - hello.cpu_us_per_request
+    detail = f"{serve.cpu_us_per_request:.0f} - {hello.cpu_us_per_request:.0f} us"
+    if own < 0:
+        detail += (f"; the hello world cost more at its max rate ({hello.max_rate:,.0f} req/s) than serve at "
+                   f"its own ({serve.max_rate:,.0f}): not a measure of the app")
+    return Figure(name=f"rtb-small, 1 row: ServeApp's own CPU per request on {frontend} (serve minus hello world)",
+                  target="<= 25 us", measured=f"{own:.0f} us", met=(own <= 25) if own >= 0 else None, detail=detail)
 
 
 def _body_read_figure(one_row: list[ServerResult]) -> list[Figure]:

@@ -169,6 +169,24 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     assert body_read.detail.endswith("context switches per request 6.7 vs 4.5")
 
 
+def test_a_hello_world_that_cost_more_than_serve_is_not_a_met_own_cost():
+    """Both rows are taken at their own max rates; granian keeps its vCPU busy at any rate, so a hello
+    world searched to a lower rate than serve's costs more per request: the difference is no measure."""
+    from bench.report import own_cost_figure
+
+    def row(key, cpu, rate):
+        return ServerResult(key=key, label=key, model="rtb-small" if key == "a" else "-", rows=1,
+                            config="granian w1 t8", max_rate=rate, p50_ms=None, p99_ms=None, closed_rate=rate,
+                            closed_p99_ms=1.0, cpu_us_per_request=cpu, near_ceiling=False)
+
+    negative = own_cost_figure("granian", row("a", 29, 34_471), row("d", 30, 33_051))
+    assert negative.measured == "-1 us" and negative.met is None
+    assert "hello world cost more at its max rate (33,051 req/s) than serve at its own (34,471)" in negative.detail
+    met = own_cost_figure("granian", row("a", 26, 38_446), row("d", 19, 53_739))
+    assert met.measured == "7 us" and met.met is True and met.detail == "26 - 19 us"
+    assert own_cost_figure("granian", row("a", 60, 1), row("d", 30, 1)).met is False
+
+
 def test_kernel_goals_put_the_one_row_path_beside_the_batch_path():
     from bench.report import kernel_goals
 
