@@ -121,6 +121,7 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
                 flag_near_ceiling(result, ceiling)
         cpu_us = best.labels["server_cpu_s"] / best.requests * 1e6 if best is not None and best.requests else None
         switches = best.labels["server_switches"] / best.requests if best is not None and best.requests else None
+        p99_at_headroom, busy_at_headroom = headroom.get(c.command.key, (None, None))
         progress(f"    -> {c.command.label} [{c.command.plan.label()}] {c.model}, {c.rows} row(s): "
                  f"max {search.max_rate:,.0f} req/s with p99 under {slo_ms:g} ms"
                  + (f" (p99 {best.latency_ms['p99']:.2f} ms, {cpu_us:.0f} CPU us/request)" if best else ""))
@@ -131,8 +132,8 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
             near_ceiling=bool(best and best.near_ceiling) or bool(search.closed.near_ceiling),
             loadavg=[load_before, load_after], search=search.to_dict(),
-            p99_at_headroom_ms=headroom.get(c.command.key, (None, None))[0],
-            vcpus_busy_at_headroom=headroom.get(c.command.key, (None, None))[1], switches_per_request=switches))
+            p99_at_headroom_ms=p99_at_headroom, vcpus_busy_at_headroom=busy_at_headroom,
+            switches_per_request=switches))
     return results
 
 
