@@ -287,9 +287,11 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
 
 
 def headroom_detail(result: ServerResult) -> str:
-    """Where the p99 at 80 % of the max rate was taken, and how busy the server was there."""
-    busy = result.vcpus_busy_at_headroom
+    """Where the p99 at 80 % of the max rate was taken, each run's p99 (the figure is their median),
+    and how busy the server was there."""
+    busy, runs = result.vcpus_busy_at_headroom, result.p99s_at_headroom_ms
     return (f"at {HEADROOM_SHARE * result.max_rate:,.0f} req/s"
+            + (f", median of {len(runs)} runs: {', '.join(f'{p99:.2f}' for p99 in runs)} ms" if runs else "")
             + (f", the server using {busy:.2f} vCPU" if busy is not None else ""))
 
 
