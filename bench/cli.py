@@ -9,6 +9,7 @@ Subcommands:
 * ``load URL``: load any server speaking the SageMaker contract (a local ``serve``, a
   ``docker run`` container), closed loop, open loop at ``--rate``, or ``--find-max``;
 * ``compare``, ``sweep``: the HTTP parts alone;
+* ``cost-curve``: server CPU per request at each of several fixed rates (``bench.cost_curve``);
 * ``reliability``: hostile input, faults and time (``bench.reliability``);
 * ``capacity``: fleet size and cost from a req/s-per-vCPU figure or a saved report;
 * ``report``: tables and plots again from a saved ``report.json``.
@@ -168,6 +169,21 @@ def _pinned_split(args):
     return split
 
 
+def cmd_cost_curve(args) -> int:
+    from bench.contenders import other_frontend_plan, serve_default_plan
+    from bench.cost_curve import cost_curve_table, run_cost_curve
+    from bench.models import prepare_model
+
+    model = prepare_model(args.model, variants=("quantized",), progress=_say)
+    split = _pinned_split(args)
+    default = serve_default_plan(len(split.server))
+    configs = args.configs or [default, other_frontend_plan(default)]
+    points = run_cost_curve(model, configs, args.rates, rows=args.rows, duration_s=args.duration,
+                            connections=args.connections, log_dir=Path(args.logs), split=split, progress=_say)
+    _say(cost_curve_table(points))
+    return 0
+
+
 def cmd_capacity(args) -> int:
     from bench.capacity import format_graviton_plan, format_plan, plan_fleet, plan_from_results
 
@@ -292,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     http_options(p)
     split_option(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("cost-curve", help="server CPU per request of (a) at each of several fixed rates")
+    p.add_argument("--model", default="rtb-small", choices=DEFAULT_MODELS)
+    p.add_argument("--rows", type=_at_least_one, default=1)
+    p.add_argument("--rates", type=float, nargs="+", default=[500, 1000, 2000, 4000, 8000, 16000, 24000],
+                   help="offered rates, req/s, open loop")
+    p.add_argument("--configs", type=_config_arg, nargs="+",
+                   help="CLASS:WORKERS[:THREADS] ... (default: serve's default plan and the other front end's)")
+    p.add_argument("--logs", default="reports/logs", help="server logs folder")
+    http_options(p)
+    split_option(p)
+    p.set_defaults(func=cmd_cost_curve)
 
     p = sub.add_parser("capacity", help="instances, monthly cost and autoscaling target for a load")
     given = p.add_mutually_exclusive_group(required=True)

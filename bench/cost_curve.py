@@ -1,0 +1,98 @@
+"""What a request costs the server at each of several fixed rates: ``python -m bench cost-curve``.
+
+``bench compare`` gives each server's CPU per request at its own max rate. Neither front end
+costs the same at every rate: on this project's 2-vCPU machines a one-row request cost granian
+several times more at 500 req/s than near its maximum, and gunicorn + gevent about twice as much
+(waking an idle worker costs more than taking the next request from a busy one's queue). So
+the CPU per request at an autoscaling target's rate, the rate the fleet mostly runs at, is not
+the one at the max rate, and a server whose cost falls as its rate rises keeps its vCPU busy
+well below its max: its p99 there is a full queue's. This command measures that curve: serve
+under each configuration, open loop at each rate in turn (the servers taking turns rate by
+rate, as in ``bench.search``), with the server's CPU, context switches and latency per run.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bench.contenders import serve_command
+from bench.cpu_split import CpuSplit
+from bench.load import run_load
+from bench.models import ModelUnderTest
+from bench.payloads import make_bodies, read_sample_rows
+from bench.search import open_loop_connections
+from bench.servers import free_port, running_server
+from serve.gunicorn_conf import WorkerPlan
+
+
+@dataclass
+class CostPoint:
+    """One open-loop run of one configuration at one offered rate."""
+    config: str
+    offered_rate: float
+    achieved_rate: float
+    vcpus_busy: float                  # server CPU seconds per second of the run
+    cpu_us_per_request: float
+    switches_per_request: float
+    p50_ms: float
+    p99_ms: float
+
+
+def run_cost_curve(model: ModelUnderTest, configs: list[WorkerPlan], rates: list[float], *, rows: int = 1,
+                   duration_s: int = 3, connections: int = 32, log_dir: Path = Path("."),
+                   split: CpuSplit | None = None, progress: Callable[[str], None] = print) -> list[CostPoint]:
+    """Server (a) on ``model`` under each of ``configs``, open loop at each of ``rates`` (in that
+    order, the servers taking turns at each rate); one CostPoint per (rate, configuration)."""
+    bodies = make_bodies(read_sample_rows(model.sample_csv), rows)
+    points = []
+    with ExitStack() as stack:
+        servers = []
+        for plan in configs:
+            port = free_port()
+            command = serve_command("a", model.deployed, port, plan)
+            servers.append((plan.label(), stack.enter_context(running_server(
+                f"cost-{model.name}-{plan.label()}", command.argv, port, env=command.env, log_dir=log_dir,
+                split=split))))
+        for _, server in servers:   # warm-up, not counted
+            run_load(server.url, bodies, connections=min(connections, 8), duration_s=1, warmup_s=0)
+        for rate in rates:
+            used = open_loop_connections(rate, connections)
+            for label, server in servers:
+                cpu_before, switches_before = server.cpu_seconds(), server.context_switches()
+                run = run_load(server.url, bodies, rate=rate, connections=used, duration_s=duration_s, warmup_s=0)
+                cpu, switches = server.cpu_seconds() - cpu_before, server.context_switches() - switches_before
+                answered = max(run.requests, 1)
+                point = CostPoint(config=label, offered_rate=rate, achieved_rate=run.achieved_rate,
+                                  vcpus_busy=cpu / run.duration_s if run.duration_s else 0.0,
+                                  cpu_us_per_request=cpu / answered * 1e6, switches_per_request=switches / answered,
+                                  p50_ms=run.latency_ms["p50"], p99_ms=run.latency_ms["p99"])
+                points.append(point)
+                progress(f"    {label:<16} {format_point(point)}")
+    return points
+
+
+def format_point(point: CostPoint) -> str:
+    return (f"offered {point.offered_rate:8,.0f}/s got {point.achieved_rate:8,.0f}/s  server {point.vcpus_busy:4.2f} "
+            f"vCPU  {point.cpu_us_per_request:6.1f} CPU us/request  {point.switches_per_request:5.2f} switches/request"
+            f"  p50 {point.p50_ms:6.2f} ms  p99 {point.p99_ms:7.2f} ms")
+
+
+def cost_curve_table(points: list[CostPoint]) -> str:
+    """CPU per request by rate (rows) and configuration (columns), with the vCPUs kept busy."""
+    configs = list(dict.fromkeys(p.config for p in points))
+    rates = list(dict.fromkeys(p.offered_rate for p in points))
+    by_key = {(p.offered_rate, p.config): p for p in points}
+    lines = ["Server CPU per request (us) by offered rate, open loop (vCPUs busy in brackets)",
+             f"{'req/s':>10}" + "".join(f"{c:>24}" for c in configs)]
+    for rate in rates:
+        cells = []
+        for config in configs:
+            p = by_key.get((rate, config))
+            held = p is not None and p.achieved_rate >= 0.95 * rate
+            cell = "-" if p is None else f"{p.cpu_us_per_request:.1f} ({p.vcpus_busy:.2f})" + ("" if held else " !")
+            cells.append(f"{cell:>24}")
+        lines.append(f"{rate:>10,.0f}" + "".join(cells))
+    lines.append("! : under 95 % of the offered rate was answered (the server was past its maximum)")
+    return "\n".join(lines)
