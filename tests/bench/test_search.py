@@ -37,7 +37,18 @@ def test_bisection_converges_on_the_capacity():
     assert search.trials[0].offered_rate == 1500            # 0.75 of the closed-loop maximum
     assert 900 <= search.max_rate <= 1000
     assert search.best.offered_rate == search.max_rate
-    assert len(search.trials) == 7                          # far misses are not re-run
+    # far misses are not re-run, but for the first rate's: 1500 twice, then 750, 1125, 937.5, ...
+    assert [t.offered_rate for t in search.trials[:3]] == [1500, 1500, 750]
+    assert len(search.trials) == 8
+
+
+def test_a_first_rate_missed_by_a_stall_is_run_once_more():
+    # a stall took the first run under 90 % of its rate; the second held it
+    outcomes = iter([result(1500, p99=240.0, achieved=1330), result(1500, p99=6.0)])
+    bisection = Bisection(slo_ms=20, steps=0)
+    bisection.start(closed(2000))
+    search = run(bisection, lambda rate: next(outcomes))
+    assert len(search.trials) == 2 and search.max_rate == 1500
 
 
 def test_a_close_miss_is_run_once_more():
