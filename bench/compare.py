@@ -68,7 +68,9 @@ SERVE_KEYS = ("a", "e", "g")   # serve's own rows, on each front end (and grania
 HELLO_KEYS = ("d", "f", "h", "i")
 
 
-def _with_server_costs(server: RunningServer) -> Callable[[Callable[[], LoadResult]], LoadResult]:
+def with_server_costs(server: RunningServer) -> Callable[[Callable[[], LoadResult]], LoadResult]:
+    """A wrapper of load runs that labels each result with the server's CPU seconds and context
+    switches during it (``server_cpu_s``, ``server_switches``)."""
     def measure(run: Callable[[], LoadResult]) -> LoadResult:
         before, switches_before = server.cpu_seconds(), server.context_switches()
         result = run()
@@ -101,7 +103,7 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             server = stack.enter_context(running_server(name, c.command.argv, c.port, env=c.command.env,
                                                         log_dir=log_dir, split=split))
             tag = f"{c.command.key} {c.command.plan.label()}"
-            searched.append(SearchedServer(server.url, c.bodies, _with_server_costs(server),
+            searched.append(SearchedServer(server.url, c.bodies, with_server_costs(server),
                                         lambda r, tag=tag: progress(f"    {tag:<16}" + describe_run(r).strip())))
         searches = find_max_rates(searched, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                                   steps=steps)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from bench.compare import with_server_costs
 from bench.contenders import serve_command
 from bench.cpu_split import CpuSplit
 from bench.load import run_load
@@ -60,9 +61,9 @@ def run_cost_curve(model: ModelUnderTest, configs: list[WorkerPlan], rates: list
         for rate in rates:
             used = open_loop_connections(rate, connections)
             for label, server in servers:
-                cpu_before, switches_before = server.cpu_seconds(), server.context_switches()
-                run = run_load(server.url, bodies, rate=rate, connections=used, duration_s=duration_s, warmup_s=0)
-                cpu, switches = server.cpu_seconds() - cpu_before, server.context_switches() - switches_before
+                run = with_server_costs(server)(lambda: run_load(server.url, bodies, rate=rate, connections=used,
+                                                                 duration_s=duration_s, warmup_s=0))
+                cpu, switches = run.labels["server_cpu_s"], run.labels["server_switches"]
                 answered = max(run.requests, 1)
                 point = CostPoint(config=label, offered_rate=rate, achieved_rate=run.achieved_rate,
                                   vcpus_busy=cpu / run.duration_s if run.duration_s else 0.0,

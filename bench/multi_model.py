@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 import requests
 
-from bench.compare import _with_server_costs
+from bench.compare import with_server_costs
 from bench.models import compile_variant
 from bench.payloads import make_bodies, read_sample_rows
 from bench.search import DEFAULT_SLO_MS, SearchedServer, find_max_rates
@@ -220,8 +220,8 @@ def run(model_counts: list[int], *, root: Path = DEFAULT_ROOT, slo_ms: float = D
             picks = zipf_choices(count, len(bodies))
             paths = [f"/models/{names[i]}/invoke" for i in picks]
             stack.enter_context(request_paths(paths, log_dir))
-            multi_measure = _with_server_costs(multi)
-            targets = [SearchedServer(single.url, bodies, _with_paths_off(_with_server_costs(single))),
+            multi_measure = with_server_costs(multi)
+            targets = [SearchedServer(single.url, bodies, _with_paths_off(with_server_costs(single))),
                        SearchedServer(multi.url, bodies, multi_measure)]
             found = find_max_rates(targets, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                                    steps=steps)
