@@ -2,7 +2,7 @@
 
 ``bench compare`` gives each server's CPU per request at its own max rate. Neither front end
 costs the same at every rate: on this project's 2-vCPU machines a one-row request cost granian
-several times more at 500 req/s than near its maximum, and gunicorn + gevent about twice as much
+about four times more at 500 req/s than near its maximum, and gunicorn + gevent about 1.5 times
 (waking an idle worker costs more than taking the next request from a busy one's queue). So
 the CPU per request at an autoscaling target's rate, the rate the fleet mostly runs at, is not
 the one at the max rate, and a server whose cost falls as its rate rises keeps its vCPU busy
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.compare import with_server_costs
+from bench.compare import describe_run, with_server_costs
 from bench.contenders import serve_command
 from bench.cpu_split import CpuSplit
 from bench.load import run_load
@@ -70,14 +70,10 @@ def run_cost_curve(model: ModelUnderTest, configs: list[WorkerPlan], rates: list
                                   cpu_us_per_request=cpu / answered * 1e6, switches_per_request=switches / answered,
                                   p50_ms=run.latency_ms["p50"], p99_ms=run.latency_ms["p99"])
                 points.append(point)
-                progress(f"    {label:<16} {format_point(point)}")
+                progress(f"    {label:<16} {describe_run(run).strip()}  server {point.vcpus_busy:4.2f} vCPU  "
+                         f"{point.cpu_us_per_request:6.1f} CPU us/request  "
+                         f"{point.switches_per_request:5.2f} switches/request")
     return points
-
-
-def format_point(point: CostPoint) -> str:
-    return (f"offered {point.offered_rate:8,.0f}/s got {point.achieved_rate:8,.0f}/s  server {point.vcpus_busy:4.2f} "
-            f"vCPU  {point.cpu_us_per_request:6.1f} CPU us/request  {point.switches_per_request:5.2f} switches/request"
-            f"  p50 {point.p50_ms:6.2f} ms  p99 {point.p99_ms:7.2f} ms")
 
 
 def cost_curve_table(points: list[CostPoint]) -> str:
