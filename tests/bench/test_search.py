@@ -63,6 +63,35 @@ def test_a_close_miss_is_run_once_more():
     assert run(bisection, lambda rate: next(twice)).max_rate == 0
 
 
+def test_a_near_miss_of_the_first_rate_steps_down_instead_of_halving():
+    # held up to 1,300 req/s; above it every rate is held with p99 just over the SLO
+    server = lambda rate: result(rate, p99=5.0) if rate <= 1300 else result(rate, p99=30.0)
+    bisection = Bisection(slo_ms=20, steps=3)
+    bisection.start(closed(2000))
+    search = run(bisection, server)
+    # 1500 missed (twice), then 0.85 of it, then the bisection between 1275 and 1500 (near misses re-run)
+    assert [t.offered_rate for t in search.trials] == [1500, 1500, 1275, 1387.5, 1387.5, 1331.25, 1331.25]
+    assert search.max_rate == 1275     # halving would have stopped at 1125 (750, 1125, 1312.5 missed)
+
+
+def test_only_the_first_near_miss_steps_down():
+    # held up to 500 req/s only: after 1500 and 1275 missed (near), the search halves as before
+    server = lambda rate: result(rate, p99=5.0) if rate <= 500 else result(rate, p99=30.0)
+    bisection = Bisection(slo_ms=20, steps=3, retry_close_misses=False)
+    bisection.start(closed(2000))
+    search = run(bisection, server)
+    assert [t.offered_rate for t in search.trials] == [1500, 1275, 637.5, 318.75]
+    assert search.max_rate == 318.75
+
+
+def test_a_far_miss_of_the_first_rate_still_halves():
+    for far in (result(1500, p99=45.0), result(1500, p99=10.0, achieved=1200), result(1500, p99=10.0, errors=2)):
+        bisection = Bisection(slo_ms=20, steps=1, retry_close_misses=False)
+        bisection.start(closed(2000))
+        bisection.record(far)
+        assert bisection.next_rate() == 750
+
+
 @pytest.mark.parametrize("server", [
     lambda rate: result(rate, p99=1.0, errors=3),                  # fast, but some answers were errors
     lambda rate: result(rate, p99=1.0, achieved=rate * 0.5),       # fast, but only half the rate went through
