@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.cpu_split import CpuSplit
+from bench.host_steal import cpu_ticks, steal_share
 from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling, run_load
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
@@ -57,6 +58,11 @@ class ServerResult:
     # context switches of the server's threads per request at max_rate: the hand-offs between
     # threads (granian's Rust threads, its blocking thread, the event loop) that a request costs
     switches_per_request: float | None = None
+    # the share of the server's vCPUs' time the host gave to other guests (bench.host_steal) in the
+    # run at max_rate, and in each run at HEADROOM_SHARE of it: a p99 taken while its vCPU was not
+    # run is the host's
+    steal_at_max: float | None = None
+    steals_at_headroom: list[float | None] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,22 +76,25 @@ HELLO_KEYS = ("d", "f", "h", "i")
 
 def with_server_costs(server: RunningServer) -> Callable[[Callable[[], LoadResult]], LoadResult]:
     """A wrapper of load runs that labels each result with the server's CPU seconds and context
-    switches during it (``server_cpu_s``, ``server_switches``)."""
+    switches during it (``server_cpu_s``, ``server_switches``), and the share of its vCPUs' time
+    the host took for other guests (``server_steal``, see ``bench.host_steal``; None off Linux)."""
     def measure(run: Callable[[], LoadResult]) -> LoadResult:
-        before, switches_before = server.cpu_seconds(), server.context_switches()
+        before, switches_before, ticks_before = server.cpu_seconds(), server.context_switches(), cpu_ticks(server.cpus)
         result = run()
         result.labels["server_cpu_s"] = server.cpu_seconds() - before
         result.labels["server_switches"] = server.context_switches() - switches_before
+        result.labels["server_steal"] = steal_share(ticks_before, cpu_ticks(server.cpus))
         return result
     return measure
 
 
 def describe_run(result: LoadResult) -> str:
-    """One progress line for a load run."""
+    """One progress line for a load run (with the host's steal of the server's vCPUs, from 0.5 %)."""
     offered = f"offered {result.offered_rate:8.0f}/s" if result.offered_rate else "closed loop      "
     flags = ("" if result.sustained else " NOT SUSTAINED") + (f" errors={result.errors}" if result.errors else "")
+    steal = result.labels.get("server_steal")
     return (f"      {offered} got {result.achieved_rate:8.0f}/s  p50 {result.latency_ms['p50']:7.2f} ms  "
-            f"p99 {result.latency_ms['p99']:8.2f} ms{flags}")
+            f"p99 {result.latency_ms['p99']:8.2f} ms{flags}" + (f"  steal {steal:.0%}" if steal and steal >= 0.005 else ""))
 
 
 def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ceiling | None, log_dir: Path,
@@ -119,7 +128,7 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
                 flag_near_ceiling(result, ceiling)
         cpu_us = best.labels["server_cpu_s"] / best.requests * 1e6 if best is not None and best.requests else None
         switches = best.labels["server_switches"] / best.requests if best is not None and best.requests else None
-        p99s_at_headroom, busy_at_headroom = headroom.get(c.command.key, (None, None))
+        p99s_at_headroom, busy_at_headroom, steals_at_headroom = headroom.get(c.command.key, (None, None, None))
         progress(f"    -> {c.command.label} [{c.command.plan.label()}] {c.model}, {c.rows} row(s): "
                  f"max {search.max_rate:,.0f} req/s with p99 under {slo_ms:g} ms"
                  + (f" (p99 {best.latency_ms['p99']:.2f} ms, {cpu_us:.0f} CPU us/request)" if best else ""))
@@ -132,18 +141,21 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             loadavg=[load_before, load_after], search=search.to_dict(),
             p99_at_headroom_ms=statistics.median(p99s_at_headroom) if p99s_at_headroom else None,
             p99s_at_headroom_ms=p99s_at_headroom, vcpus_busy_at_headroom=busy_at_headroom,
-            switches_per_request=switches))
+            switches_per_request=switches, steal_at_max=best.labels.get("server_steal") if best else None,
+            steals_at_headroom=steals_at_headroom))
     return results
 
 
 def _runs_at_headroom(servers: list[tuple[Contender, SearchedServer, float]], *, connections: int, duration_s: int,
-                      progress: Callable[[str], None]) -> dict[str, tuple[list[float], float | None]]:
+                      progress: Callable[[str], None]
+                      ) -> dict[str, tuple[list[float], float | None, list[float | None]]]:
     """HEADROOM_RUNS open-loop runs of each (contender, server, max rate) at HEADROOM_SHARE of its max
     rate, the servers taking turns as in the search (a burst of outside load falls on all alike), each
     server warmed up (1 s, not counted) before its first run. Key -> (each run's p99, the median
-    vCPUs the server kept busy)."""
+    vCPUs the server kept busy, each run's steal share)."""
     p99s: dict[str, list[float]] = {c.command.key: [] for c, _, _ in servers}
     busy: dict[str, list[float]] = {c.command.key: [] for c, _, _ in servers}
+    steals: dict[str, list[float | None]] = {c.command.key: [] for c, _, _ in servers}
     for turn in range(HEADROOM_RUNS):
         for c, srv, max_rate in servers:
             rate = HEADROOM_SHARE * max_rate
@@ -153,12 +165,13 @@ def _runs_at_headroom(servers: list[tuple[Contender, SearchedServer, float]], *,
             run = srv.measure(lambda: run_load(srv.url, c.bodies, rate=rate, connections=used,
                                                duration_s=duration_s, warmup_s=0))
             p99s[c.command.key].append(run.latency_ms["p99"])
+            steals[c.command.key].append(run.labels.get("server_steal"))
             if run.duration_s:
                 busy[c.command.key].append(run.labels["server_cpu_s"] / run.duration_s)
             progress(f"    {c.command.key} {c.command.plan.label():<14} at {HEADROOM_SHARE:.0%} of its max "
                      f"({turn + 1}/{HEADROOM_RUNS}): " + describe_run(run).strip()
                      + (f"  server {busy[c.command.key][-1]:.2f} vCPU busy" if run.duration_s else ""))
-    return {key: (runs, statistics.median(busy[key]) if busy[key] else None) for key, runs in p99s.items()}
+    return {key: (runs, statistics.median(busy[key]) if busy[key] else None, steals[key]) for key, runs in p99s.items()}
 
 
 def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, duration_s: int = 3,

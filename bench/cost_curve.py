@@ -39,6 +39,7 @@ class CostPoint:
     switches_per_request: float
     p50_ms: float
     p99_ms: float
+    steal_share: float | None = None   # of the server's vCPUs' time, taken by the host (bench.host_steal)
 
 
 def run_cost_curve(model: ModelUnderTest, configs: list[WorkerPlan], rates: list[float], *, rows: int = 1,
@@ -68,7 +69,8 @@ def run_cost_curve(model: ModelUnderTest, configs: list[WorkerPlan], rates: list
                 point = CostPoint(config=label, offered_rate=rate, achieved_rate=run.achieved_rate,
                                   vcpus_busy=cpu / run.duration_s if run.duration_s else 0.0,
                                   cpu_us_per_request=cpu / answered * 1e6, switches_per_request=switches / answered,
-                                  p50_ms=run.latency_ms["p50"], p99_ms=run.latency_ms["p99"])
+                                  p50_ms=run.latency_ms["p50"], p99_ms=run.latency_ms["p99"],
+                                  steal_share=run.labels["server_steal"])
                 points.append(point)
                 progress(f"    {label:<16} {describe_run(run).strip()}  server {point.vcpus_busy:4.2f} vCPU  "
                          f"{point.cpu_us_per_request:6.1f} CPU us/request  "

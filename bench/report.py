@@ -18,6 +18,8 @@ from bench.sweep import SweepReport
 
 DEPLOYED = f"compiled {DEPLOYED_VARIANT}"
 STOCK = "inplace_predict"
+# steal (bench.host_steal) from which the HTTP runs' note says the host took part of the vCPUs
+STEAL_WORTH_NOTING = 0.02
 
 
 def _ms(value: float | None) -> str:
@@ -88,6 +90,11 @@ def contention_note(results: list[ServerResult], cpus: int) -> str:
     if max(loads) > 1.5 * cpus:
         text += (" Other processes competed for the CPUs: latency tails include their stalls, and rates "
                  "are lower than on a machine of one's own.")
+    steals = [r.steal_at_max for r in results if r.steal_at_max is not None]
+    if steals and max(steals) >= STEAL_WORTH_NOTING:
+        text += (f" The host gave up to {max(steals):.0%} of the servers' vCPU time to other guests (steal) in "
+                 "the runs at the max rates: a vCPU that is not run holds every request queued on it, so "
+                 "those p99s are partly the host's.")
     return text
 
 
@@ -289,10 +296,12 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
 def headroom_detail(result: ServerResult) -> str:
     """Where the p99 at 80 % of the max rate was taken, each run's p99 (the figure is their median),
     and how busy the server was there."""
-    busy, runs = result.vcpus_busy_at_headroom, result.p99s_at_headroom_ms
+    busy, runs, steals = result.vcpus_busy_at_headroom, result.p99s_at_headroom_ms, result.steals_at_headroom
+    measured_steals = [steal for steal in steals or [] if steal is not None]
     return (f"at {HEADROOM_SHARE * result.max_rate:,.0f} req/s"
             + (f", median of {len(runs)} runs: {', '.join(f'{p99:.2f}' for p99 in runs)} ms" if runs else "")
-            + (f", the server using {busy:.2f} vCPU" if busy is not None else ""))
+            + (f", the server using {busy:.2f} vCPU" if busy is not None else "")
+            + (f", host steal {', '.join(f'{steal:.0%}' for steal in measured_steals)}" if measured_steals else ""))
 
 
 def granian_interface(config: str) -> str | None:

@@ -63,13 +63,16 @@ def _log_tail(log: Path | None, chars: int = 1500) -> str:
 
 
 class RunningServer:
-    """A started server: its base URL, and the CPU time its process tree has used."""
+    """A started server: its base URL, the vCPUs it runs on (None: any), and the CPU time its
+    process tree has used."""
 
-    def __init__(self, name: str, url: str, proc: subprocess.Popen, log: Path):
+    def __init__(self, name: str, url: str, proc: subprocess.Popen, log: Path,
+                 cpus: tuple[int, ...] | None = None):
         self.name = name
         self.url = url
         self.proc = proc
         self.log = log
+        self.cpus = cpus
 
     def _processes(self) -> list[psutil.Process]:
         """The server process and its live children ([] once it has gone)."""
@@ -147,7 +150,7 @@ def running_server(name: str, argv: list[str], port: int, *, env: dict[str, str]
     full_env = {**os.environ, **(env or {})}
     with open(log, "w") as log_file:
         proc = subprocess.Popen(split.server_argv(argv) if split else argv, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
-    server = RunningServer(name, f"http://127.0.0.1:{port}", proc, log)
+    server = RunningServer(name, f"http://127.0.0.1:{port}", proc, log, cpus=split.server if split else None)
     try:
         wait_ready(server.url, proc, timeout_s=ready_timeout_s, log=log)
         yield server

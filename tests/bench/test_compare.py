@@ -83,6 +83,9 @@ def test_compare_finds_a_held_rate_for_each_server(deployed_model, tmp_path):
     expected_busy = 0.8 * results[0].max_rate * results[0].cpu_us_per_request / 1e6
     assert 0.3 * expected_busy < results[0].vcpus_busy_at_headroom < 3 * expected_busy
     assert results[1].vcpus_busy_at_headroom is None
+    # the host's steal of the server's vCPUs, read around the run at the max rate and each run at 80 %
+    assert all(0 <= steal <= 1 for steal in results[0].steals_at_headroom) and len(results[0].steals_at_headroom) == 3
+    assert 0 <= results[0].steal_at_max <= 1 and results[1].steals_at_headroom is None
 
 
 def test_the_unread_body_hello_world_runs_on_granian_rsgi_and_keeps_its_connections(deployed_model, tmp_path):

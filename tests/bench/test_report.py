@@ -130,14 +130,15 @@ def test_granian_configs_parse():
 def test_frontend_figures_compare_granian_with_gunicorn_rows():
     from bench.report import frontend_figures
 
-    def row(key, model, config, cpu, rate, p99=None, switches=None, busy=None, runs=None):
+    def row(key, model, config, cpu, rate, p99=None, switches=None, busy=None, runs=None, steals=None):
         return ServerResult(key=key, label=key, model=model, rows=1, config=config, max_rate=rate, p50_ms=None,
                             p99_ms=None, closed_rate=rate, closed_p99_ms=1.0, cpu_us_per_request=cpu,
                             near_ceiling=False, p99_at_headroom_ms=p99, switches_per_request=switches,
-                            vcpus_busy_at_headroom=busy, p99s_at_headroom_ms=runs)
+                            vcpus_busy_at_headroom=busy, p99s_at_headroom_ms=runs, steals_at_headroom=steals)
 
     http = [row("a", "rtb-small", "gevent w2", 300, 4000),
-            row("e", "rtb-small", "granian w2 t4", 60, 14000, 4.0, busy=1.96, runs=[9.5, 4.0, 3.1]),
+            row("e", "rtb-small", "granian w2 t4", 60, 14000, 4.0, busy=1.96, runs=[9.5, 4.0, 3.1],
+                steals=[0.21, 0.0, 0.004]),
             row("d", "-", "gevent w2", 250, 6000), row("f", "-", "granian w2 t4", 40, 30000, switches=6.74),
             row("a", "rtb-large", "gevent w2", 400, 3000), row("e", "rtb-large", "granian w2 t4", 100, 9000),
             row("g", "rtb-small", "granian w2 t2 rsgi", 50, 16000, 6.0),
@@ -152,7 +153,8 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     assert own.measured == "20 us" and own.met
     assert not figures["rtb-small, 1 row: ServeApp's own CPU per request on gunicorn + gevent (serve minus hello world)"].met
     p99 = figures["rtb-small, 1 row: granian's p99 at 80 % of its max rate"]
-    assert p99.met and p99.detail == "at 11,200 req/s, median of 3 runs: 9.50, 4.00, 3.10 ms, the server using 1.96 vCPU"
+    assert p99.met and p99.detail == ("at 11,200 req/s, median of 3 runs: 9.50, 4.00, 3.10 ms, the server using 1.96 vCPU, "
+                                       "host steal 21%, 0%, 0%")
     drift = figures["rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's"]
     assert drift.measured == "0.80" and drift.met
     # the opt-in RSGI interface, (g) and (h), against the same gunicorn rows
@@ -167,6 +169,20 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
     body_read = figures["rtb-small, 1 row: granian RSGI's body read (hello world minus the same, body unread)"]
     assert body_read.measured == "15 us per request" and body_read.met is None
     assert body_read.detail.endswith("context switches per request 6.7 vs 4.5")
+
+
+def test_the_contention_note_names_the_hosts_steal_when_there_was_some():
+    from bench.report import contention_note
+
+    def row(steal):
+        return ServerResult(key="a", label="a", model="rtb-small", rows=1, config="granian w1 t8", max_rate=1000,
+                            p50_ms=1.0, p99_ms=2.0, closed_rate=1200, closed_p99_ms=3.0, cpu_us_per_request=50,
+                            near_ceiling=False, loadavg=[1.0, 1.4], steal_at_max=steal)
+
+    stolen = contention_note([row(0.0), row(0.13), row(None)], cpus=2)
+    assert stolen.startswith("1-minute load average during these runs: 1.0 to 1.4 on 2 vCPU(s)")
+    assert "up to 13% of the servers' vCPU time to other guests (steal)" in stolen
+    assert "steal" not in contention_note([row(0.0), row(0.01), row(None)], cpus=2)
 
 
 def test_a_hello_world_that_cost_more_than_serve_is_not_a_met_own_cost():
