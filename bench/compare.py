@@ -79,7 +79,8 @@ def with_server_costs(server: RunningServer) -> Callable[[Callable[[], LoadResul
     switches during it (``server_cpu_s``, ``server_switches``), and the share of its vCPUs' time
     the host took for other guests (``server_steal``, see ``bench.host_steal``; None off Linux)."""
     def measure(run: Callable[[], LoadResult]) -> LoadResult:
-        before, switches_before, ticks_before = server.cpu_seconds(), server.context_switches(), cpu_ticks(server.cpus)
+        before, switches_before = server.cpu_seconds(), server.context_switches()
+        ticks_before = cpu_ticks(server.cpus)
         result = run()
         result.labels["server_cpu_s"] = server.cpu_seconds() - before
         result.labels["server_switches"] = server.context_switches() - switches_before
@@ -94,7 +95,8 @@ def describe_run(result: LoadResult) -> str:
     flags = ("" if result.sustained else " NOT SUSTAINED") + (f" errors={result.errors}" if result.errors else "")
     steal = result.labels.get("server_steal")
     return (f"      {offered} got {result.achieved_rate:8.0f}/s  p50 {result.latency_ms['p50']:7.2f} ms  "
-            f"p99 {result.latency_ms['p99']:8.2f} ms{flags}" + (f"  steal {steal:.0%}" if steal and steal >= 0.005 else ""))
+            f"p99 {result.latency_ms['p99']:8.2f} ms{flags}"
+            + (f"  steal {steal:.0%}" if steal and steal >= 0.005 else ""))
 
 
 def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ceiling | None, log_dir: Path,

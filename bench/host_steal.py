@@ -6,8 +6,7 @@ while the host runs another guest. Every request queued on it waits that long, s
 then is the host's as much as the server's, and no server setting changes it. The guest kernel
 counts that time per vCPU (the steal column, in USER_HZ ticks): the benchmark reads it for the
 servers' vCPUs around each run, so that a p99 comes with the share of its run those vCPUs were
-stolen. On a machine of one's own (a dedicated host, most EC2 and SageMaker instance types) it
-stays at 0.
+stolen. On a machine whose vCPUs are its own it stays at 0.
 """
 from __future__ import annotations
 
