@@ -130,7 +130,8 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
                 flag_near_ceiling(result, ceiling)
         cpu_us = best.labels["server_cpu_s"] / best.requests * 1e6 if best is not None and best.requests else None
         switches = best.labels["server_switches"] / best.requests if best is not None and best.requests else None
-        p99s_at_headroom, busy_at_headroom, steals_at_headroom = headroom.get(c.command.key, (None, None, None))
+        at_headroom = headroom.get(c.command.key, [])
+        busy_at_headroom = [busy for busy in map(_vcpus_busy, at_headroom) if busy is not None]
         progress(f"    -> {c.command.label} [{c.command.plan.label()}] {c.model}, {c.rows} row(s): "
                  f"max {search.max_rate:,.0f} req/s with p99 under {slo_ms:g} ms"
                  + (f" (p99 {best.latency_ms['p99']:.2f} ms, {cpu_us:.0f} CPU us/request)" if best else ""))
@@ -141,23 +142,21 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             closed_p99_ms=search.closed.latency_ms["p99"], cpu_us_per_request=cpu_us,
             near_ceiling=bool(best and best.near_ceiling) or bool(search.closed.near_ceiling),
             loadavg=[load_before, load_after], search=search.to_dict(),
-            p99_at_headroom_ms=statistics.median(p99s_at_headroom) if p99s_at_headroom else None,
-            p99s_at_headroom_ms=p99s_at_headroom, vcpus_busy_at_headroom=busy_at_headroom,
+            p99_at_headroom_ms=statistics.median(r.latency_ms["p99"] for r in at_headroom) if at_headroom else None,
+            p99s_at_headroom_ms=[r.latency_ms["p99"] for r in at_headroom] or None,
+            vcpus_busy_at_headroom=statistics.median(busy_at_headroom) if busy_at_headroom else None,
             switches_per_request=switches, steal_at_max=best.labels.get("server_steal") if best else None,
-            steals_at_headroom=steals_at_headroom))
+            steals_at_headroom=[r.labels.get("server_steal") for r in at_headroom] or None))
     return results
 
 
 def _runs_at_headroom(servers: list[tuple[Contender, SearchedServer, float]], *, connections: int, duration_s: int,
-                      progress: Callable[[str], None]
-                      ) -> dict[str, tuple[list[float], float | None, list[float | None]]]:
+                      progress: Callable[[str], None]) -> dict[str, list[LoadResult]]:
     """HEADROOM_RUNS open-loop runs of each (contender, server, max rate) at HEADROOM_SHARE of its max
     rate, the servers taking turns as in the search (a burst of outside load falls on all alike), each
-    server warmed up (1 s, not counted) before its first run. Key -> (each run's p99, the median
-    vCPUs the server kept busy, each run's steal share)."""
-    p99s: dict[str, list[float]] = {c.command.key: [] for c, _, _ in servers}
-    busy: dict[str, list[float]] = {c.command.key: [] for c, _, _ in servers}
-    steals: dict[str, list[float | None]] = {c.command.key: [] for c, _, _ in servers}
+    server warmed up (1 s, not counted) before its first run. Key -> its runs, labelled with the
+    server's costs."""
+    runs: dict[str, list[LoadResult]] = {c.command.key: [] for c, _, _ in servers}
     for turn in range(HEADROOM_RUNS):
         for c, srv, max_rate in servers:
             rate = HEADROOM_SHARE * max_rate
@@ -166,14 +165,17 @@ def _runs_at_headroom(servers: list[tuple[Contender, SearchedServer, float]], *,
                 run_load(srv.url, c.bodies, connections=used, duration_s=1, warmup_s=0)
             run = srv.measure(lambda: run_load(srv.url, c.bodies, rate=rate, connections=used,
                                                duration_s=duration_s, warmup_s=0))
-            p99s[c.command.key].append(run.latency_ms["p99"])
-            steals[c.command.key].append(run.labels.get("server_steal"))
-            if run.duration_s:
-                busy[c.command.key].append(run.labels["server_cpu_s"] / run.duration_s)
+            runs[c.command.key].append(run)
+            busy = _vcpus_busy(run)
             progress(f"    {c.command.key} {c.command.plan.label():<14} at {HEADROOM_SHARE:.0%} of its max "
                      f"({turn + 1}/{HEADROOM_RUNS}): " + describe_run(run).strip()
-                     + (f"  server {busy[c.command.key][-1]:.2f} vCPU busy" if run.duration_s else ""))
-    return {key: (runs, statistics.median(busy[key]) if busy[key] else None, steals[key]) for key, runs in p99s.items()}
+                     + (f"  server {busy:.2f} vCPU busy" if busy is not None else ""))
+    return runs
+
+
+def _vcpus_busy(run: LoadResult) -> float | None:
+    """The server's CPU seconds per second of a run labelled by ``with_server_costs``."""
+    return run.labels["server_cpu_s"] / run.duration_s if run.duration_s else None
 
 
 def run_ceiling(bodies: list[bytes], connections: int = DEFAULT_CONNECTIONS, duration_s: int = 3,

@@ -18,8 +18,9 @@ process now and then for tens of milliseconds, which lands in a p99. Two defence
   so that a burst of outside load falls on all of them alike instead of on whichever
   server happened to be measured at the time: ratios between servers stay fair.
 
-A first rate that is missed only just (held, p99 within twice the SLO) means the max is close
-below it: the next rate is 0.85 of it, not half (halving put three-step searches that missed
+A rate missed only just (held, p99 within twice the SLO) before any rate has held, most often the
+first, means the max is close below it: the next rate is 0.85 of it, not half, once per search
+(halving put three-step searches that missed
 0.75 X at about 0.66 X at best, where a server whose CPU per request falls as its rate rises
 costs more: a ``make demo`` measured granian's rtb-large max at 15,548 req/s and 62 us per
 request in the comparison and 21,721 req/s and 46 us in the sweep of the same run).
@@ -37,7 +38,7 @@ DEFAULT_CONNECTIONS = 32
 CLOSE_MISS_SHARE = 0.9
 FIRST_SHARE = 0.75        # first open-loop rate, as a share of the closed-loop maximum
 HIGH_SHARE = 1.05         # upper end of the bisection, likewise
-STEP_DOWN_SHARE = 0.85    # next rate after a near miss of the first one, as a share of it
+STEP_DOWN_SHARE = 0.85    # next rate after the first near miss while none has held, as a share of it
 NEAR_MISS_P99_SHARE = 2.0  # a near miss: held (>= CLOSE_MISS_SHARE) with p99 within this many SLOs
 # Open loop: each connection should carry at least this many requests/s (see open_loop_connections).
 MIN_RATE_PER_CONNECTION = 100
