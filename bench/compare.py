@@ -106,6 +106,7 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
     ``slo_ms`` taking turns (see ``bench.search``), stop them; one ServerResult each, in order."""
     for c in contenders:
         progress(f"  {c.command.label} [{c.command.plan.label()}] on {c.model}, {c.rows} row(s) per request")
+    models = {c.model for c in contenders if c.command.key not in HELLO_KEYS}
     load_before = os.getloadavg()[0]
     with ExitStack() as stack:
         searched = []
@@ -113,9 +114,9 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             name = f"{c.command.key}-{c.model}-{c.rows}-{c.command.plan.label()}"
             server = stack.enter_context(running_server(name, c.command.argv, c.port, env=c.command.env,
                                                         log_dir=log_dir, split=split))
-            tag = f"{c.command.key} {c.command.plan.label()}"
+            tag = f"{c.command.key} {c.command.plan.label()}" + (f" {c.model}" if len(models) > 1 else "")
             searched.append(SearchedServer(server.url, c.bodies, with_server_costs(server),
-                                        lambda r, tag=tag: progress(f"    {tag:<16}" + describe_run(r).strip())))
+                                        lambda r, tag=tag: progress(f"    {tag:<26}" + describe_run(r).strip())))
         searches = find_max_rates(searched, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                                   steps=steps)
         headroom = _runs_at_headroom([(c, srv, search.max_rate) for c, srv, search in zip(contenders, searched, searches)
@@ -130,7 +131,7 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
                 flag_near_ceiling(result, ceiling)
         cpu_us = best.labels["server_cpu_s"] / best.requests * 1e6 if best is not None and best.requests else None
         switches = best.labels["server_switches"] / best.requests if best is not None and best.requests else None
-        at_headroom = headroom.get(c.command.key, [])
+        at_headroom = headroom.get(id(c), [])
         busy_at_headroom = [busy for busy in map(_vcpus_busy, at_headroom) if busy is not None]
         progress(f"    -> {c.command.label} [{c.command.plan.label()}] {c.model}, {c.rows} row(s): "
                  f"max {search.max_rate:,.0f} req/s with p99 under {slo_ms:g} ms"
@@ -154,9 +155,9 @@ def _runs_at_headroom(servers: list[tuple[Contender, SearchedServer, float]], *,
                       progress: Callable[[str], None]) -> dict[str, list[LoadResult]]:
     """HEADROOM_RUNS open-loop runs of each (contender, server, max rate) at HEADROOM_SHARE of its max
     rate, the servers taking turns as in the search (a burst of outside load falls on all alike), each
-    server warmed up (1 s, not counted) before its first run. Key -> its runs, labelled with the
-    server's costs."""
-    runs: dict[str, list[LoadResult]] = {c.command.key: [] for c, _, _ in servers}
+    server warmed up (1 s, not counted) before its first run. id(contender) -> its runs (a key
+    such as (a) recurs once per model), labelled with the server's costs."""
+    runs: dict[int, list[LoadResult]] = {id(c): [] for c, _, _ in servers}
     for turn in range(HEADROOM_RUNS):
         for c, srv, max_rate in servers:
             rate = HEADROOM_SHARE * max_rate
@@ -165,9 +166,9 @@ def _runs_at_headroom(servers: list[tuple[Contender, SearchedServer, float]], *,
                 run_load(srv.url, c.bodies, connections=used, duration_s=1, warmup_s=0)
             run = srv.measure(lambda: run_load(srv.url, c.bodies, rate=rate, connections=used,
                                                duration_s=duration_s, warmup_s=0))
-            runs[c.command.key].append(run)
+            runs[id(c)].append(run)
             busy = _vcpus_busy(run)
-            progress(f"    {c.command.key} {c.command.plan.label():<14} at {HEADROOM_SHARE:.0%} of its max "
+            progress(f"    {c.command.key} {c.command.plan.label():<14} {c.model:<10} at {HEADROOM_SHARE:.0%} of its max "
                      f"({turn + 1}/{HEADROOM_RUNS}): " + describe_run(run).strip()
                      + (f"  server {busy:.2f} vCPU busy" if busy is not None else ""))
     return runs
@@ -194,14 +195,16 @@ def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1
                 ceiling: Ceiling | None = None, split: CpuSplit | None = None,
                 progress: Callable[[str], None] = print) -> list[ServerResult]:
     """Servers ``keys`` on every model at ``rows`` rows per request (on ``split``'s server vCPUs
-    when given: (c) then has a worker per server vCPU); the servers of one model are searched together (the hello worlds, which need no model, with the first). (e) and
-    (f) run on the other front end (``bench.contenders.other_frontend_plan``), (g) and (h) on
-    granian's other interface (``bench.contenders.other_interface``), (i) on its RSGI one."""
+    when given: (c) then has a worker per server vCPU), the hello worlds (which need no model)
+    once. All of them are searched together, taking turns: the figures that set one model's
+    ratio against another's (rtb-large's CPU ratio against rtb-small's) then see the same
+    machine, not two stretches of it minutes apart, in which its speed can move by a third.
+    (e) and (f) run on the other front end (``bench.contenders.other_frontend_plan``), (g) and
+    (h) on granian's other interface (``bench.contenders.other_interface``), (i) on its RSGI one."""
     other, other_granian = other_frontend_plan(plan), granian_plan(plan, other_interface(plan))
-    results = []
+    contenders = []
     for index, model in enumerate(models):
         bodies = make_bodies(read_sample_rows(model.sample_csv), rows)
-        contenders = []
         for key in keys:
             if key in HELLO_KEYS and index > 0:
                 continue
@@ -219,7 +222,5 @@ def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1
             else:
                 command = hello_command(port, plan if key == "d" else other, key=key)
             contenders.append(Contender(command, port, bodies, model.name if key not in HELLO_KEYS else "-", rows))
-        results += benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir,
-                                     duration_s=duration_s, steps=steps, connections=connections, split=split,
-                                     progress=progress)
-    return results
+    return benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir, duration_s=duration_s,
+                             steps=steps, connections=connections, split=split, progress=progress)

@@ -7,6 +7,8 @@ reports a rate it really held.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import requests
 
 from bench.compare import HEADROOM_RUNS, run_compare
@@ -64,11 +66,22 @@ def test_context_switches_count_every_thread_of_every_worker(deployed_model, tmp
 
 
 def test_compare_finds_a_held_rate_for_each_server(deployed_model, tmp_path):
+    """Two models (here the same one under a second name): every server of both takes turns in one
+    search, each server's runs its own, though key (a) recurs."""
     model = deployed_model("rtb-small")
+    again = dataclasses.replace(model, name="rtb-again")
+    lines = []
     # a loose SLO: this checks the chain, not the speed (other jobs share this machine's 2 cores)
-    results = run_compare([model], plan=WorkerPlan("gevent", 1), keys=("a", "b"), slo_ms=500,
-                          duration_s=1, steps=2, connections=4, log_dir=tmp_path, progress=lambda line: None)
-    assert [r.key for r in results] == ["a", "b"]
+    results = run_compare([model, again], plan=WorkerPlan("gevent", 1), keys=("a", "b"), slo_ms=500,
+                          duration_s=1, steps=2, connections=4, log_dir=tmp_path, progress=lines.append)
+    assert [(r.key, r.model) for r in results] == [("a", "rtb-small"), ("b", "rtb-small"), ("a", "rtb-again"),
+                                                   ("b", "rtb-again")]
+    # taking turns: the second model's servers ran their closed loop before the first's first open-loop run
+    runs_of = {name: [i for i, line in enumerate(lines) if line.lstrip().startswith(f"a gevent w1 {name}")]
+               for name in ("rtb-small", "rtb-again")}
+    assert runs_of["rtb-small"] and runs_of["rtb-again"] and runs_of["rtb-again"][0] < runs_of["rtb-small"][1]
+    assert results[2].p99s_at_headroom_ms and len(results[2].p99s_at_headroom_ms) == HEADROOM_RUNS
+    results = results[:2]
     for r in results:
         assert r.closed_rate > 0 and r.search["closed"]["errors"] == 0
         assert r.max_rate > 0, r.search["trials"]
@@ -114,3 +127,17 @@ def test_the_unread_body_hello_world_runs_on_granian_rsgi_and_keeps_its_connecti
                 response.begin()
                 answers.append((response.status, response.read(), response.getheader("connection")))
     assert answers == [(200, b"0.5\n", None)] * 3
+
+
+def test_sweep_keeps_each_configurations_runs_apart(deployed_model, tmp_path):
+    """The sweep runs server (a) under several plans at once, all of key (a): each result holds its
+    own HEADROOM_RUNS runs at 80 % of its own max rate, not every plan's."""
+    from bench.sweep import run_sweep
+
+    plans = [WorkerPlan("gevent", 1), WorkerPlan("sync", 1)]
+    results = run_sweep(deployed_model("rtb-small"), plans, rows_list=(1,), slo_ms=500, duration_s=1, steps=2,
+                        connections=4, log_dir=tmp_path, progress=lambda line: None)
+    assert [r.config for r in results] == [plan.label() for plan in plans]
+    for r in results:
+        assert r.max_rate > 0 and len(r.p99s_at_headroom_ms) == HEADROOM_RUNS
+        assert r.p99_at_headroom_ms == sorted(r.p99s_at_headroom_ms)[1]
