@@ -18,7 +18,7 @@ from typing import Callable
 
 from bench.cpu_split import CpuSplit
 from bench.host_steal import cpu_ticks, steal_share
-from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling, run_load
+from bench.load import Ceiling, LoadResult, flag_near_ceiling, measure_ceiling, run_load, trivial_server
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
 from bench.contenders import (Contender, granian_plan, hello_command, other_frontend_plan, other_interface,
@@ -63,6 +63,10 @@ class ServerResult:
     # run is the host's
     steal_at_max: float | None = None
     steals_at_headroom: list[float | None] | None = None
+    # the generator's own p99 at the same rate as those runs, against the trivial endpoint
+    # (bench.trivial_server, on the servers' vCPUs): what of the p99 at HEADROOM_SHARE is wrk's
+    # many threads on their one vCPU and the loopback's, rather than the server's
+    generator_p99_at_headroom_ms: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,27 +105,35 @@ def describe_run(result: LoadResult) -> str:
 
 def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ceiling | None, log_dir: Path,
                       duration_s: int = 3, steps: int = 4, connections: int = DEFAULT_CONNECTIONS,
-                      split: CpuSplit | None = None, progress: Callable[[str], None] = print) -> list[ServerResult]:
+                      split: CpuSplit | None = None, generator_floor: bool = False,
+                      progress: Callable[[str], None] = print) -> list[ServerResult]:
     """Start every contender (on ``split``'s server vCPUs when given), search their max rates under
-    ``slo_ms`` taking turns (see ``bench.search``), stop them; one ServerResult each, in order."""
+    ``slo_ms`` taking turns (see ``bench.search``), run serve's rows at HEADROOM_SHARE of theirs
+    (and, with ``generator_floor``, the generator alone at those rates), stop them; one
+    ServerResult each, in order."""
     for c in contenders:
         progress(f"  {c.command.label} [{c.command.plan.label()}] on {c.model}, {c.rows} row(s) per request")
     models = {c.model for c in contenders if c.command.key not in HELLO_KEYS}
     load_before = os.getloadavg()[0]
+    tags = [f"{c.command.key} {c.command.plan.label()}" + (f" {c.model}" if len(models) > 1 else "")
+            for c in contenders]
+    width = max(map(len, tags), default=0) + 1
     with ExitStack() as stack:
         searched = []
-        for c in contenders:
+        for c, tag in zip(contenders, tags):
             name = f"{c.command.key}-{c.model}-{c.rows}-{c.command.plan.label()}"
             server = stack.enter_context(running_server(name, c.command.argv, c.port, env=c.command.env,
                                                         log_dir=log_dir, split=split))
-            tag = f"{c.command.key} {c.command.plan.label()}" + (f" {c.model}" if len(models) > 1 else "")
             searched.append(SearchedServer(server.url, c.bodies, with_server_costs(server),
-                                        lambda r, tag=tag: progress(f"    {tag:<26}" + describe_run(r).strip())))
+                                        lambda r, tag=tag: progress(f"    {tag:<{width}}" + describe_run(r).strip())))
         searches = find_max_rates(searched, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                                   steps=steps)
         headroom = _runs_at_headroom([(c, srv, search.max_rate) for c, srv, search in zip(contenders, searched, searches)
                                       if c.command.key in SERVE_KEYS and search.max_rate > 0],
                                      connections=connections, duration_s=duration_s, progress=progress)
+    floors = _generator_floors([(c, HEADROOM_SHARE * search.max_rate) for c, search in zip(contenders, searches)
+                                if generator_floor and headroom.get(id(c))], connections=connections, duration_s=duration_s,
+                               split=split, progress=progress)
     load_after = os.getloadavg()[0]
     results = []
     for c, search in zip(contenders, searches):
@@ -147,8 +159,26 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
             p99s_at_headroom_ms=[r.latency_ms["p99"] for r in at_headroom] or None,
             vcpus_busy_at_headroom=statistics.median(busy_at_headroom) if busy_at_headroom else None,
             switches_per_request=switches, steal_at_max=best.labels.get("server_steal") if best else None,
-            steals_at_headroom=[r.labels.get("server_steal") for r in at_headroom] or None))
+            steals_at_headroom=[r.labels.get("server_steal") for r in at_headroom] or None,
+            generator_p99_at_headroom_ms=floors[id(c)].latency_ms["p99"] if id(c) in floors else None))
     return results
+
+
+def _generator_floors(rates: list[tuple[Contender, float]], *, connections: int, duration_s: int,
+                      split: CpuSplit | None, progress: Callable[[str], None]) -> dict[int, LoadResult]:
+    """One open-loop run against the trivial endpoint (on ``split``'s server vCPUs, the servers
+    stopped) at each (contender, rate), as its runs at HEADROOM_SHARE were made: id(contender) ->
+    that run. The load generator's own share of a p99 there, measured rather than guessed."""
+    if not rates:
+        return {}
+    floors = {}
+    with trivial_server(split=split) as url:
+        for c, rate in rates:
+            floors[id(c)] = run_load(url, c.bodies, rate=rate, connections=open_loop_connections(rate, connections),
+                                     duration_s=duration_s, warmup_s=0)
+            progress(f"    the generator alone (trivial endpoint) at {c.command.key} {c.model}'s rate: "
+                     + describe_run(floors[id(c)]).strip())
+    return floors
 
 
 def _runs_at_headroom(servers: list[tuple[Contender, SearchedServer, float]], *, connections: int, duration_s: int,
@@ -223,4 +253,5 @@ def run_compare(models: list[ModelUnderTest], *, plan: WorkerPlan, rows: int = 1
                 command = hello_command(port, plan if key == "d" else other, key=key)
             contenders.append(Contender(command, port, bodies, model.name if key not in HELLO_KEYS else "-", rows))
     return benchmark_servers(contenders, slo_ms=slo_ms, ceiling=ceiling, log_dir=log_dir, duration_s=duration_s,
-                             steps=steps, connections=connections, split=split, progress=progress)
+                             steps=steps, connections=connections, split=split, generator_floor=True,
+                             progress=progress)

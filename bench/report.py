@@ -295,13 +295,15 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
 
 def headroom_detail(result: ServerResult) -> str:
     """Where the p99 at 80 % of the max rate was taken, each run's p99 (the figure is their median),
-    and how busy the server was there."""
+    how busy the server was there, and the load generator's own p99 at that rate."""
     busy, runs, steals = result.vcpus_busy_at_headroom, result.p99s_at_headroom_ms, result.steals_at_headroom
     measured_steals = [steal for steal in steals or [] if steal is not None]
     return (f"at {HEADROOM_SHARE * result.max_rate:,.0f} req/s"
             + (f", median of {len(runs)} runs: {', '.join(f'{p99:.2f}' for p99 in runs)} ms" if runs else "")
             + (f", the server using {busy:.2f} vCPU" if busy is not None else "")
-            + (f", host steal {', '.join(f'{steal:.0%}' for steal in measured_steals)}" if measured_steals else ""))
+            + (f", host steal {', '.join(f'{steal:.0%}' for steal in measured_steals)}" if measured_steals else "")
+            + (f"; the generator alone at that rate (trivial endpoint): p99 {result.generator_p99_at_headroom_ms:.2f} ms"
+               if result.generator_p99_at_headroom_ms is not None else ""))
 
 
 def granian_interface(config: str) -> str | None:

@@ -99,6 +99,8 @@ def test_compare_finds_a_held_rate_for_each_server(deployed_model, tmp_path):
     # the host's steal of the server's vCPUs, read around the run at the max rate and each run at 80 %
     assert all(0 <= steal <= 1 for steal in results[0].steals_at_headroom) and len(results[0].steals_at_headroom) == 3
     assert 0 <= results[0].steal_at_max <= 1 and results[1].steals_at_headroom is None
+    # the generator alone at (a)'s rate at 80 %, against the trivial endpoint; none for (b)
+    assert results[0].generator_p99_at_headroom_ms > 0 and results[1].generator_p99_at_headroom_ms is None
 
 
 def test_the_unread_body_hello_world_runs_on_granian_rsgi_and_keeps_its_connections(deployed_model, tmp_path):
