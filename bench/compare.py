@@ -128,12 +128,13 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
                                         lambda r, tag=tag: progress(f"    {tag:<{width}}" + describe_run(r).strip())))
         searches = find_max_rates(searched, slo_ms=slo_ms, connections=connections, duration_s=duration_s,
                                   steps=steps)
-        headroom = _runs_at_headroom([(c, srv, search.max_rate) for c, srv, search in zip(contenders, searched, searches)
+        headroom = _runs_at_headroom([(c, tag, srv, search.max_rate)
+                                      for c, tag, srv, search in zip(contenders, tags, searched, searches)
                                       if c.command.key in SERVE_KEYS and search.max_rate > 0],
                                      connections=connections, duration_s=duration_s, progress=progress)
     floors = _generator_floors([(c, HEADROOM_SHARE * search.max_rate) for c, search in zip(contenders, searches)
-                                if generator_floor and headroom.get(id(c))], connections=connections, duration_s=duration_s,
-                               split=split, progress=progress)
+                                if headroom.get(id(c))], connections=connections, duration_s=duration_s,
+                               split=split, progress=progress) if generator_floor else {}
     load_after = os.getloadavg()[0]
     results = []
     for c, search in zip(contenders, searches):
@@ -181,15 +182,16 @@ def _generator_floors(rates: list[tuple[Contender, float]], *, connections: int,
     return floors
 
 
-def _runs_at_headroom(servers: list[tuple[Contender, SearchedServer, float]], *, connections: int, duration_s: int,
-                      progress: Callable[[str], None]) -> dict[str, list[LoadResult]]:
-    """HEADROOM_RUNS open-loop runs of each (contender, server, max rate) at HEADROOM_SHARE of its max
-    rate, the servers taking turns as in the search (a burst of outside load falls on all alike), each
-    server warmed up (1 s, not counted) before its first run. id(contender) -> its runs (a key
-    such as (a) recurs once per model), labelled with the server's costs."""
-    runs: dict[int, list[LoadResult]] = {id(c): [] for c, _, _ in servers}
+def _runs_at_headroom(servers: list[tuple[Contender, str, SearchedServer, float]], *, connections: int,
+                      duration_s: int, progress: Callable[[str], None]) -> dict[int, list[LoadResult]]:
+    """HEADROOM_RUNS open-loop runs of each (contender, its progress tag, server, max rate) at
+    HEADROOM_SHARE of its max rate, the servers taking turns as in the search (a burst of outside
+    load falls on all alike), each server warmed up (1 s, not counted) before its first run.
+    id(contender) -> its runs (a key such as (a) recurs once per model), labelled with the
+    server's costs."""
+    runs: dict[int, list[LoadResult]] = {id(c): [] for c, _, _, _ in servers}
     for turn in range(HEADROOM_RUNS):
-        for c, srv, max_rate in servers:
+        for c, tag, srv, max_rate in servers:
             rate = HEADROOM_SHARE * max_rate
             used = open_loop_connections(rate, connections)
             if turn == 0:
@@ -198,7 +200,7 @@ def _runs_at_headroom(servers: list[tuple[Contender, SearchedServer, float]], *,
                                                duration_s=duration_s, warmup_s=0))
             runs[id(c)].append(run)
             busy = _vcpus_busy(run)
-            progress(f"    {c.command.key} {c.command.plan.label():<14} {c.model:<10} at {HEADROOM_SHARE:.0%} of its max "
+            progress(f"    {tag} at {HEADROOM_SHARE:.0%} of its max "
                      f"({turn + 1}/{HEADROOM_RUNS}): " + describe_run(run).strip()
                      + (f"  server {busy:.2f} vCPU busy" if busy is not None else ""))
     return runs
