@@ -43,20 +43,38 @@ def test_bisection_converges_on_the_capacity():
 
 
 def test_a_first_rate_missed_by_a_stall_is_run_once_more():
-    # a stall took the first run under 90 % of its rate; the second held it
-    outcomes = iter([result(1500, p99=240.0, achieved=1330), result(1500, p99=6.0)])
+    # a stall took the first run under 90 % of its rate; the second and third held it
+    outcomes = iter([result(1500, p99=240.0, achieved=1330), result(1500, p99=6.0), result(1500, p99=7.0)])
     bisection = Bisection(slo_ms=20, steps=0)
     bisection.start(closed(2000))
     search = run(bisection, lambda rate: next(outcomes))
-    assert len(search.trials) == 2 and search.max_rate == 1500
+    assert len(search.trials) == 3 and search.max_rate == 1500
+
+
+def test_a_rate_held_in_one_of_two_runs_is_decided_by_a_third():
+    # a miss and a pass at the first rate: the third run decides, and a miss there is a miss
+    p99s = iter([30.0, 10.0, 35.0, 5.0])
+    bisection = Bisection(slo_ms=20, steps=1)
+    bisection.start(closed(2000))
+    search = run(bisection, lambda rate: result(rate, p99=next(p99s)))
+    assert [t.offered_rate for t in search.trials] == [1500, 1500, 1500, 1275]   # a near miss: 0.85 of it
+    assert search.max_rate == 1275 and search.best is search.trials[3]
+
+
+def test_a_pass_at_the_first_try_is_not_run_again():
+    bisection = Bisection(slo_ms=20, steps=1)
+    bisection.start(closed(2000))
+    search = run(bisection, lambda rate: result(rate, p99=10.0))
+    assert [t.offered_rate for t in search.trials] == [1500, 1800] and search.max_rate == 1800
 
 
 def test_a_close_miss_is_run_once_more():
-    outcomes = iter([result(1500, p99=30.0), result(1500, p99=10.0)])   # a stall, then clean
+    outcomes = iter([result(1500, p99=30.0), result(1500, p99=10.0), result(1500, p99=9.0)])   # a stall, then clean
     bisection = Bisection(slo_ms=20, steps=0)
     bisection.start(closed(2000))
     search = run(bisection, lambda rate: next(outcomes))
-    assert len(search.trials) == 2 and search.max_rate == 1500
+    assert len(search.trials) == 3 and search.max_rate == 1500
+    assert search.best is search.trials[2]
     twice = iter([result(1500, p99=30.0), result(1500, p99=31.0)])
     bisection = Bisection(slo_ms=20, steps=0)
     bisection.start(closed(2000))
