@@ -132,9 +132,10 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
                                       for c, tag, srv, search in zip(contenders, tags, searched, searches)
                                       if c.command.key in SERVE_KEYS and search.max_rate > 0],
                                      connections=connections, duration_s=duration_s, progress=progress)
-    floors = _generator_floors([(c, HEADROOM_SHARE * search.max_rate) for c, search in zip(contenders, searches)
-                                if headroom.get(id(c))], connections=connections, duration_s=duration_s,
-                               split=split, progress=progress) if generator_floor else {}
+    floors = _generator_floors([(c, tag, HEADROOM_SHARE * search.max_rate)
+                                for c, tag, search in zip(contenders, tags, searches) if headroom.get(id(c))],
+                               connections=connections, duration_s=duration_s, split=split,
+                               progress=progress) if generator_floor else {}
     load_after = os.getloadavg()[0]
     results = []
     for c, search in zip(contenders, searches):
@@ -165,19 +166,19 @@ def benchmark_servers(contenders: list[Contender], *, slo_ms: float, ceiling: Ce
     return results
 
 
-def _generator_floors(rates: list[tuple[Contender, float]], *, connections: int, duration_s: int,
+def _generator_floors(rates: list[tuple[Contender, str, float]], *, connections: int, duration_s: int,
                       split: CpuSplit | None, progress: Callable[[str], None]) -> dict[int, LoadResult]:
     """One open-loop run against the trivial endpoint (on ``split``'s server vCPUs, the servers
-    stopped) at each (contender, rate), as its runs at HEADROOM_SHARE were made: id(contender) ->
-    that run. The load generator's own share of a p99 there, measured rather than guessed."""
+    stopped) at each (contender, its progress tag, rate), as its runs at HEADROOM_SHARE were made:
+    id(contender) -> that run. The load generator's own share of a p99 there, measured rather than guessed."""
     if not rates:
         return {}
     floors = {}
     with trivial_server(split=split) as url:
-        for c, rate in rates:
+        for c, tag, rate in rates:
             floors[id(c)] = run_load(url, c.bodies, rate=rate, connections=open_loop_connections(rate, connections),
                                      duration_s=duration_s, warmup_s=0)
-            progress(f"    the generator alone (trivial endpoint) at {c.command.key} {c.model}'s rate: "
+            progress(f"    the generator alone (trivial endpoint) at {tag}'s rate: "
                      + describe_run(floors[id(c)]).strip())
     return floors
 
