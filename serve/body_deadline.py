@@ -26,15 +26,17 @@ stays granian's, the answer can still be written) when:
 
 (c) and, when the worker is out of threads (``threads``: a body read pending in all of them but
     one at most), whatever the timeout: the requests in progress that have received nothing for
-    ``stall_s`` (1 s), the most silent first, no more of them than reads are pending (looking
-    every ``CROWDED_SWEEP_S`` meanwhile, as freed threads take the next ones). Each read
-    holds its thread until its connection ends, so a handful of stalled clients on one worker
-    (its 8 threads) would otherwise leave every other request to that worker, /ping included,
-    waiting for the whole ``timeout_s``. A body that is still coming (a large one on a slow link)
-    is not silent that long, and SageMaker's front end sends whole bodies. The limit and the order
-    spare a whole request waiting for a thread: it came after the stalled ones that hold the
-    threads, so it has been silent for less; cut while it waits, it would be lost unanswered
-    (tests/serve/test_server_bare.py).
+    ``stall_s`` (1 s), the most silent first, no more of them than reads are pending less those
+    cut before and not answered yet (looking every ``CROWDED_SWEEP_S`` meanwhile, as freed threads
+    take the next ones). Each read holds its thread until its connection ends, so a handful of
+    stalled clients on one worker (its 8 threads) would otherwise leave every other request to
+    that worker, /ping included, waiting for the whole ``timeout_s``. A body that is still coming
+    (a large one on a slow link) is not silent that long, and SageMaker's front end sends whole
+    bodies. The limit and the order spare a whole request waiting for a thread: it came after the
+    stalled ones that hold the threads, so it has been silent for less; and until those cut
+    before have answered, their threads are not free to take it, so it is not cut in their place
+    while the machine is slow to run them. Cut while it waits, it would be lost unanswered
+    (tests/serve/test_server_bare.py, tests/bench/test_reliability.py's slow clients).
 
 A connection is never touched while no body read is pending, and the scans cost nothing then.
 The kernel's times have the resolution of its clock tick (1-10 ms); a kernel older than 4.6 has
@@ -133,11 +135,16 @@ class BodyDeadline:
                         continue
                 if overdue and min(last_sent, last_recv) >= frozen_ms:
                     cut += sock.cut()
-        if silent:
+        # a connection cut before and not answered yet still stands for a pending read (or for one
+        # that ends at once when a thread takes its request): only the reads beyond those may be
+        # shed now, else a whole request queued behind them would be cut in their place while
+        # their threads are still on their way to answering 408
+        budget = pending - len(self._shed & live)
+        if silent and budget > 0:
             self.last_shed = now   # before the cut: the app's read returns after it
             # the most silent first; between equals (the kernel's times tick in ms), the older
             # connection (the lower fd, as the kernel hands out the lowest free one)
-            for _, fd, inode in sorted(silent, key=lambda c: (-c[0], c[1]))[:pending]:
+            for _, fd, inode in sorted(silent, key=lambda c: (-c[0], c[1]))[:budget]:
                 with _Socket(fd, inode) as sock:
                     if sock and sock.cut():
                         cut += 1

@@ -111,7 +111,8 @@ def _connected_pair(listener: socket.socket) -> tuple[socket.socket, socket.sock
 def test_out_of_threads_the_most_silent_requests_are_shed_before_the_timeout():
     """(c): with a read pending in every thread but one, requests silent for stall_s are cut long
     before the timeout, the most silent first and no more of them than reads are pending (the
-    newer one stands for a whole request waiting for a thread: cut, it would be lost), each once."""
+    newer one stands for a whole request waiting for a thread: cut, it would be lost), each once,
+    and the next one only once the one cut before has been answered."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         older, newer = _connected_pair(listener), _connected_pair(listener)
         try:
@@ -124,9 +125,16 @@ def test_out_of_threads_the_most_silent_requests_are_shed_before_the_timeout():
             deadline.reads[1] = now - 0.5   # one read pending: all but one of 2 threads
             assert deadline.sweep(now) == 1 and deadline.last_shed == now
             assert _read_side_shut(older[1]) and not _read_side_shut(newer[1])
-            # the older one, cut, stays established and silent (as one cut while its request waited
-            # for a thread): the next sweep takes the next one, not the older one again
+            # the read is still pending: the older one, cut, not answered yet (a machine slow to run
+            # its thread) still holds it, so the newer one may be the whole request waiting for it
+            for _ in range(3):
+                assert deadline.sweep(time.monotonic()) == 0 and deadline.last_shed == now
+            assert not _read_side_shut(newer[1])
+            # the older one answered (408) and closed; the read pending now is the newer one's
+            older[1].sendall(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+            older[1].close()
             assert deadline.sweep(time.monotonic()) == 1 and _read_side_shut(newer[1])
+            assert deadline.sweep(time.monotonic()) == 0   # cut, not answered yet: not cut again
         finally:
             for sock in (*older, *newer):
                 sock.close()
