@@ -166,15 +166,21 @@ def _csv_case(rng: random.Random, num_feature: int, index: int = 0) -> Case:
     return Case(index, "valid", "POST", "/invocations", (("Content-Type", "text/csv"),), body, expect_ok=True)
 
 
+ERRORS_KEPT = 5
+
+
 class Traffic:
     """Normal traffic: ``connections`` threads, each sending valid one-row CSV requests on a
-    keep-alive connection; records (sent time, answered time, status) per request."""
+    keep-alive connection; records (sent time, answered time, status) per request, and what
+    went wrong with the first failed ones (``errors``), for the report."""
 
     def __init__(self, url: str, num_feature: int, connections: int = 2, pause_s: float = 0.0,
                  timeout_s: float = 30.0):
         self.url, self.num_feature, self.connections, self.pause_s = url, num_feature, connections, pause_s
         self.timeout_s = timeout_s
         self.records: list[tuple[float, float, int | None]] = []
+        self.errors: list[str] = []   # the first ERRORS_KEPT failures: when (s after the start), how long, what
+        self._started = time.monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -187,6 +193,10 @@ class Traffic:
             answer = connection.send(_csv_case(rng, self.num_feature))
             with self._lock:
                 self.records.append((sent, time.monotonic(), answer.status))
+                if answer.status != 200 and len(self.errors) < ERRORS_KEPT:
+                    what = answer.error or f"{answer.status} {answer.body[:120]!r}"
+                    self.errors.append(f"connection {number} at {sent - self._started:.2f} s, after "
+                                       f"{answer.seconds:.2f} s: {what}")
             if answer.status is None:
                 time.sleep(0.05)   # a refused connection: do not spin
             elif self.pause_s:
@@ -194,6 +204,7 @@ class Traffic:
         connection.close()
 
     def __enter__(self) -> "Traffic":
+        self._started = time.monotonic()
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(self.connections)]
         for thread in self._threads:
             thread.start()
@@ -315,6 +326,7 @@ def scenario_slow(model_dir: Path, log_dir: Path, *, num_feature: int, slow: int
               "closed_by_kind": {kind: v["closed"] for kind, v in by_kind.items()}, "kinds": by_kind,
               "max_close_s": round(max(closed_at.values()), 1) if closed_at else None, "waited_s": round(wait_s, 1),
               "normal_requests": len(traffic.records), "normal_failed": traffic.failed(),
+              "normal_errors": traffic.errors,
               "normal_p99_ms": traffic.p99_ms(), "ping": ping.to_dict(),
               "keepalive_s": keepalive_s, "body_read_timeout_s": body_timeout_s, "server_exit_code": exit_code}
     passed = (all(v["closed_in_time"] == v["connections"] for v in by_kind.values()) and traffic.failed() == 0
@@ -778,7 +790,8 @@ def table(rows: list[Row]) -> str:
                               for kind, v in c["kinds"].items())
             text = (f"closed by the server in time: {kinds} (last after {c['max_close_s']} s); normal p99 "
                     f"{c['normal_p99_ms']} ms, {c['normal_failed']} of {c['normal_requests']} failed, /ping max "
-                    f"{c['ping']['max_ms']} ms ({c['ping']['failures']} failed)")
+                    f"{c['ping']['max_ms']} ms ({c['ping']['failures']} failed)"
+                    + (f"; first failed: {c['normal_errors'][0]}" if c.get("normal_errors") else ""))
         elif row.scenario == "kill":
             text = (f"{c['kills']} kill(s): {c['failed_around_kills']} failed (bound {c['in_flight_bound']}), "
                     f"{c['failed_after_recovery']} after recovery, {c['workers_back']} worker(s) back, the slowest "

@@ -77,7 +77,12 @@ def test_slow_and_idle_clients_are_closed_by_the_timeouts(model, tmp_path, front
     assert kinds["silent"]["timeout"] == "SERVE_KEEPALIVE=3 s"
     for kind in ("headers_byte_by_byte", "silent"):   # granian's header read timeout is SERVE_KEEPALIVE
         assert kinds[kind]["closed_in_time"] == kinds[kind]["connections"] == 10, kinds
-    assert row.passed, row.counts
+    counts = row.counts
+    # each part on its own, so that a failure says which (the whole dict is cut short in the output)
+    assert counts["normal_failed"] == 0, counts["normal_errors"]
+    assert counts["normal_p99_ms"] <= reliability.SLO_MS and counts["ping"]["failures"] == 0, counts
+    assert counts["server_exit_code"] is None
+    assert row.passed, counts
     assert row.counts["closed_by_kind"] == {"headers_byte_by_byte": 10, "stalled_body": 10, "silent": 10}
     assert row.counts["max_close_s"] < 10
 
