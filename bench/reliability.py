@@ -180,7 +180,7 @@ class Traffic:
         self.timeout_s = timeout_s
         self.records: list[tuple[float, float, int | None]] = []
         self.errors: list[str] = []   # the first ERRORS_KEPT failures: when (s after the start), how long, what
-        self._started = time.monotonic()
+        self._started = time.monotonic()   # made in the `with` that starts it
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -204,7 +204,6 @@ class Traffic:
         connection.close()
 
     def __enter__(self) -> "Traffic":
-        self._started = time.monotonic()
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(self.connections)]
         for thread in self._threads:
             thread.start()
