@@ -165,7 +165,8 @@ def cmd_loadtest(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
 def cmd_monitor(aws: Aws, s: dict[str, Any], args: argparse.Namespace) -> None:
     require(s, "endpoint_name")
     done = monitor.apply(aws, endpoint.check_endpoint_name(s["endpoint_name"]), s["variant_name"],
-                         s["latency_budget_ms"], s["min_instances"], s["alarm_topic"], args.replace)
+                         s["latency_budget_ms"], s["min_instances"], s["alarm_topic"], args.replace,
+                         s["invocations_target"], s["capacity_key"])
     aws.say("\n".join(done))
     print(f"https://{aws.region}.console.aws.amazon.com/cloudwatch/home?region={aws.region}"
           f"#dashboards:name={monitor.dashboard_name(s['endpoint_name'])}")
@@ -247,9 +248,10 @@ COMMANDS: dict[str, tuple[Callable[..., None], str, list[str]]] = {
     "loadtest": (cmd_loadtest, "many concurrent InvokeEndpoint calls: client latency, errors, CloudWatch latency, "
                                "the autoscaling target", ["endpoint_name", "variant_name", "latency_budget_ms",
                                                           "safety", "poll_seconds"]),
-    "monitor": (cmd_monitor, "CloudWatch dashboard and alarms (p99 latency, 5XX, CPU, healthy instances); "
-                             "prints the dashboard's URL",
-                ["endpoint_name", "variant_name", "latency_budget_ms", "min_instances", "alarm_topic"]),
+    "monitor": (cmd_monitor, "CloudWatch dashboard and alarms (p99 latency, 5XX, invocations over the "
+                             "autoscaling target, healthy instances); prints the dashboard's URL",
+                ["endpoint_name", "variant_name", "latency_budget_ms", "min_instances", "alarm_topic",
+                 "invocations_target", "capacity_key"]),
     "recommend": (cmd_recommend, "an Inference Recommender job on a registered version; its recommendations "
                                  "beside the local benchmark's capacity plan",
                   ["model_package", "model_package_group", "endpoint_name", "role_arn", "instance_types",

@@ -9,12 +9,24 @@ Alarms, per variant, named ``<endpoint>-<variant>-<what>``:
 
 * ``p99-model-latency``: p99 ModelLatency over the budget in 2 of 3 minutes;
 * ``5xx-errors``: any Invocation5XXErrors in a minute;
-* ``cpu-over-80``: CPUUtilization over 80 % for 5 minutes. SageMaker reports it
-  summed over the vCPUs (0-400 % on 4 vCPUs), so the threshold is 80 x vCPUs;
+* ``over-target``: InvocationsPerInstance over the autoscaling target for 10 minutes
+  in a row: autoscaling is at its maximum or is not keeping up (target tracking
+  scales out after 3 minutes over, and a new instance takes minutes to serve). The
+  target is ``--target`` (a number or a capacity plan, read as ``autoscale`` reads
+  it), else the variant's own target-tracking policy; with neither, no such alarm
+  (and one made before is deleted);
 * ``healthy-instances``: fewer instances reporting than the minimum. SageMaker
   publishes no instance count; each InService instance sends CPUUtilization
   once a minute, so its SampleCount is the number of healthy instances, and a
   minute with none counts as breaching.
+
+There is no CPU alarm: CPUUtilization does not follow the load on serve's default
+front end. granian's idle threads spin and yield before they sleep, so its vCPU read
+0.79 busy at 12,000 req/s, a third of the 36,000 it held under 20 ms p99, and 0.94 at
+20,000 (``python -m bench cost-curve``, docs/deploy.md#why-there-is-no-cpu-alarm); at the
+autoscaling target (half the measured rate by default) a CPU alarm would never clear.
+The dashboard still shows CPU. An alarm named ``cpu-over-80`` that an earlier version
+made is deleted when this runs.
 
 With ``--alarm-topic`` each alarm notifies that SNS topic on ALARM and OK.
 What this module made carries a marker (the alarm description, a text widget);
@@ -29,12 +41,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from deploy.autoscaling import DEFAULT_CAPACITY_KEY, METRIC, current_scaling, resolve_target
 from deploy.aws import Aws, DeployError, is_not_found
 
 MARKER = "xgb-deploy monitor"
 SAGEMAKER = "AWS/SageMaker"
 INSTANCE_NAMESPACE = "/aws/sagemaker/Endpoints"
-ALARM_KINDS = ("p99-model-latency", "5xx-errors", "cpu-over-80", "healthy-instances")
+ALARM_KINDS = ("p99-model-latency", "5xx-errors", "over-target", "healthy-instances")
+RETIRED_KINDS = ("cpu-over-80",)        # made by earlier versions; deleted by apply and remove
+OVER_TARGET_MINUTES = 10
 
 
 @dataclass
@@ -104,16 +119,16 @@ def dashboard_body(endpoint_name: str, found: list[Variant], region: str) -> dic
 
 
 def alarm_specs(endpoint_name: str, v: Variant, budget_ms: float, min_instances: int,
-                topic: str | None) -> list[dict[str, Any]]:
-    """PutMetricAlarm arguments of the variant's four alarms."""
+                topic: str | None, target: float | None = None) -> list[dict[str, Any]]:
+    """PutMetricAlarm arguments of the variant's alarms (``over-target`` only with a ``target``,
+    in invocations per instance per minute)."""
     dims = [{"Name": "EndpointName", "Value": endpoint_name}, {"Name": "VariantName", "Value": v.name}]
-    cpu_threshold = 80.0 * (v.vcpus or 1)
     actions = {"AlarmActions": [topic], "OKActions": [topic]} if topic else {}
 
     def spec(kind: str, why: str, **params: Any) -> dict[str, Any]:
         return {"AlarmName": alarm_name(endpoint_name, v.name, kind), "AlarmDescription": f"{MARKER}: {why}",
                 "Dimensions": dims, "Period": 60, "ActionsEnabled": bool(topic), **actions, **params}
-    return [
+    specs = [
         spec("p99-model-latency", f"p99 ModelLatency over {budget_ms:g} ms in 2 of 3 minutes",
              Namespace=SAGEMAKER, MetricName="ModelLatency", ExtendedStatistic="p99",
              Threshold=budget_ms * 1000.0, ComparisonOperator="GreaterThanThreshold",
@@ -121,15 +136,33 @@ def alarm_specs(endpoint_name: str, v: Variant, budget_ms: float, min_instances:
         spec("5xx-errors", "any Invocation5XXErrors in a minute",
              Namespace=SAGEMAKER, MetricName="Invocation5XXErrors", Statistic="Sum", Threshold=0.0,
              ComparisonOperator="GreaterThanThreshold", EvaluationPeriods=1, TreatMissingData="notBreaching"),
-        spec("cpu-over-80", f"CPUUtilization over 80 % of {v.vcpus or '?'} vCPUs ({cpu_threshold:g}) for 5 minutes",
-             Namespace=INSTANCE_NAMESPACE, MetricName="CPUUtilization", Statistic="Average",
-             Threshold=cpu_threshold, ComparisonOperator="GreaterThanThreshold", EvaluationPeriods=5,
-             TreatMissingData="missing"),
-        spec("healthy-instances", f"fewer than {min_instances} instances reporting CPUUtilization in a minute",
-             Namespace=INSTANCE_NAMESPACE, MetricName="CPUUtilization", Statistic="SampleCount",
-             Threshold=float(min_instances), ComparisonOperator="LessThanThreshold", EvaluationPeriods=1,
-             TreatMissingData="breaching"),
     ]
+    if target is not None:
+        specs.append(spec(
+            "over-target", f"InvocationsPerInstance over the autoscaling target ({target:g} a minute) for "
+                           f"{OVER_TARGET_MINUTES} minutes: autoscaling at its maximum or not keeping up",
+            Namespace=SAGEMAKER, MetricName="InvocationsPerInstance", Statistic="Sum", Threshold=float(target),
+            ComparisonOperator="GreaterThanThreshold", EvaluationPeriods=OVER_TARGET_MINUTES,
+            TreatMissingData="notBreaching"))
+    specs.append(spec(
+        "healthy-instances", f"fewer than {min_instances} instances reporting CPUUtilization in a minute",
+        Namespace=INSTANCE_NAMESPACE, MetricName="CPUUtilization", Statistic="SampleCount",
+        Threshold=float(min_instances), ComparisonOperator="LessThanThreshold", EvaluationPeriods=1,
+        TreatMissingData="breaching"))
+    return specs
+
+
+def policy_target(aws: Aws, endpoint_name: str, variant_name: str) -> float | None:
+    """The target of the variant's target-tracking policy on invocations per instance (what
+    ``autoscale`` put), or None when it has none (or in a dry run)."""
+    if aws.dry_run:
+        return None
+    state = current_scaling(aws, endpoint_name, variant_name)
+    for policy in state.policies if state else []:
+        config = policy.get("TargetTrackingScalingPolicyConfiguration") or {}
+        if (config.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType") == METRIC:
+            return float(config["TargetValue"])
+    return None
 
 
 def _existing_alarms(aws: Aws, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -147,19 +180,31 @@ def _existing_dashboard(aws: Aws, name: str) -> str | None:
 
 
 def apply(aws: Aws, endpoint_name: str, variant_name: str, budget_ms: float, min_instances: int | None,
-          topic: str | None, replace: bool) -> list[str]:
-    """Put the dashboard and the alarms; returns what was created or updated, in words.
+          topic: str | None, replace: bool, target: str | None = None,
+          capacity_key: str = DEFAULT_CAPACITY_KEY) -> list[str]:
+    """Put the dashboard and the alarms; returns what was created, updated or deleted, in words.
 
-    Raises :class:`DeployError`, before changing anything, when a dashboard or an
-    alarm of the same name exists that this module did not make (unless ``replace``)."""
+    ``target`` is what ``autoscale --target`` takes (a number, or a capacity plan read with
+    ``capacity_key`` for each variant's instance type); without it each variant's own
+    target-tracking policy gives the over-target alarm's threshold, and a variant with neither
+    gets no such alarm (a line says so). Raises :class:`DeployError`, before changing
+    anything, when a dashboard or an alarm of the same name exists that this module did not
+    make (unless ``replace``), and UsageError for a target that cannot be read."""
     found = variants(aws, endpoint_name, variant_name)
     if min_instances is None:
         min_instances = 1 if aws.dry_run else _current_instances(aws, endpoint_name)
-    specs = [s for v in found for s in alarm_specs(endpoint_name, v, budget_ms, min_instances, topic)]
+    targets = {v.name: resolve_target(target, capacity_key, v.instance_type)[0] if target
+               else policy_target(aws, endpoint_name, v.name) for v in found}
+    specs = [s for v in found for s in alarm_specs(endpoint_name, v, budget_ms, min_instances, topic, targets[v.name])]
     board = dashboard_name(endpoint_name)
     body = _existing_dashboard(aws, board)
-    alarms = _existing_alarms(aws, [s["AlarmName"] for s in specs]) if not aws.dry_run else {}
-    foreign = [f"alarm {n}" for n, a in alarms.items() if not a.get("AlarmDescription", "").startswith(MARKER)]
+    # its own alarms that this run does not put: retired kinds, and over-target without a target
+    stale = {alarm_name(endpoint_name, v.name, kind): why for v in found for kind, why in
+             [(k, "CPU does not follow the load on granian") for k in RETIRED_KINDS]
+             + ([("over-target", "no target")] if targets[v.name] is None else [])}
+    alarms = _existing_alarms(aws, [s["AlarmName"] for s in specs] + list(stale)) if not aws.dry_run else {}
+    foreign = [f"alarm {n}" for n, a in alarms.items()
+               if n not in stale and not a.get("AlarmDescription", "").startswith(MARKER)]
     if body is not None and MARKER not in body:
         foreign.insert(0, f"dashboard {board}")
     if foreign and not replace:
@@ -174,6 +219,12 @@ def apply(aws: Aws, endpoint_name: str, variant_name: str, budget_ms: float, min
     for spec in specs:
         cw.put_metric_alarm(**spec)
         done.append(f"alarm {spec['AlarmName']} ({'updated' if spec['AlarmName'] in alarms else 'created'})")
+    old = [n for n in stale if n in alarms and alarms[n].get("AlarmDescription", "").startswith(MARKER)]
+    if old:
+        cw.delete_alarms(AlarmNames=old)
+        done += [f"alarm {n} (deleted: {stale[n]})" for n in old]
+    done += [f"no over-target alarm for variant {v.name}: no --target and no autoscaling policy on it"
+             for v in found if targets[v.name] is None]
     return done
 
 
@@ -191,7 +242,7 @@ def remove(aws: Aws, endpoint_name: str) -> list[str]:
     for page in cw.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{endpoint_name}-"):
         names += [a["AlarmName"] for a in page.get("MetricAlarms", [])
                   if a.get("AlarmDescription", "").startswith(MARKER)
-                  and any(a["AlarmName"].endswith(f"-{k}") for k in ALARM_KINDS)]
+                  and any(a["AlarmName"].endswith(f"-{k}") for k in ALARM_KINDS + RETIRED_KINDS)]
     if names:
         cw.delete_alarms(AlarmNames=names)
         deleted += [f"alarm {n}" for n in names]

@@ -132,9 +132,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("min_instances", "autoscaling: minimum instance count; monitor: fewest healthy instances before "
            "the alarm (default there: the current count)", positive_int),
     Option("max_instances", "autoscaling: maximum instance count", positive_int),
-    Option("invocations_target", "autoscaling: invocations per instance per minute, a number or a capacity-plan "
+    Option("invocations_target", "autoscaling (and monitor's over-target alarm; default there: the variant's "
+           "autoscaling policy): invocations per instance per minute, a number or a capacity-plan "
            "JSON path (what `loadtest --out` or `bench all` wrote)", public="target"),
-    Option("capacity_key", "autoscaling: dotted key of the target in a capacity-plan JSON",
+    Option("capacity_key", "autoscaling and monitor: dotted key of the target in a capacity-plan JSON",
            default="autoscaling.invocations_per_instance_per_minute"),
     Option("scale_in_cooldown", "autoscaling: seconds after a scale-in before the next one",
            positive_int, default=300),
