@@ -259,12 +259,14 @@ class ServeApp:
         finally:
             del reads[thread]
         if length is None or len(body) < length:   # cut short: by the deadline, or shed (serve.body_deadline)
-            waited = time.monotonic() - started
-            if waited >= self.body_timeout_s:
-                raise RequestError(408, f"the request body did not arrive within {self.body_timeout_s:g} s")
-            if waited >= self.body_deadline.stall_s and self.body_deadline.last_shed >= started:
-                raise RequestError(408, f"the request body stalled for {self.body_deadline.stall_s:g} s while "
+            # by a sweep that cut while this read was pending (a client that cut its own body short
+            # at that moment is answered 408 too: it is gone or half-closed either way)
+            deadline = self.body_deadline
+            if deadline.last_shed >= started:
+                raise RequestError(408, f"the request body stalled for {deadline.stall_s:g} s while "
                                         "every thread of this worker was waiting for a body")
+            if deadline.last_cut >= started or time.monotonic() - started >= self.body_timeout_s:
+                raise RequestError(408, f"the request body did not arrive within {self.body_timeout_s:g} s")
         return self.checked_body(body, length)
 
     def declared_length(self, declared: str | None) -> int | None:

@@ -72,7 +72,11 @@ class BodyDeadline:
         self.timeout_s = float(timeout_s)
         self.threads, self.stall_s = threads, float(stall_s)   # (c); threads None: never out of threads
         self.reads: dict[int, float] = {}     # thread ident -> time.monotonic() the read began
-        self.last_shed = float("-inf")        # time.monotonic() of the last sweep that cut by (c)
+        # time.monotonic() of the last sweep that cut by (a) or (b), and by (c): a read that came back
+        # short after one of them began was cut by it (its own wait says nothing: its request may
+        # have waited for a thread, silent all along, before the read began)
+        self.last_cut = float("-inf")
+        self.last_shed = float("-inf")
         self._seen: dict[int, tuple[float, int]] = {}   # socket inode -> (first seen in progress, segs out then)
         # inodes (c) cut: one cut while its request waited for a thread stays in progress and silent
         # until a thread reads it, and must not take the place of one that holds a thread
@@ -127,6 +131,7 @@ class BodyDeadline:
                     if first is None or first[1] != segs_out:
                         self._seen[inode] = (now, segs_out)
                     elif now - first[0] >= self.timeout_s:
+                        self.last_cut = now   # before the cut: the app's read returns after it
                         cut += sock.cut()
                         continue
                     if crowded and last_recv >= stalled_ms:
@@ -134,6 +139,7 @@ class BodyDeadline:
                             silent.append((last_recv, fd, inode))
                         continue
                 if overdue and min(last_sent, last_recv) >= frozen_ms:
+                    self.last_cut = now
                     cut += sock.cut()
         # a connection cut before and not answered yet still stands for a pending read (or for one
         # that ends at once when a thread takes its request): only the reads beyond those may be

@@ -43,8 +43,10 @@ def test_a_request_with_nothing_sent_back_is_cut_at_the_timeout(connection):
     deadline.reads[1] = now   # a body read pending (its thread's ident -> start)
     assert deadline.sweep(now) == 0            # first seen in progress
     assert deadline.sweep(now + 1.9) == 0      # not yet
+    assert deadline.last_cut == float("-inf")
     assert deadline.sweep(now + 2.0) >= 1      # the timeout since it was first seen
     assert _read_side_shut(server)
+    assert deadline.last_cut == now + 2.0 and deadline.last_shed == float("-inf")   # what the app's 408 reads
 
 
 def test_a_trickled_body_is_cut_though_bytes_keep_coming(connection):
@@ -89,8 +91,8 @@ def test_a_request_that_looks_answered_is_cut_once_a_read_is_late(connection):
     deadline.sweep(time.monotonic())
     assert not _read_side_shut(server)
     deadline.reads[1] = time.monotonic() - 0.3 - 1.1   # late: past the timeout and two sweeps
-    assert deadline.sweep(time.monotonic()) >= 1
-    assert _read_side_shut(server)
+    assert deadline.sweep(now := time.monotonic()) >= 1
+    assert _read_side_shut(server) and deadline.last_cut == now
 
 
 def test_a_reused_descriptor_is_never_the_one_cut(connection):

@@ -384,6 +384,25 @@ def test_stalled_bodies_in_every_thread_are_shed_long_before_the_timeout(bare_mo
                 assert message.startswith("the request body stalled for 1 s"), message
 
 
+def test_a_stalled_body_that_waited_for_a_thread_is_shed_with_408(bare_model_dir, tmp_path):
+    """A stalled body whose request waited for a thread has been silent since before its read
+    began: shed soon after a thread takes it, it is answered 408 like the one shed before it,
+    not 400 as a body its client cut short (one thread, so the second request waits for it)."""
+    with running_server(bare_model_dir("rtb-small"), tmp_path / "server.log", SAGEMAKER_MODEL_SERVER_WORKERS="1",
+                        SAGEMAKER_MODEL_SERVER_TIMEOUT="30", SERVE_THREADS="1", **FRONTEND_MODES["granian"]) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(_slow_client, host, int(port), "stalled")
+            time.sleep(0.3)   # the one thread now waits for its body; the next request waits for the thread
+            second = pool.submit(_slow_client, host, int(port), "stalled")
+            for outcome in (first, second):
+                answer, closed_after = outcome.result()
+                assert closed_after < 5, answer
+                assert answer.startswith(b"HTTP/1.1 408"), answer
+                message = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+                assert message.startswith("the request body stalled for 1 s"), message
+
+
 def test_a_refusal_that_leaves_the_body_unread_keeps_the_next_request_on_the_connection(server, reference):
     """A 415, 406 or 404 answered without reading the request's body: either the connection
     stays usable or the answer says ``Connection: close`` (http.client then reconnects); a
