@@ -274,11 +274,8 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
             figures.append(Figure(name="rtb-small, 1 row: max open-loop rate with p99 under the SLO, granian vs gunicorn",
                                 target=">= 3x", measured=f"{rate:.2f}x", met=rate >= 3,
                                 detail=f"{fast.max_rate:,.0f} vs {slow.max_rate:,.0f} req/s"))
-            p99 = fast.p99_at_headroom_ms
-            if p99 is not None:
-                figures.append(Figure(name="rtb-small, 1 row: granian's p99 at 80 % of its max rate",
-                                    target="<= 5 ms", measured=f"{p99:.2f} ms", met=p99 <= 5,
-                                    detail=headroom_detail(fast)))
+            if fast.p99_at_headroom_ms is not None:
+                figures.append(headroom_figure("granian", fast))
         for granian in (True, False):
             serve, hello = row(model, granian), row(model, granian, serve=False)
             if model == "rtb-small" and serve and hello and serve.cpu_us_per_request and hello.cpu_us_per_request:
@@ -291,6 +288,20 @@ def frontend_figures(http: list[ServerResult]) -> list[Figure]:
                             target="0.80-1.20", measured=f"{drift:.2f}", met=0.8 <= drift <= 1.2,
                             detail=f"{cpu_ratio['rtb-large']:.2f}x vs {cpu_ratio['rtb-small']:.2f}x"))
     return figures
+
+
+HEADROOM_P99_MS = 5.0
+
+
+def headroom_figure(frontend: str, result: ServerResult) -> Figure:
+    """The p99 at 80 % of ``result``'s max rate against its goal; a miss says by how much, with
+    the digits that show it (a median of 5.0046 ms prints 5.00 ms)."""
+    p99 = result.p99_at_headroom_ms
+    met = p99 <= HEADROOM_P99_MS
+    over = p99 / HEADROOM_P99_MS
+    measured = f"{p99:.2f} ms" + ("" if met else f", {over:.{3 if over < 1.01 else 2}f}x the target")
+    return Figure(name=f"rtb-small, 1 row: {frontend}'s p99 at 80 % of its max rate", target=f"<= {HEADROOM_P99_MS:g} ms",
+                  measured=measured, met=met, detail=headroom_detail(result))
 
 
 def headroom_detail(result: ServerResult) -> str:
@@ -332,9 +343,7 @@ def _other_interface_figures(one_row: list[ServerResult], gunicorn: ServerResult
                                    "(opt-in) vs gunicorn", target=">= 3x", measured=f"{rate:.2f}x", met=rate >= 3,
                               detail=f"{serve.max_rate:,.0f} vs {gunicorn.max_rate:,.0f} req/s"))
     if serve.p99_at_headroom_ms is not None:
-        figures.append(Figure(name=f"rtb-small, 1 row: {name}'s p99 at 80 % of its max rate",
-                              target="<= 5 ms", measured=f"{serve.p99_at_headroom_ms:.2f} ms",
-                              met=serve.p99_at_headroom_ms <= 5, detail=headroom_detail(serve)))
+        figures.append(headroom_figure(name, serve))
     if hello and hello.cpu_us_per_request:
         figures.append(own_cost_figure(name, serve, hello))
     return figures

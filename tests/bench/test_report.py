@@ -164,13 +164,30 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
         == "6.00x less"
     assert figures["rtb-small, 1 row: max open-loop rate with p99 under the SLO, granian RSGI (opt-in) vs gunicorn"] \
         .measured == "4.00x"
-    assert not figures["rtb-small, 1 row: granian RSGI's p99 at 80 % of its max rate"].met
+    rsgi_p99 = figures["rtb-small, 1 row: granian RSGI's p99 at 80 % of its max rate"]
+    assert not rsgi_p99.met and rsgi_p99.measured == "6.00 ms, 1.20x the target"
     rsgi_own = figures["rtb-small, 1 row: ServeApp's own CPU per request on granian RSGI (serve minus hello world)"]
     assert rsgi_own.measured == "30 us" and not rsgi_own.met
     # granian RSGI's body read: the RSGI hello world (h) minus the one that leaves the body unread (i)
     body_read = figures["rtb-small, 1 row: granian RSGI's body read (hello world minus the same, body unread)"]
     assert body_read.measured == "15 us per request" and body_read.met is None
     assert body_read.detail.endswith("context switches per request 6.7 vs 4.5")
+
+
+def test_a_p99_just_over_its_goal_says_by_how_much():
+    """A median of 5.0046 ms prints as 5.00 ms: the miss shows its ratio with the digits to see it."""
+    from bench.report import headroom_figure
+
+    def row(p99):
+        return ServerResult(key="a", label="a", model="rtb-small", rows=1, config="granian w1 t8", max_rate=28_276,
+                            p50_ms=None, p99_ms=None, closed_rate=30_000, closed_p99_ms=1.0, cpu_us_per_request=35,
+                            near_ceiling=False, p99_at_headroom_ms=p99, p99s_at_headroom_ms=[4.78, p99, 5.13])
+
+    close = headroom_figure("granian", row(5.0046))
+    assert not close.met and close.measured == "5.00 ms, 1.001x the target"
+    assert close.name == "rtb-small, 1 row: granian's p99 at 80 % of its max rate" and close.target == "<= 5 ms"
+    exact = headroom_figure("granian", row(5.0))
+    assert exact.met and exact.measured == "5.00 ms"
 
 
 def test_the_contention_note_names_the_hosts_steal_when_there_was_some():
