@@ -56,7 +56,6 @@ OVER_TARGET_MINUTES = 10
 class Variant:
     name: str
     instance_type: str | None
-    vcpus: int | None
 
 
 def dashboard_name(endpoint_name: str) -> str:
@@ -67,17 +66,10 @@ def alarm_name(endpoint_name: str, variant: str, kind: str) -> str:
     return f"{endpoint_name}-{variant}-{kind}"
 
 
-def vcpus_of(instance_type: str | None) -> int | None:
-    """vCPUs of an instance type, from the benchmark's price table (None if not listed)."""
-    from bench.capacity import load_prices     # the one table of instance types of the project
-
-    return next((i.vcpus for i in load_prices().instances if i.name == instance_type), None)
-
-
 def variants(aws: Aws, endpoint_name: str, variant_name: str) -> list[Variant]:
     """The endpoint's variants with their instance types; in a dry run, the one named."""
     if aws.dry_run:
-        return [Variant(variant_name, None, None)]
+        return [Variant(variant_name, None)]
     sm = aws.client("sagemaker")
     try:
         desc = sm.describe_endpoint(EndpointName=endpoint_name)
@@ -86,7 +78,7 @@ def variants(aws: Aws, endpoint_name: str, variant_name: str) -> list[Variant]:
             raise DeployError(f"endpoint {endpoint_name} does not exist: deploy it first") from None
         raise
     config = sm.describe_endpoint_config(EndpointConfigName=desc["EndpointConfigName"])
-    return [Variant(v["VariantName"], v.get("InstanceType"), vcpus_of(v.get("InstanceType")))
+    return [Variant(v["VariantName"], v.get("InstanceType"))
             for v in config["ProductionVariants"]]
 
 
