@@ -148,6 +148,19 @@ def current_scaling(aws: Aws, endpoint_name: str, variant_name: str) -> ScalingS
     return ScalingState(variant_name, targets[0]["MinCapacity"], targets[0]["MaxCapacity"], policies)
 
 
+def tracked_target(aws: Aws, endpoint_name: str, variant_name: str) -> float | None:
+    """The target of the variant's target-tracking policy on invocations per instance (what
+    :func:`apply` put), or None when it has none (or in a dry run)."""
+    if aws.dry_run:
+        return None
+    state = current_scaling(aws, endpoint_name, variant_name)
+    for policy in state.policies if state else []:
+        config = policy.get("TargetTrackingScalingPolicyConfiguration") or {}
+        if (config.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType") == METRIC:
+            return float(config["TargetValue"])
+    return None
+
+
 def apply(aws: Aws, endpoint_name: str, variant_name: str, min_instances: int, max_instances: int,
           target: float, scale_in_cooldown: int, scale_out_cooldown: int) -> str:
     """Register the variant as a scalable target and put the target-tracking

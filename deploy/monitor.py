@@ -41,7 +41,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from deploy.autoscaling import DEFAULT_CAPACITY_KEY, METRIC, current_scaling, resolve_target
+from deploy.autoscaling import DEFAULT_CAPACITY_KEY, resolve_target, tracked_target
 from deploy.aws import Aws, DeployError, is_not_found
 
 MARKER = "xgb-deploy monitor"
@@ -144,19 +144,6 @@ def alarm_specs(endpoint_name: str, v: Variant, budget_ms: float, min_instances:
     return specs
 
 
-def policy_target(aws: Aws, endpoint_name: str, variant_name: str) -> float | None:
-    """The target of the variant's target-tracking policy on invocations per instance (what
-    ``autoscale`` put), or None when it has none (or in a dry run)."""
-    if aws.dry_run:
-        return None
-    state = current_scaling(aws, endpoint_name, variant_name)
-    for policy in state.policies if state else []:
-        config = policy.get("TargetTrackingScalingPolicyConfiguration") or {}
-        if (config.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType") == METRIC:
-            return float(config["TargetValue"])
-    return None
-
-
 def _existing_alarms(aws: Aws, names: list[str]) -> dict[str, dict[str, Any]]:
     found = aws.client("cloudwatch").describe_alarms(AlarmNames=names).get("MetricAlarms", [])
     return {a["AlarmName"]: a for a in found}
@@ -186,14 +173,17 @@ def apply(aws: Aws, endpoint_name: str, variant_name: str, budget_ms: float, min
     if min_instances is None:
         min_instances = 1 if aws.dry_run else _current_instances(aws, endpoint_name)
     targets = {v.name: resolve_target(target, capacity_key, v.instance_type)[0] if target
-               else policy_target(aws, endpoint_name, v.name) for v in found}
+               else tracked_target(aws, endpoint_name, v.name) for v in found}
     specs = [s for v in found for s in alarm_specs(endpoint_name, v, budget_ms, min_instances, topic, targets[v.name])]
     board = dashboard_name(endpoint_name)
     body = _existing_dashboard(aws, board)
     # its own alarms that this run does not put: retired kinds, and over-target without a target
-    stale = {alarm_name(endpoint_name, v.name, kind): why for v in found for kind, why in
-             [(k, "CPU does not follow the load on granian") for k in RETIRED_KINDS]
-             + ([("over-target", "no target")] if targets[v.name] is None else [])}
+    stale: dict[str, str] = {}   # alarm name -> why it goes
+    for v in found:
+        stale.update({alarm_name(endpoint_name, v.name, k): "CPU does not follow the load on granian"
+                      for k in RETIRED_KINDS})
+        if targets[v.name] is None:
+            stale[alarm_name(endpoint_name, v.name, "over-target")] = "no target"
     alarms = _existing_alarms(aws, [s["AlarmName"] for s in specs] + list(stale)) if not aws.dry_run else {}
     foreign = [f"alarm {n}" for n, a in alarms.items()
                if n not in stale and not a.get("AlarmDescription", "").startswith(MARKER)]
