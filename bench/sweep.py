@@ -26,6 +26,7 @@ from bench.search import DEFAULT_CONNECTIONS
 from bench.servers import free_port
 from serve.gunicorn_conf import GRANIAN, WorkerPlan
 from serve.settings import WORKER_CLASSES
+from serve.scheduling import DEFAULT_SCHED_POLICY, SCHED_POLICIES
 
 TIE_SHARE = 0.05
 
@@ -33,7 +34,8 @@ TIE_SHARE = 0.05
 def default_grid(cpus: int | None = None) -> list[WorkerPlan]:
     """The full grid for a machine of ``cpus`` vCPUs: each gunicorn class at 1x and 2x workers
     per vCPU, gthread with 2 and 4 threads; granian (WSGI) with 2, 4, 8 and 16 Python threads,
-    2 runtime threads, a low backpressure and 2x workers, and granian's RSGI interface."""
+    2 runtime threads, a low backpressure, 2x workers and the normal scheduling policy, and granian's
+    RSGI interface."""
     c = cpus or os.cpu_count() or 1
     return [WorkerPlan("sync", c, 1), WorkerPlan("sync", 2 * c, 1),
             WorkerPlan("gthread", c, 2), WorkerPlan("gthread", c, 4), WorkerPlan("gthread", 2 * c, 2),
@@ -41,6 +43,7 @@ def default_grid(cpus: int | None = None) -> list[WorkerPlan]:
             WorkerPlan(GRANIAN, c, 2), WorkerPlan(GRANIAN, c, 4), WorkerPlan(GRANIAN, c, 8),
             WorkerPlan(GRANIAN, c, 16), WorkerPlan(GRANIAN, c, 8, runtime_threads=2),
             WorkerPlan(GRANIAN, c, 8, backpressure=64), WorkerPlan(GRANIAN, 2 * c, 8),
+            WorkerPlan(GRANIAN, c, 8, sched_policy="normal"),
             WorkerPlan(GRANIAN, c, 2, interface="rsgi")]
 
 
@@ -54,16 +57,19 @@ def quick_grid(cpus: int | None = None) -> list[WorkerPlan]:
 
 def parse_config(text: str) -> WorkerPlan:
     """A WorkerPlan from ``CLASS:WORKERS[:THREADS]``, e.g. ``gthread:2:4``, or
-    ``granian:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]]`` (granian's default interface;
-    ``granian-rsgi:...`` for its RSGI one); ValueError otherwise."""
+    ``granian:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]][:POLICY]`` (granian's default
+    interface; ``granian-rsgi:...`` for its RSGI one; POLICY ``batch`` or ``normal``, the scheduling
+    policy of ``serve.scheduling``, e.g. ``granian:1:8:normal``); ValueError otherwise."""
     parts = text.split(":")
-    interface = None
+    interface = policy = None
     if parts[0] == f"{GRANIAN}-rsgi":
         parts[0], interface = GRANIAN, "rsgi"
+    if parts[0] == GRANIAN and len(parts) > 2 and parts[-1] in SCHED_POLICIES:
+        policy = parts.pop()
     most = 5 if parts[0] == GRANIAN else 3
     if not 2 <= len(parts) <= most or parts[0] not in (*WORKER_CLASSES, GRANIAN):
         raise ValueError(f"{text!r}: expected CLASS:WORKERS[:THREADS] with CLASS sync, gthread or gevent, "
-                         "or granian[-rsgi]:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]]")
+                         "or granian[-rsgi]:WORKERS[:THREADS[:RUNTIME_THREADS[:BACKPRESSURE]]][:batch|normal]")
     try:
         numbers = [int(part) for part in parts[1:]]
     except ValueError:
@@ -77,7 +83,8 @@ def parse_config(text: str) -> WorkerPlan:
         interface = interface or DEFAULT_GRANIAN_INTERFACE
         return WorkerPlan(GRANIAN, workers, numbers[1] if len(numbers) > 1 else granian_threads(interface),
                           runtime_threads=numbers[2] if len(numbers) > 2 else 1,
-                          backpressure=numbers[3] if len(numbers) > 3 else None, interface=interface)
+                          backpressure=numbers[3] if len(numbers) > 3 else None, interface=interface,
+                          sched_policy=policy or DEFAULT_SCHED_POLICY)
     return WorkerPlan(parts[0], workers, threads)
 
 

@@ -49,6 +49,8 @@ What each SageMaker requirement maps to here (and what granian does not do):
   checks Content-Length before (granian itself has no body-size limit).
 * logs: granian's own lines go to stderr in serve's format; access log lines only
   with ``SERVE_ACCESS_LOG=true``.
+* scheduling: the master and its workers run under SCHED_BATCH (``SERVE_SCHED_POLICY``,
+  ``serve.scheduling`` says why); each worker's start line names the policy it has.
 """
 from __future__ import annotations
 
@@ -124,11 +126,17 @@ class GranianServer:
 
         from granian.server import Server
 
+        from serve.scheduling import current_policy, set_policy
+
         app = self._load()
         plan, note = self.plan, self.note
+        refused = set_policy(plan.sched_policy)   # before the workers fork: they and their threads inherit it
+        if refused:
+            log.warning("scheduling policy %s not set (%s): the workers run under %s", plan.sched_policy,
+                        refused, current_policy())
 
         def in_worker(_target: str):
-            log.info("worker %d started (%s): %s", os.getpid(), plan.describe(), note)
+            log.info("worker %d started (%s, %s): %s", os.getpid(), plan.describe(), current_policy(), note)
             deadline = getattr(app, "body_deadline", None)
             if deadline is not None:   # serve's app on granian's WSGI interface (serve.body_deadline)
                 deadline.start()

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from gunicorn.app.base import BaseApplication
 
 from serve.cpus import usable_cpu_count
+from serve.scheduling import DEFAULT_SCHED_POLICY
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ class WorkerPlan:
     ``backpressure`` open connections per worker. ``cpus`` is the usable vCPU count it was
     planned for (None for a plan given as such, as the benchmark's sweep gives them). A granian
     worker on ``interface`` wsgi runs every request in one of its ``threads``; on rsgi it runs serve's
-    app on one event loop (``serve.rsgi``), and its ``threads`` decode and predict large requests."""
+    app on one event loop (``serve.rsgi``), and its ``threads`` decode and predict large requests.
+    granian's processes and threads run under the Linux scheduling policy ``sched_policy``
+    (``serve.scheduling``)."""
 
     worker_class: str = DEFAULT_WORKER_CLASS     # sync | gthread | gevent (serve.settings.WORKER_CLASSES) | granian
     workers: int = 1
@@ -77,6 +80,7 @@ class WorkerPlan:
     runtime_threads: int = 1
     backpressure: int | None = None              # None: GRANIAN_CONNECTIONS
     interface: str = DEFAULT_GRANIAN_INTERFACE   # granian: wsgi (serve.body_deadline) | rsgi (serve.rsgi)
+    sched_policy: str = DEFAULT_SCHED_POLICY     # granian: batch | normal (serve.scheduling)
 
     @property
     def frontend(self) -> str:
@@ -84,7 +88,7 @@ class WorkerPlan:
 
     def label(self) -> str:
         """Short, for tables: ``gevent w2``, ``gthread w2 t4``, ``granian w2 t2`` (``r2``: runtime
-        threads, ``bp64``: backpressure, where not the defaults)."""
+        threads, ``bp64``: backpressure, ``normal``: scheduling policy, where not the defaults)."""
         text = f"{self.worker_class} w{self.workers}"
         if self.worker_class in ("gthread", GRANIAN):
             text += f" t{self.threads}"
@@ -94,6 +98,8 @@ class WorkerPlan:
             text += f" bp{self.backpressure}"
         if self.frontend == GRANIAN and self.interface != DEFAULT_GRANIAN_INTERFACE:
             text += f" {self.interface}"
+        if self.frontend == GRANIAN and self.sched_policy != DEFAULT_SCHED_POLICY:
+            text += f" {self.sched_policy}"
         return text
 
     def describe(self) -> str:
@@ -122,6 +128,8 @@ class WorkerPlan:
                 env["SERVE_BACKPRESSURE"] = str(self.backpressure)
             if self.interface != DEFAULT_GRANIAN_INTERFACE:
                 env["SERVE_GRANIAN_INTERFACE"] = self.interface
+            if self.sched_policy != DEFAULT_SCHED_POLICY:
+                env["SERVE_SCHED_POLICY"] = self.sched_policy
             return env
         return {"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": self.worker_class,
                 "SERVE_THREADS": str(self.threads)}
@@ -140,7 +148,8 @@ def plan_workers(settings: Settings, cpus: float) -> WorkerPlan:
     if frontend == GRANIAN:
         threads = settings.threads or granian_threads(settings.granian_interface)
         return WorkerPlan(GRANIAN, workers, threads, cpus=cpus, runtime_threads=settings.runtime_threads or 1,
-                          backpressure=settings.backpressure, interface=settings.granian_interface)
+                          backpressure=settings.backpressure, interface=settings.granian_interface,
+                          sched_policy=settings.sched_policy or DEFAULT_SCHED_POLICY)
     worker_class = settings.worker_class or DEFAULT_WORKER_CLASS
     threads = 1
     if worker_class == "gthread":

@@ -17,6 +17,8 @@ from typing import Mapping
 # serving container (a constants module: importing it pulls in nothing heavy).
 from sagemaker_inference import parameters as sm
 
+from serve.scheduling import SCHED_POLICIES
+
 PREDICTOR_CHOICES = ("auto", "compiled", "stock")
 FRONTENDS = ("granian", "gunicorn")         # the HTTP servers serve runs on (serve.frontends)
 GRANIAN_INTERFACES = ("wsgi", "rsgi")       # how granian calls serve's app (plain WSGI, or serve.rsgi)
@@ -50,6 +52,7 @@ class Settings:
     runtime_threads: int | None = None           # SERVE_RUNTIME_THREADS (granian): Rust I/O threads per worker
     backpressure: int | None = None              # SERVE_BACKPRESSURE (granian): open connections per worker
     granian_interface: str = "wsgi"              # SERVE_GRANIAN_INTERFACE: wsgi | rsgi (no thread held by a slow client)
+    sched_policy: str | None = None              # SERVE_SCHED_POLICY (granian): batch | normal (None: batch)
     keepalive: int = 75                          # SERVE_KEEPALIVE, seconds an idle connection stays open
     graceful_timeout: int = 20                   # SERVE_GRACEFUL_TIMEOUT, seconds to finish requests on SIGTERM
     access_log: bool = False                     # SERVE_ACCESS_LOG: one log line per request when true
@@ -88,6 +91,7 @@ class Settings:
             backpressure=env.integer("SERVE_BACKPRESSURE", None, low=1, high=100_000),
             granian_interface=env.choice("SERVE_GRANIAN_INTERFACE", cls.granian_interface, GRANIAN_INTERFACES,
                                          lower=True),
+            sched_policy=env.choice("SERVE_SCHED_POLICY", None, SCHED_POLICIES, lower=True),
             keepalive=env.integer("SERVE_KEEPALIVE", cls.keepalive, low=0, high=3600),
             graceful_timeout=env.integer("SERVE_GRACEFUL_TIMEOUT", cls.graceful_timeout, low=1, high=3600),
             access_log=env.flag("SERVE_ACCESS_LOG", cls.access_log),
@@ -111,6 +115,7 @@ class Settings:
         if settings.frontend == "gunicorn" or settings.worker_class:
             for name, value in (("SERVE_RUNTIME_THREADS", settings.runtime_threads),
                                 ("SERVE_BACKPRESSURE", settings.backpressure),
+                                ("SERVE_SCHED_POLICY", settings.sched_policy),
                                 ("SERVE_GRANIAN_INTERFACE", env.raw("SERVE_GRANIAN_INTERFACE"))):
                 if value is not None:
                     raise SettingsError(f"{name}: applies to SERVE_FRONTEND=granian only")

@@ -122,7 +122,14 @@ def test_granian_configs_parse():
     assert parse_config("granian:2:1:2:64") == WorkerPlan("granian", 2, 1, runtime_threads=2, backpressure=64)
     assert parse_config("granian-rsgi:2") == WorkerPlan("granian", 2, DEFAULT_GRANIAN_RSGI_THREADS, interface="rsgi")
     assert parse_config("granian-rsgi:2").label() == f"granian w2 t{DEFAULT_GRANIAN_RSGI_THREADS} rsgi"
-    for bad in ("granian:2:1:2:64:9", "gevent:2:1:2", "granian:0", "granian:2:x", "gevent-rsgi:2"):
+    # the scheduling policy comes last; the default (batch) leaves the label and environment alone
+    normal = parse_config("granian:2:8:normal")
+    assert normal == WorkerPlan("granian", 2, 8, sched_policy="normal")
+    assert normal.label() == "granian w2 t8 normal" and normal.environment()["SERVE_SCHED_POLICY"] == "normal"
+    assert parse_config("granian:2:1:2:64:batch") == parse_config("granian:2:1:2:64")
+    assert "SERVE_SCHED_POLICY" not in parse_config("granian:2:8:batch").environment()
+    for bad in ("granian:2:1:2:64:9", "gevent:2:1:2", "granian:0", "granian:2:x", "gevent-rsgi:2",
+                "granian:normal", "gevent:2:normal", "granian:2:8:idle"):
         with pytest.raises(ValueError):
             parse_config(bad)
 

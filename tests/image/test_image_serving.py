@@ -150,6 +150,23 @@ def test_server_is_pid_1_and_nothing_runs_as_root(engine, server):
     assert len(processes) >= 3, processes     # the master, two workers (and the probe itself)
 
 
+def test_granian_threads_run_under_sched_batch_as_the_non_root_user(engine, server, request):
+    """The image's user (uid 10001, no capabilities) can lower its own policy: every thread of the
+    server's processes runs under SCHED_BATCH on granian (serve.scheduling), SCHED_OTHER on gunicorn."""
+    listing = engine.docker("exec", server.name, "sh", "-c",
+                            "for t in /proc/[0-9]*/task/[0-9]*; do "
+                            "p=${t#/proc/}; p=${p%%/*}; "
+                            "echo \"$p $(sed 's/.*) //' $t/stat | cut -d' ' -f39) $(tr '\\0' ' ' < /proc/$p/cmdline)\"; "
+                            "done").stdout
+    policies = {}
+    for line in listing.splitlines():
+        pid, policy, cmd = (line.split(" ", 2) + [""])[:3]
+        if "serve" in cmd:
+            policies.setdefault(int(policy), set()).add(int(pid))
+    want = 0 if request.node.callspec.params["server"] == "gunicorn" else 3   # SCHED_OTHER, SCHED_BATCH
+    assert set(policies) == {want} and len(policies[want]) >= 3, (policies, listing[-3000:])
+
+
 def _one_request(port: int, body: bytes) -> tuple[str, float, float]:
     """One request on a fresh connection; returns (outcome, connected_at, ended_at) with
     perf_counter times. Outcome: 'ok' (200, every row answered), 'refused' (the port was

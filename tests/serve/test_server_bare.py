@@ -4,6 +4,7 @@ predictions; keep-alive, 413 before the body is sent, /ping while workers comput
 import http.client
 import io
 import json
+import os
 import re
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import requests
 
 from serve.cpus import available_cpus, usable_cpu_count
 from serve.loading import load_model
+from serve.scheduling import current_policy
 from tests.serve.conftest import (FRONTEND_MODES, FRONTENDS, check_concurrent_clients, csv_body, numbers, running_server, sample_rows,
                                   settled_worker_pids, worker_pids)
 
@@ -216,6 +218,44 @@ def test_the_front_end_asked_for_serves(server, request):
     named = {"granian": "granian (WSGI), ", "granian-rsgi": "granian (RSGI), "}.get(mode, f"{frontend}, ")
     assert named in server.log()   # the plan's description names its front end (and interface)
     assert requests.get(server.url + "/ping", timeout=2).headers.get("Server", "").lower().startswith(frontend)
+
+
+def _thread_policies(pids: list[int]) -> dict[int, str]:
+    """Every thread of the processes ``pids``: its Linux scheduling policy."""
+    policies = {}
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                policies[int(tid)] = current_policy(int(tid))
+            except ProcessLookupError:   # a thread that ended meanwhile
+                pass
+    return policies
+
+
+def test_granian_runs_every_thread_under_sched_batch(server, request, reference):
+    """granian's master, its workers and every thread they start (I/O, Python, watchdog) run under
+    SCHED_BATCH (serve.scheduling), and each worker's start line says so; gunicorn's stay SCHED_OTHER."""
+    mode = request.node.callspec.params["server"]
+    _, lines, expected = reference
+    # requests from many connections at once, so that granian starts its Python threads
+    check_concurrent_clients(server, lines, lambda picked: expected[picked], clients=8, requests_each=5)
+    workers = settled_worker_pids(server)
+    policies = _thread_policies([server.process.pid, *workers])
+    if mode == "gunicorn":   # a gevent worker: its hub's thread (and its pool's, once a large body came)
+        assert len(policies) >= 1 + len(workers) and set(policies.values()) == {"SCHED_OTHER"}, policies
+        return
+    assert len(policies) > 2 * len(workers) and set(policies.values()) == {"SCHED_BATCH"}, policies
+    assert len(re.findall(r"worker \d+ started \(.*, SCHED_BATCH\)", server.log())) == len(workers)
+
+
+def test_serve_sched_policy_normal_keeps_granian_under_sched_other(bare_model_dir, tmp_path, reference):
+    _, lines, expected = reference
+    with running_server(bare_model_dir("rtb-small"), tmp_path / "server.log", SERVE_FRONTEND="granian",
+                        SERVE_SCHED_POLICY="normal") as srv:
+        check_concurrent_clients(srv, lines, lambda picked: expected[picked], clients=8, requests_each=5)
+        policies = _thread_policies([srv.process.pid, *settled_worker_pids(srv)])
+        assert set(policies.values()) == {"SCHED_OTHER"}, policies
+        assert "SCHED_OTHER): " in srv.log()
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(server, reference):

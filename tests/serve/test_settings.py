@@ -80,6 +80,18 @@ def test_front_end_variables():
     assert Settings.from_env({"SERVE_FRONTEND": "gunicorn", "SERVE_WORKER_CLASS": "sync"}).worker_class == "sync"
     assert Settings.from_env({}).granian_interface == "wsgi"
     assert Settings.from_env({"SERVE_GRANIAN_INTERFACE": "RSGI"}).granian_interface == "rsgi"
+    assert Settings.from_env({"SERVE_SCHED_POLICY": "Normal"}).sched_policy == "normal"
+
+
+def test_granian_plans_run_under_sched_batch_unless_told_otherwise():
+    from serve.gunicorn_conf import plan_workers
+
+    default = plan_workers(Settings.from_env({}), 2)
+    normal = plan_workers(Settings.from_env({"SERVE_SCHED_POLICY": "normal"}), 2)
+    assert (default.sched_policy, normal.sched_policy) == ("batch", "normal")
+    assert "SERVE_SCHED_POLICY" not in default.environment()
+    # the benchmark hands a plan over by its environment: the same plan comes back
+    assert plan_workers(Settings.from_env(normal.environment()), 2) == normal
 
 
 def test_granian_interface_picks_the_plan_threads_and_travels_in_the_plan_environment():
@@ -102,6 +114,8 @@ def test_granian_interface_picks_the_plan_threads_and_travels_in_the_plan_enviro
     ({"SERVE_RUNTIME_THREADS": "0"}, "SERVE_RUNTIME_THREADS"),
     ({"SERVE_FRONTEND": "gunicorn", "SERVE_GRANIAN_INTERFACE": "wsgi"}, "SERVE_GRANIAN_INTERFACE"),
     ({"SERVE_GRANIAN_INTERFACE": "asgi"}, "SERVE_GRANIAN_INTERFACE"),
+    ({"SERVE_FRONTEND": "gunicorn", "SERVE_SCHED_POLICY": "batch"}, "SERVE_SCHED_POLICY"),
+    ({"SERVE_SCHED_POLICY": "fifo"}, "SERVE_SCHED_POLICY"),
 ])
 def test_front_end_knobs_of_the_other_front_end_are_refused(env, name):
     with pytest.raises(SettingsError, match=name):
