@@ -25,8 +25,8 @@ from bench.payloads import make_bodies, read_sample_rows
 from bench.search import DEFAULT_CONNECTIONS
 from bench.servers import free_port
 from serve.gunicorn_conf import GRANIAN, WorkerPlan
-from serve.settings import WORKER_CLASSES
 from serve.scheduling import DEFAULT_SCHED_POLICY, SCHED_POLICIES
+from serve.settings import WORKER_CLASSES
 
 TIE_SHARE = 0.05
 
