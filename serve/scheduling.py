@@ -3,12 +3,12 @@
 A one-row request on granian's WSGI interface passes between threads of its worker: the Rust
 I/O thread hands it to a Python thread, which wakes the I/O thread again to send the answer.
 Under the default policy (SCHED_OTHER) each wake-up preempts the thread that made it, in the
-middle of its work: the Python thread can be switched out while it holds the GIL (granian hands the
-answer over with the GIL held), the other Python threads woken meanwhile find the GIL taken
-and sleep again, and requests are served in
-the order these switches happen to fall. Under SCHED_BATCH a thread that is woken waits until the
-running one blocks or its time slice ends (batch and idle threads never preempt on wake-up; the
-tick still does), so each thread finishes what it holds first. ``python -m bench cost-curve
+middle of its work: the Python thread can be switched out while it holds the GIL (granian hands
+the answer over with the GIL held), the other Python threads woken meanwhile find the GIL taken
+and sleep again, and requests are served in the order these switches happen to fall. Under
+SCHED_BATCH a thread that is woken waits until the running one blocks or its time slice ends
+(batch and idle threads never preempt on wake-up; the tick still does), so each thread finishes
+what it holds first. ``python -m bench cost-curve
 --configs granian:1:8 granian:1:8:normal`` measures both side by side (docs/benchmark.md).
 
 Lowering a thread's own policy to SCHED_BATCH at nice 0 needs no privilege and no capability, so
