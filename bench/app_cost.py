@@ -12,7 +12,12 @@ deadline's watchdog (``serve.body_deadline``): timed with that record too. grani
 interface's app (``serve.rsgi.RSGIApp``, opt-in) is timed the same way, its coroutine driven
 by hand with the body already read.
 
-Run: ``python -m bench.app_cost MODEL_FOLDER [--sample sample.csv] [--profile]``
+A tight loop keeps every cache warm; a server between requests does not. ``--evict-mb N``
+times each step once after writing N MB through a buffer (median of ``COLD_CALLS``): the
+caches an idle server loses to other work, which is why serve costs more per request at low
+rates than at high ones (``python -m bench cost-curve --floors`` measures that over HTTP).
+
+Run: ``python -m bench.app_cost MODEL_FOLDER [--sample sample.csv] [--evict-mb N] [--profile]``
 (a compiled artifact, extracted; ``--profile`` adds cProfile's top functions).
 """
 from __future__ import annotations
@@ -21,11 +26,13 @@ import argparse
 import asyncio
 import io
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Callable
 
 LOOPS = 20_000
+COLD_CALLS = 300
 
 
 def per_call_us(function: Callable[[], object], loops: int = LOOPS, repeats: int = 5) -> float:
@@ -38,6 +45,21 @@ def per_call_us(function: Callable[[], object], loops: int = LOOPS, repeats: int
             function()
         best = min(best, (time.perf_counter() - started) / loops)
     return best * 1e6
+
+
+def cold_call_us(function: Callable[[], object], evict_mb: int, calls: int = COLD_CALLS) -> float:
+    """Median time of one call made right after writing ``evict_mb`` MB through a buffer, in
+    microseconds: the step's cost from cold caches."""
+    import numpy as np
+
+    buffer = np.zeros(evict_mb * 2**20 // 8)
+    times = []
+    for _ in range(calls):
+        buffer += 1.0
+        started = time.perf_counter_ns()
+        function()
+        times.append(time.perf_counter_ns() - started)
+    return statistics.median(times) / 1e3
 
 
 def fake_environ(body: bytes, content_type: str, accept: str | None = None) -> Callable[[], dict]:
@@ -118,8 +140,10 @@ def rsgi_call(rsgi_app, body: bytes, content_type: str) -> Callable[[], _Proto]:
     return call
 
 
-def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS) -> list[tuple[str, float]]:
-    """(step, microseconds per call) for the app and its steps on one row of ``sample``."""
+def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS,
+            evict_mb: int = 0) -> list[tuple[str, float]]:
+    """(step, microseconds per call) for the app and its steps on one row of ``sample``: warm (a
+    tight loop), or with ``evict_mb`` each call from cold caches (``cold_call_us``)."""
     import numpy as np
 
     from serve import codecs
@@ -168,6 +192,8 @@ def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS) -> 
         ("  np.empty((1, 1), float32) (the floor of any numpy call)",
          lambda: np.empty((1, 1), dtype=np.float32)),
     ]
+    if evict_mb:
+        return [(name, cold_call_us(function, evict_mb)) for name, function in steps]
     return [(name, per_call_us(function, loops)) for name, function in steps]
 
 
@@ -176,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path, help="model folder (a compiled artifact, extracted, or a bare model)")
     parser.add_argument("--sample", type=Path, help="CSV rows; the first is sent (default: 0.5 per feature)")
     parser.add_argument("--loops", type=int, default=LOOPS)
+    parser.add_argument("--evict-mb", type=int, default=0,
+                        help="time each step once after writing this many MB (cold caches; median of "
+                             f"{COLD_CALLS})")
     parser.add_argument("--profile", action="store_true", help="also cProfile the whole call")
     args = parser.parse_args(argv)
-    for name, us in measure(args.model, args.sample, args.loops):
+    if args.evict_mb:
+        print(f"each step from cold caches: one call after {args.evict_mb} MB written, median of {COLD_CALLS}")
+    for name, us in measure(args.model, args.sample, args.loops, args.evict_mb):
         print(f"{us:8.2f} us  {name}")
     if args.profile:
         import cProfile

@@ -179,7 +179,8 @@ def cmd_cost_curve(args) -> int:
     default = serve_default_plan(len(split.server))
     configs = args.configs or [default, other_frontend_plan(default)]
     points = run_cost_curve(model, configs, args.rates, rows=args.rows, duration_s=args.duration,
-                            connections=args.connections, log_dir=Path(args.logs), split=split, progress=_say)
+                            connections=args.connections, log_dir=Path(args.logs), split=split, floors=args.floors,
+                            progress=_say)
     _say(cost_curve_table(points))
     return 0
 
@@ -316,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="offered rates, req/s, open loop")
     p.add_argument("--configs", type=_config_arg, nargs="+",
                    help="CLASS:WORKERS[:THREADS] ... (default: serve's default plan and the other front end's)")
+    p.add_argument("--floors", action="store_true",
+                   help="also each configuration's hello world, and ServeApp's own cost at each rate")
     p.add_argument("--logs", default="reports/logs", help="server logs folder")
     http_options(p)
     split_option(p)

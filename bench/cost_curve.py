@@ -9,22 +9,27 @@ the one at the max rate, and a server whose cost falls as its rate rises keeps i
 well below its max: its p99 there is a full queue's. This command measures that curve: serve
 under each configuration, open loop at each rate in turn (the servers taking turns rate by
 rate, as in ``bench.search``), with the server's CPU, context switches and latency per run.
+
+With ``floors``, each configuration's hello world (bench.baselines, under the same front end and
+plan) takes its turn too, and ServeApp's own cost is read at each rate as serve's CPU per request
+minus its floor's *at the same rate*: ``bench compare`` can only subtract the two at their own
+max rates, which differ twofold, where the cost per request differs with the rate.
 """
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from bench.compare import describe_run, with_server_costs
-from bench.contenders import serve_command
+from bench.contenders import hello_command, serve_command
 from bench.cpu_split import CpuSplit
 from bench.load import run_load
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
 from bench.search import open_loop_connections
-from bench.servers import free_port, running_server
+from bench.servers import RunningServer, free_port, running_server
 from serve.gunicorn_conf import WorkerPlan
 
 
@@ -40,39 +45,69 @@ class CostPoint:
     p50_ms: float
     p99_ms: float
     steal_share: float | None = None   # of the server's vCPUs' time, taken by the host (bench.host_steal)
+    floor_of: str | None = None        # a hello world's point: the configuration whose floor it is
 
 
-def run_cost_curve(model: ModelUnderTest, configs: list[WorkerPlan], rates: list[float], *, rows: int = 1,
-                   duration_s: int = 3, connections: int = 32, log_dir: Path = Path("."),
-                   split: CpuSplit | None = None, progress: Callable[[str], None] = print) -> list[CostPoint]:
-    """Server (a) on ``model`` under each of ``configs``, open loop at each of ``rates`` (in that
-    order, the servers taking turns at each rate); one CostPoint per (rate, configuration)."""
-    bodies = make_bodies(read_sample_rows(model.sample_csv), rows)
-    points = []
+FLOOR_PREFIX = "hello "
+
+
+@dataclass
+class CurveServer:
+    """One server of the curve: serve under a configuration, or (``floor_of`` set) that
+    configuration's hello world."""
+    label: str
+    floor_of: str | None
+    server: RunningServer
+
+
+@contextmanager
+def curve_servers(model: ModelUnderTest, configs: list[WorkerPlan], *, floors: bool = False,
+                  log_dir: Path = Path("."), split: CpuSplit | None = None) -> Iterator[list[CurveServer]]:
+    """Server (a) on ``model`` under each of ``configs``, each followed by its hello world with
+    ``floors`` (bench.baselines, under the same front end and plan), running until the block ends."""
     with ExitStack() as stack:
         servers = []
         for plan in configs:
             port = free_port()
             command = serve_command("a", model.deployed, port, plan)
-            servers.append((plan.label(), stack.enter_context(running_server(
+            servers.append(CurveServer(plan.label(), None, stack.enter_context(running_server(
                 f"cost-{model.name}-{plan.label()}", command.argv, port, env=command.env, log_dir=log_dir,
                 split=split))))
-        for _, server in servers:   # warm-up, not counted
-            run_load(server.url, bodies, connections=min(connections, 8), duration_s=1, warmup_s=0)
+            if floors:
+                port = free_port()
+                command = hello_command(port, plan)
+                servers.append(CurveServer(FLOOR_PREFIX + plan.label(), plan.label(), stack.enter_context(
+                    running_server(f"cost-hello-{plan.label()}", command.argv, port, env=command.env,
+                                   log_dir=log_dir, split=split))))
+        yield servers
+
+
+def run_cost_curve(model: ModelUnderTest, configs: list[WorkerPlan], rates: list[float], *, rows: int = 1,
+                   duration_s: int = 3, connections: int = 32, log_dir: Path = Path("."),
+                   split: CpuSplit | None = None, floors: bool = False,
+                   progress: Callable[[str], None] = print) -> list[CostPoint]:
+    """The servers of ``curve_servers`` open loop at each of ``rates`` (in that order, the servers
+    taking turns at each rate); one CostPoint per (rate, server)."""
+    bodies = make_bodies(read_sample_rows(model.sample_csv), rows)
+    points = []
+    with curve_servers(model, configs, floors=floors, log_dir=log_dir, split=split) as servers:
+        for each in servers:   # warm-up, not counted
+            run_load(each.server.url, bodies, connections=min(connections, 8), duration_s=1, warmup_s=0)
         for rate in rates:
             used = open_loop_connections(rate, connections)
-            for label, server in servers:
+            for each in servers:
+                server = each.server
                 run = with_server_costs(server)(lambda: run_load(server.url, bodies, rate=rate, connections=used,
                                                                  duration_s=duration_s, warmup_s=0))
                 cpu, switches = run.labels["server_cpu_s"], run.labels["server_switches"]
                 answered = max(run.requests, 1)
-                point = CostPoint(config=label, offered_rate=rate, achieved_rate=run.achieved_rate,
+                point = CostPoint(config=each.label, offered_rate=rate, achieved_rate=run.achieved_rate,
                                   vcpus_busy=cpu / run.duration_s if run.duration_s else 0.0,
                                   cpu_us_per_request=cpu / answered * 1e6, switches_per_request=switches / answered,
                                   p50_ms=run.latency_ms["p50"], p99_ms=run.latency_ms["p99"],
-                                  steal_share=run.labels["server_steal"])
+                                  steal_share=run.labels["server_steal"], floor_of=each.floor_of)
                 points.append(point)
-                progress(f"    {label:<16} {describe_run(run).strip()}  server {point.vcpus_busy:4.2f} vCPU  "
+                progress(f"    {each.label:<22} {describe_run(run).strip()}  server {point.vcpus_busy:4.2f} vCPU  "
                          f"{point.cpu_us_per_request:6.1f} CPU us/request  "
                          f"{point.switches_per_request:5.2f} switches/request")
     return points
@@ -94,4 +129,30 @@ def cost_curve_table(points: list[CostPoint]) -> str:
             cells.append(f"{cell:>24}")
         lines.append(f"{rate:>10,.0f}" + "".join(cells))
     lines.append("! : under 95 % of the offered rate was answered (the server was past its maximum)")
+    own = own_costs(points)
+    if own:
+        served = list(dict.fromkeys(config for _, config in own))
+        lines += ["", "ServeApp's own CPU per request (us): serve minus its front end's hello world at the same rate",
+                  f"{'req/s':>10}" + "".join(f"{c:>24}" for c in served)]
+        for rate in rates:
+            cells = []
+            for config in served:
+                value = own.get((rate, config))
+                cells.append(f"{'-' if value is None else f'{value:.1f}':>24}")
+            lines.append(f"{rate:>10,.0f}" + "".join(cells))
     return "\n".join(lines)
+
+
+def own_costs(points: list[CostPoint]) -> dict[tuple[float, str], float | None]:
+    """(rate, configuration) -> serve's CPU per request minus its hello world's at that rate, for
+    each configuration run with its floor; None where either server did not hold the rate (past
+    its maximum, a run's cost is a saturated server's, not the rate's)."""
+    by_key = {(p.offered_rate, p.config): p for p in points}
+    own = {}
+    for floor in points:
+        serve = by_key.get((floor.offered_rate, floor.floor_of)) if floor.floor_of else None
+        if serve is None:
+            continue
+        held = all(p.achieved_rate >= 0.95 * p.offered_rate for p in (serve, floor))
+        own[(serve.offered_rate, serve.config)] = serve.cpu_us_per_request - floor.cpu_us_per_request if held else None
+    return own

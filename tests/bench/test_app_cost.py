@@ -2,7 +2,7 @@
 process, on a real compiled model."""
 from __future__ import annotations
 
-from bench.app_cost import measure, rsgi_call
+from bench.app_cost import cold_call_us, measure, rsgi_call
 from bench.payloads import read_sample_rows
 
 
@@ -15,6 +15,20 @@ def test_app_cost_times_the_rsgi_and_wsgi_paths_on_the_same_answer(deployed_mode
                  "CSV score out",
                  "ServeApp, CSV row in, CSV score out (whole WSGI call)", "  decode_csv, one row"):
         assert steps[name] > 0
+
+
+def test_each_step_is_timed_from_cold_caches_too(deployed_model):
+    model = deployed_model("rtb-small")
+    warm = measure(model.deployed, model.sample_csv, loops=50)
+    cold = measure(model.deployed, model.sample_csv, evict_mb=1)
+    assert [name for name, _ in cold] == [name for name, _ in warm]
+    assert all(us > 0 for _, us in cold)
+
+
+def test_a_cold_call_is_the_median_of_single_timed_calls():
+    calls = []
+    us = cold_call_us(lambda: calls.append(1), evict_mb=1, calls=7)
+    assert len(calls) == 7 and 0 < us < 1_000
 
 
 def test_the_hand_driven_rsgi_request_gets_the_apps_own_errors(deployed_model):
