@@ -13,7 +13,7 @@ rate, as in ``bench.search``), with the server's CPU, context switches and laten
 With ``floors``, each configuration's hello world (bench.baselines, under the same front end and
 plan) takes its turn too, and ServeApp's own cost is read at each rate as serve's CPU per request
 minus its floor's *at the same rate*: ``bench compare`` can only subtract the two at their own
-max rates, which differ twofold, where the cost per request differs with the rate.
+max rates, the hello world's the higher, and the cost per request differs with the rate.
 """
 from __future__ import annotations
 
