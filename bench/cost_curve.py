@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from bench.compare import describe_run, with_server_costs
-from bench.contenders import hello_command, serve_command
+from bench.contenders import ServerCommand, hello_command, serve_command
 from bench.cpu_split import CpuSplit
-from bench.load import run_load
+from bench.load import SUSTAINED_SHARE, run_load
 from bench.models import ModelUnderTest
 from bench.payloads import make_bodies, read_sample_rows
 from bench.search import open_loop_connections
@@ -47,6 +47,11 @@ class CostPoint:
     steal_share: float | None = None   # of the server's vCPUs' time, taken by the host (bench.host_steal)
     floor_of: str | None = None        # a hello world's point: the configuration whose floor it is
 
+    @property
+    def held(self) -> bool:
+        """Whether the server answered the offered rate (``SUSTAINED_SHARE`` of it); past its maximum it did not."""
+        return self.achieved_rate >= SUSTAINED_SHARE * self.offered_rate
+
 
 FLOOR_PREFIX = "hello "
 
@@ -66,19 +71,20 @@ def curve_servers(model: ModelUnderTest, configs: list[WorkerPlan], *, floors: b
     """Server (a) on ``model`` under each of ``configs``, each followed by its hello world with
     ``floors`` (bench.baselines, under the same front end and plan), running until the block ends."""
     with ExitStack() as stack:
+        def start(name: str, command_for: Callable[[int], ServerCommand]) -> RunningServer:
+            port = free_port()
+            command = command_for(port)
+            return stack.enter_context(running_server(name, command.argv, port, env=command.env,
+                                                      log_dir=log_dir, split=split))
+
         servers = []
         for plan in configs:
-            port = free_port()
-            command = serve_command("a", model.deployed, port, plan)
-            servers.append(CurveServer(plan.label(), None, stack.enter_context(running_server(
-                f"cost-{model.name}-{plan.label()}", command.argv, port, env=command.env, log_dir=log_dir,
-                split=split))))
+            label = plan.label()
+            servers.append(CurveServer(label, None, start(
+                f"cost-{model.name}-{label}", lambda port: serve_command("a", model.deployed, port, plan))))
             if floors:
-                port = free_port()
-                command = hello_command(port, plan)
-                servers.append(CurveServer(FLOOR_PREFIX + plan.label(), plan.label(), stack.enter_context(
-                    running_server(f"cost-hello-{plan.label()}", command.argv, port, env=command.env,
-                                   log_dir=log_dir, split=split))))
+                servers.append(CurveServer(FLOOR_PREFIX + label, label, start(
+                    f"cost-hello-{label}", lambda port: hello_command(port, plan))))
         yield servers
 
 
@@ -124,8 +130,7 @@ def cost_curve_table(points: list[CostPoint]) -> str:
         cells = []
         for config in configs:
             p = by_key.get((rate, config))
-            held = p is not None and p.achieved_rate >= 0.95 * rate
-            cell = "-" if p is None else f"{p.cpu_us_per_request:.1f} ({p.vcpus_busy:.2f})" + ("" if held else " !")
+            cell = "-" if p is None else f"{p.cpu_us_per_request:.1f} ({p.vcpus_busy:.2f})" + ("" if p.held else " !")
             cells.append(f"{cell:>24}")
         lines.append(f"{rate:>10,.0f}" + "".join(cells))
     lines.append("! : under 95 % of the offered rate was answered (the server was past its maximum)")
@@ -153,6 +158,6 @@ def own_costs(points: list[CostPoint]) -> dict[tuple[float, str], float | None]:
         serve = by_key.get((floor.offered_rate, floor.floor_of)) if floor.floor_of else None
         if serve is None:
             continue
-        held = all(p.achieved_rate >= 0.95 * p.offered_rate for p in (serve, floor))
-        own[(serve.offered_rate, serve.config)] = serve.cpu_us_per_request - floor.cpu_us_per_request if held else None
+        own[(serve.offered_rate, serve.config)] = (serve.cpu_us_per_request - floor.cpu_us_per_request
+                                                   if serve.held and floor.held else None)
     return own
