@@ -16,8 +16,11 @@ A tight loop keeps every cache warm; a server between requests does not. ``--evi
 times each step once after writing N MB through a buffer (median of ``COLD_CALLS``): the
 caches an idle server loses to other work, which is why serve costs more per request at low
 rates than at high ones (``python -m bench cost-curve --floors`` measures that over HTTP).
+``--idle-us N`` times each step once right after the process slept N microseconds on one vCPU
+(pinned, as the benchmark pins its servers): what a request pays when its server's vCPU went
+idle before it, whatever the host does to an idle vCPU.
 
-Run: ``python -m bench.app_cost MODEL_FOLDER [--sample sample.csv] [--evict-mb N] [--profile]``
+Run: ``python -m bench.app_cost MODEL_FOLDER [--sample sample.csv] [--evict-mb N] [--idle-us N] [--profile]``
 (a compiled artifact, extracted; ``--profile`` adds cProfile's top functions).
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -47,15 +51,20 @@ def per_call_us(function: Callable[[], object], loops: int = LOOPS, repeats: int
     return best * 1e6
 
 
-def cold_call_us(function: Callable[[], object], evict_mb: int, calls: int = COLD_CALLS) -> float:
-    """Median time of one call made right after writing ``evict_mb`` MB through a buffer, in
-    microseconds: the step's cost from cold caches."""
+def cold_call_us(function: Callable[[], object], evict_mb: int = 0, calls: int = COLD_CALLS,
+                 idle_us: int = 0) -> float:
+    """Median time of one call made right after writing ``evict_mb`` MB through a buffer and (or)
+    sleeping ``idle_us`` microseconds, in microseconds: the step's cost from cold caches, or
+    after its vCPU idled."""
     import numpy as np
 
     buffer = np.zeros(evict_mb * 2**20 // 8)
+    idle_s = idle_us / 1e6
     times = []
     for _ in range(calls):
         buffer += 1.0
+        if idle_s:
+            time.sleep(idle_s)
         started = time.perf_counter_ns()
         function()
         times.append(time.perf_counter_ns() - started)
@@ -141,9 +150,9 @@ def rsgi_call(rsgi_app, body: bytes, content_type: str) -> Callable[[], _Proto]:
 
 
 def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS,
-            evict_mb: int = 0) -> list[tuple[str, float]]:
+            evict_mb: int = 0, idle_us: int = 0) -> list[tuple[str, float]]:
     """(step, microseconds per call) for the app and its steps on one row of ``sample``: warm (a
-    tight loop), or with ``evict_mb`` each call from cold caches (``cold_call_us``)."""
+    tight loop), or with ``evict_mb`` or ``idle_us`` each call alone (``cold_call_us``)."""
     import numpy as np
 
     from serve import codecs
@@ -192,8 +201,8 @@ def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS,
         ("  np.empty((1, 1), float32) (the floor of any numpy call)",
          lambda: np.empty((1, 1), dtype=np.float32)),
     ]
-    if evict_mb:
-        return [(name, cold_call_us(function, evict_mb)) for name, function in steps]
+    if evict_mb or idle_us:
+        return [(name, cold_call_us(function, evict_mb, idle_us=idle_us)) for name, function in steps]
     return [(name, per_call_us(function, loops)) for name, function in steps]
 
 
@@ -205,11 +214,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evict-mb", type=int, default=0,
                         help="time each step once after writing this many MB (cold caches; median of "
                              f"{COLD_CALLS})")
+    parser.add_argument("--idle-us", type=int, default=0,
+                        help="time each step once after sleeping this many microseconds on one vCPU "
+                             f"(median of {COLD_CALLS})")
     parser.add_argument("--profile", action="store_true", help="also cProfile the whole call")
     args = parser.parse_args(argv)
     if args.evict_mb:
         print(f"each step from cold caches: one call after {args.evict_mb} MB written, median of {COLD_CALLS}")
-    for name, us in measure(args.model, args.sample, args.loops, args.evict_mb):
+    if args.idle_us:
+        # woken on another vCPU, a call would run from caches that never held it: not what a pinned server sees
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        print(f"each step after its vCPU idled: one call after sleeping {args.idle_us} us on vCPU {cpu}, "
+              f"median of {COLD_CALLS}")
+    for name, us in measure(args.model, args.sample, args.loops, args.evict_mb, args.idle_us):
         print(f"{us:8.2f} us  {name}")
     if args.profile:
         import cProfile

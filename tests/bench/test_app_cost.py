@@ -2,7 +2,10 @@
 process, on a real compiled model."""
 from __future__ import annotations
 
-from bench.app_cost import cold_call_us, measure, rsgi_call
+import os
+import time
+
+from bench.app_cost import cold_call_us, main, measure, rsgi_call
 from bench.payloads import read_sample_rows
 
 
@@ -29,6 +32,31 @@ def test_a_cold_call_is_the_median_of_single_timed_calls():
     calls = []
     us = cold_call_us(lambda: calls.append(1), evict_mb=1, calls=7)
     assert len(calls) == 7 and 0 < us < 1_000
+
+
+def test_an_idle_call_comes_after_its_sleep():
+    slept_before = []
+    last_return = [0.0]
+
+    def call():
+        slept_before.append(time.perf_counter() - last_return[0])
+        last_return[0] = time.perf_counter()
+
+    us = cold_call_us(call, idle_us=3000, calls=5)
+    # every call but the first came at least the 3 ms sleep after the one before
+    assert len(slept_before) == 5 and min(slept_before[1:]) >= 0.003 and 0 < us < 1_000
+
+
+def test_idle_us_pins_to_one_vcpu_and_prints_each_step(deployed_model, capsys):
+    model = deployed_model("rtb-small")
+    before = os.sched_getaffinity(0)
+    try:
+        assert main([str(model.deployed), "--sample", str(model.sample_csv), "--idle-us", "50"]) == 0
+        assert os.sched_getaffinity(0) == {min(before)}
+    finally:
+        os.sched_setaffinity(0, before)
+    out = capsys.readouterr().out
+    assert f"after sleeping 50 us on vCPU {min(before)}" in out and "decode_csv, one row" in out
 
 
 def test_the_hand_driven_rsgi_request_gets_the_apps_own_errors(deployed_model):
