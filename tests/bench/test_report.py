@@ -1,6 +1,7 @@
 """Figures, recommendation and report files from known results."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -166,6 +167,12 @@ def test_frontend_figures_compare_granian_with_gunicorn_rows():
                                        "p99 0.84 ms")
     drift = figures["rtb-large: CPU ratio granian vs gunicorn within 20 % of rtb-small's"]
     assert drift.measured == "0.80" and drift.met
+    # just under the range (4.00x / 5.00x -> 3.996x / 5.00x = 0.7992): shown with the digit that misses
+    near_miss = [dataclasses.replace(r, cpu_us_per_request=100.1) if (r.key, r.model) == ("e", "rtb-large") else r
+                 for r in http]
+    drift = {f.name: f for f in frontend_figures(near_miss)}["rtb-large: CPU ratio granian vs gunicorn within 20 % "
+                                                               "of rtb-small's"]
+    assert drift.measured == "0.799" and not drift.met
     # the opt-in RSGI interface, (g) and (h), against the same gunicorn rows
     assert figures["rtb-small, 1 row: server CPU per request, granian RSGI (opt-in) vs gunicorn + gevent"].measured \
         == "6.00x less"
