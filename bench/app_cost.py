@@ -18,9 +18,11 @@ caches an idle server loses to other work, which is why serve costs more per req
 rates than at high ones (``python -m bench cost-curve --floors`` measures that over HTTP).
 ``--idle-us N`` times each step once right after the process slept N microseconds on one vCPU
 (pinned, as the benchmark pins its servers): what a request pays when its server's vCPU went
-idle before it, whatever the host does to an idle vCPU.
+idle before it, whatever the host does to an idle vCPU. With ``--spin`` the same time passes in
+a loop on the clock instead of a sleep: the thread never gives up its vCPU, so the difference
+is what sleeping and being woken cost the next call, as against time merely passing.
 
-Run: ``python -m bench.app_cost MODEL_FOLDER [--sample sample.csv] [--evict-mb N] [--idle-us N] [--profile]``
+Run: ``python -m bench.app_cost MODEL_FOLDER [--sample sample.csv] [--evict-mb N] [--idle-us N [--spin]] [--profile]``
 (a compiled artifact, extracted; ``--profile`` adds cProfile's top functions).
 """
 from __future__ import annotations
@@ -52,10 +54,10 @@ def per_call_us(function: Callable[[], object], loops: int = LOOPS, repeats: int
 
 
 def cold_call_us(function: Callable[[], object], evict_mb: int = 0, calls: int = COLD_CALLS,
-                 idle_us: int = 0) -> float:
+                 idle_us: int = 0, spin: bool = False) -> float:
     """Median time of one call made right after writing ``evict_mb`` MB through a buffer and (or)
-    sleeping ``idle_us`` microseconds, in microseconds: the step's cost from cold caches, or
-    after its vCPU idled."""
+    sleeping ``idle_us`` microseconds (``spin``: looping on the clock as long), in microseconds:
+    the step's cost from cold caches, or after its vCPU idled (or its thread waited awake)."""
     import numpy as np
 
     buffer = np.zeros(evict_mb * 2**20 // 8)
@@ -63,7 +65,11 @@ def cold_call_us(function: Callable[[], object], evict_mb: int = 0, calls: int =
     times = []
     for _ in range(calls):
         buffer += 1.0
-        if idle_s:
+        if idle_s and spin:
+            until = time.perf_counter() + idle_s
+            while time.perf_counter() < until:
+                pass
+        elif idle_s:
             time.sleep(idle_s)
         started = time.perf_counter_ns()
         function()
@@ -150,9 +156,9 @@ def rsgi_call(rsgi_app, body: bytes, content_type: str) -> Callable[[], _Proto]:
 
 
 def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS,
-            evict_mb: int = 0, idle_us: int = 0) -> list[tuple[str, float]]:
+            evict_mb: int = 0, idle_us: int = 0, spin: bool = False) -> list[tuple[str, float]]:
     """(step, microseconds per call) for the app and its steps on one row of ``sample``: warm (a
-    tight loop), or with ``evict_mb`` or ``idle_us`` each call alone (``cold_call_us``)."""
+    tight loop), or with ``evict_mb`` or ``idle_us`` (and ``spin``) each call alone (``cold_call_us``)."""
     import numpy as np
 
     from serve import codecs
@@ -202,7 +208,7 @@ def measure(model_dir: Path, sample: Path | None = None, loops: int = LOOPS,
          lambda: np.empty((1, 1), dtype=np.float32)),
     ]
     if evict_mb or idle_us:
-        return [(name, cold_call_us(function, evict_mb, idle_us=idle_us)) for name, function in steps]
+        return [(name, cold_call_us(function, evict_mb, idle_us=idle_us, spin=spin)) for name, function in steps]
     return [(name, per_call_us(function, loops)) for name, function in steps]
 
 
@@ -217,17 +223,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-us", type=int, default=0,
                         help="time each step once after sleeping this many microseconds on one vCPU "
                              f"(median of {COLD_CALLS})")
+    parser.add_argument("--spin", action="store_true",
+                        help="with --idle-us: loop on the clock that long instead of sleeping (the thread stays awake)")
     parser.add_argument("--profile", action="store_true", help="also cProfile the whole call")
     args = parser.parse_args(argv)
+    if args.spin and not args.idle_us:
+        parser.error("--spin needs --idle-us")
     if args.evict_mb:
         print(f"each step from cold caches: one call after {args.evict_mb} MB written, median of {COLD_CALLS}")
     if args.idle_us:
         # woken on another vCPU, a call would run from caches that never held it: not what a pinned server sees
         cpu = min(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpu})
-        print(f"each step after its vCPU idled: one call after sleeping {args.idle_us} us on vCPU {cpu}, "
-              f"median of {COLD_CALLS}")
-    for name, us in measure(args.model, args.sample, args.loops, args.evict_mb, args.idle_us):
+        after = ("after its thread waited awake: one call after spinning" if args.spin
+                 else "after its vCPU idled: one call after sleeping")
+        print(f"each step {after} {args.idle_us} us on vCPU {cpu}, median of {COLD_CALLS}")
+    for name, us in measure(args.model, args.sample, args.loops, args.evict_mb, args.idle_us, args.spin):
         print(f"{us:8.2f} us  {name}")
     if args.profile:
         import cProfile

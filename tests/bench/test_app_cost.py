@@ -3,7 +3,10 @@ process, on a real compiled model."""
 from __future__ import annotations
 
 import os
+import resource
 import time
+
+import pytest
 
 from bench.app_cost import cold_call_us, main, measure, rsgi_call
 from bench.payloads import read_sample_rows
@@ -45,6 +48,40 @@ def test_an_idle_call_comes_after_its_sleep():
     us = cold_call_us(call, idle_us=3000, calls=5)
     # every call but the first came at least the 3 ms sleep after the one before
     assert len(slept_before) == 5 and min(slept_before[1:]) >= 0.003 and 0 < us < 1_000
+
+
+def _voluntary_switches() -> int:
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+
+
+@pytest.mark.parametrize("spin", [False, True])
+def test_a_spinning_wait_stays_awake_and_a_sleeping_one_gives_up_the_vcpu(spin):
+    waited_before = []
+    last_return = [0.0]
+
+    def call():
+        waited_before.append(time.perf_counter() - last_return[0])
+        last_return[0] = time.perf_counter()
+
+    switches = _voluntary_switches()
+    cold_call_us(call, idle_us=500, calls=5, spin=spin)
+    switches = _voluntary_switches() - switches
+    # the same wait either way; only the sleeping one left the vCPU, once per call (2.5 ms of
+    # spinning in all: under the interpreter's 5 ms switch interval, so no GIL hand-off either)
+    assert min(waited_before[1:]) >= 0.0005
+    assert (switches <= 1) if spin else (switches >= 5)
+
+
+def test_spin_prints_an_awake_wait_and_needs_idle_us(deployed_model, capsys):
+    model = deployed_model("rtb-small")
+    before = os.sched_getaffinity(0)
+    try:
+        assert main([str(model.deployed), "--sample", str(model.sample_csv), "--idle-us", "50", "--spin"]) == 0
+    finally:
+        os.sched_setaffinity(0, before)
+    assert f"after spinning 50 us on vCPU {min(before)}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(model.deployed), "--spin"])
 
 
 def test_idle_us_pins_to_one_vcpu_and_prints_each_step(deployed_model, capsys):
